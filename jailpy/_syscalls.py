@@ -1,0 +1,213 @@
+"""The only module that talks to the kernel through ctypes.
+
+Every wrapper raises :class:`OSError` with the kernel's errno on failure (the way
+the :mod:`os` module does), so callers can name what failed.  Constants carry the
+names used in the man pages and in ``<linux/*.h>``; syscall numbers are x86_64
+(``arch/x86/entry/syscalls/syscall_64.tbl``).  Other architectures are refused at
+import time rather than calling the wrong syscall.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+if platform.machine() != "x86_64":  # pragma: no cover - refused, not guessed
+    raise ImportError(f"jailpy supports x86_64 only (this machine is {platform.machine()})")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# syscall numbers, x86_64
+NR_capget = 125
+NR_capset = 126
+NR_pivot_root = 155
+NR_open_tree = 428
+NR_move_mount = 429
+NR_close_range = 436
+NR_openat2 = 437
+NR_mount_setattr = 442
+
+# unshare(2) / clone(2) flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+
+# open_tree(2), move_mount(2), mount_setattr(2)
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+# openat2(2) resolve flags
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+# close_range(2)
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# capability(7)
+CAP_KILL = 5
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _check(ret: int) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _cstr(path: str | bytes | None) -> bytes | None:
+    if path is None:
+        return None
+    return os.fsencode(path)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move the caller into new namespaces given by ``CLONE_NEW*`` flags."""
+    _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    """mount(2).  ``data`` is the filesystem's option string (e.g. ``"size=64m"``)."""
+    _check(_libc.mount(_cstr(source), _cstr(target), _cstr(fstype), ctypes.c_ulong(flags), _cstr(data)))
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """umount2(2); ``MNT_DETACH`` for a lazy unmount."""
+    _check(_libc.umount2(_cstr(target), ctypes.c_int(flags)))
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): make ``new_root`` the root mount, the old root moves to ``put_old``."""
+    _check(_syscall(NR_pivot_root, _cstr(new_root), _cstr(put_old)))
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """open_tree(2) (Linux 5.2): with ``OPEN_TREE_CLONE`` returns an fd for a detached copy of a mount tree."""
+    return _check(_syscall(NR_open_tree, ctypes.c_int(dirfd), _cstr(path), ctypes.c_uint(flags)))
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    """move_mount(2) (Linux 5.2): attach a detached tree (``from_fd``) at ``to_fd``/``to_path``."""
+    _check(
+        _syscall(
+            NR_move_mount, ctypes.c_int(from_fd), _cstr(from_path), ctypes.c_int(to_fd), _cstr(to_path), ctypes.c_uint(flags)
+        )
+    )
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2) (Linux 5.12): set ``MOUNT_ATTR_*`` on a mount, on its whole tree with ``AT_RECURSIVE``."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    _check(
+        _syscall(
+            NR_mount_setattr, ctypes.c_int(dirfd), _cstr(path), ctypes.c_uint(flags), ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        )
+    )
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2) (Linux 5.6).  ``RESOLVE_IN_ROOT`` resolves ``path`` as if ``dirfd`` were ``/``:
+    ``..`` and absolute symlinks cannot leave it."""
+    how = _OpenHow(flags, mode, resolve)
+    return _check(
+        _syscall(NR_openat2, ctypes.c_int(dirfd), _cstr(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    )
+
+
+def close_range(first: int, last: int, flags: int = 0) -> None:
+    """close_range(2) (Linux 5.9); with ``CLOSE_RANGE_CLOEXEC`` marks the fds close-on-exec instead."""
+    _check(_syscall(NR_close_range, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2)."""
+    return _check(
+        _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    )
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2); needs CAP_SYS_ADMIN in the UTS namespace's owning user namespace."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for the calling thread, with 64-bit masks (``_LINUX_CAPABILITY_VERSION_3``)."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_syscall(NR_capset, ctypes.byref(hdr), ctypes.byref(data)))
+
+
+def cap_last_cap() -> int:
+    """The highest capability number this kernel knows (``/proc/sys/kernel/cap_last_cap``)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except OSError:
+        return 63

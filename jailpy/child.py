@@ -1,0 +1,235 @@
+"""The sandbox side of the fork, in three processes.
+
+``setup``  (forked by the supervisor, still in the host pid namespace): unshare(2) the user,
+           mount, pid, uts, ipc, net and cgroup namespaces; wait for the supervisor to write
+           the id maps; switch ids; fork ``init``; wait for it.
+``init``   (PID 1 of the new pid namespace): build the rootfs, set the hostname, bring up
+           loopback, pivot_root; fork ``payload``; then reap every process, forward signals,
+           and report the payload's wait status.  When it exits the kernel kills whatever is
+           left in the namespace (pid_namespaces(7)).
+``payload``: signals reset, new session, rlimits, fds closed, capabilities dropped,
+           no_new_privs, execve.
+
+Nothing here may return into the supervisor's code: every path ends in ``os._exit``.
+Failures are reported as one JSON line on the status pipe (writes below PIPE_BUF are atomic).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import select
+import signal
+import time
+from dataclasses import dataclass
+
+from . import _syscalls as sc
+from . import caps, mounts, net, userns
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+NAMESPACES = {
+    "user": sc.CLONE_NEWUSER, "mnt": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID, "uts": sc.CLONE_NEWUTS,
+    "ipc": sc.CLONE_NEWIPC, "net": sc.CLONE_NEWNET, "cgroup": sc.CLONE_NEWCGROUP,
+}
+
+
+@dataclass
+class SpawnContext:
+    """What the supervisor hands across the fork.  fds are the supervisor's, all >= 3."""
+
+    argv: list[str]
+    env: dict[str, str]
+    stdio: tuple[int | None, int | None, int | None]
+    pass_fds: tuple[int, ...]
+    ids: userns.IdPlan
+    mounts: mounts.MountPlan
+    hostname: str
+    status_w: int
+    sync_w: int
+    go_r: int
+    supervisor_pid: int
+
+
+def _send(ctx: SpawnContext, **msg: object) -> None:
+    try:
+        os.write(ctx.status_w, json.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _die_with_parent(parent_alive) -> None:
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if not parent_alive():
+        os._exit(125)
+
+
+def setup(ctx: SpawnContext) -> None:
+    """The ``setup`` process (see module docstring).  Never returns."""
+    try:
+        _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
+        for i, fd in enumerate(ctx.stdio):
+            if fd is None:
+                try:
+                    os.fstat(i)
+                except OSError:
+                    null = os.open("/dev/null", os.O_RDWR)
+                    if null != i:
+                        os.dup2(null, i)
+                        os.close(null)
+            elif fd != i:
+                os.dup2(fd, i)
+            else:
+                os.set_inheritable(i, True)
+        step = "unshare the namespaces"
+        try:
+            flags = 0
+            for f in NAMESPACES.values():
+                flags |= f
+            sc.unshare(flags)
+        except OSError as e:
+            raise OSError(e.errno, _unshare_hint(e)) from None
+        os.write(ctx.sync_w, b"u")
+        if os.read(ctx.go_r, 1) != b"g":
+            os._exit(125)  # the supervisor refused (it reports why) or died
+        step = "switch to the sandbox ids"
+        userns.become(ctx.ids)
+        pid = os.fork()
+        if pid == 0:
+            init(ctx)
+        _send(ctx, pid1=pid)
+        for fd in (0, 1, 2):
+            os.close(fd)
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                break
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - must never return into the supervisor
+        _send(ctx, error=f"{step if 'step' in locals() else 'set-up'}: {_describe(e)}")
+        os._exit(125)
+
+
+def _unshare_hint(e: OSError) -> str:
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return ("user namespaces are not allowed for this user here: enable them with "
+                "'sysctl kernel.unprivileged_userns_clone=1' (Debian) or "
+                "'sysctl kernel.apparmor_restrict_unprivileged_userns=0' (Ubuntu), or run inside a container "
+                "that permits unshare(CLONE_NEWUSER)")
+    if e.errno == errno.ENOSPC:
+        return "the user namespace limit is reached: raise it with 'sysctl user.max_user_namespaces=15000'"
+    if e.errno == errno.EINVAL:
+        return "this kernel lacks a namespace type jailpy needs (user, mnt, pid, uts, ipc, net, cgroup)"
+    return e.strerror or str(e)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        if e.errno == errno.ENOSYS:
+            return f"{e.strerror}: this kernel is too old (jailpy needs Linux 5.12 or newer)"
+        return e.strerror or str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def init(ctx: SpawnContext) -> None:
+    """PID 1 of the sandbox (see module docstring).  Never returns."""
+    pending: list[int] = []
+    payload = 0
+
+    def forward(signum: int, _frame: object) -> None:
+        if payload:
+            try:
+                os.kill(payload, signum)
+            except OSError:
+                pass
+        else:
+            pending.append(signum)
+
+    step = "start"
+    try:
+        _die_with_parent(lambda: not _hup(ctx.go_r))
+        for s in FORWARDED:
+            signal.signal(s, forward)
+        step = "build the rootfs"
+        mounts.build_rootfs(ctx.mounts)
+        step = "set the hostname"
+        sc.sethostname(ctx.hostname)
+        step = "bring up loopback"
+        net.loopback_up()
+        step = "pivot_root into the rootfs"
+        mounts.enter_rootfs(ctx.mounts)
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        step = "start the program"
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            payload_exec(ctx)
+        payload = pid
+        for fd in (0, 1, 2):
+            os.close(fd)
+        caps.drop_bounding()
+        caps.drop_all(1 << sc.CAP_KILL)  # only to forward signals to a payload running as another uid
+        for s in pending:
+            forward(s, None)
+        status = None
+        while status is None:
+            try:
+                p, st, _ = os.wait4(-1, 0)
+            except ChildProcessError:
+                break
+            if p == payload:
+                status = st
+        t1 = time.monotonic()
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        while True:
+            try:
+                os.wait4(-1, 0)
+            except ChildProcessError:
+                break
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        _send(ctx, status=status, utime=ru.ru_utime, stime=ru.ru_stime, maxrss=ru.ru_maxrss * 1024, wall=t1 - t0)
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        _send(ctx, error=f"{step}: {_describe(e)}")
+        os._exit(125)
+
+
+def _hup(fd: int) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
+
+
+def payload_exec(ctx: SpawnContext) -> None:
+    """The payload process: last restrictions, then execve.  Never returns."""
+    try:
+        for s in FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
+            signal.signal(s, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.setsid()
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        sc.close_range(3, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+        for fd in ctx.pass_fds:
+            os.set_inheritable(fd, True)
+        caps.drop_bounding()
+        caps.drop_all()
+        caps.no_new_privs()
+    except BaseException as e:  # noqa: BLE001
+        _send(ctx, error=f"restrict the program: {_describe(e)}")
+        os._exit(125)
+    try:
+        os.execvpe(ctx.argv[0], ctx.argv, ctx.env)
+    except OSError as e:
+        code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+        what = "not found" if code == 127 else f"cannot execute: {e.strerror}"
+        _send(ctx, exec_error=code, error=f"{ctx.argv[0]}: {what}")
+        os._exit(code)
+    except BaseException as e:  # noqa: BLE001
+        _send(ctx, exec_error=126, error=f"{ctx.argv[0]}: cannot execute: {_describe(e)}")
+        os._exit(126)

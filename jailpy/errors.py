@@ -1,0 +1,24 @@
+"""Errors jailpy raises.  Every one of them means "jailpy refused or failed" and maps
+to exit status 125 in the CLI (the convention of env(1), docker and podman)."""
+
+from __future__ import annotations
+
+
+class JailpyError(Exception):
+    """Base class: jailpy itself could not do what was asked.  ``str(err)`` is one line
+    naming the cause and, where there is one, the fix."""
+
+    exit_code = 125
+
+
+class PolicyError(JailpyError):
+    """A policy file, a CLI flag or an API argument is invalid (bad key, bad value, missing path)."""
+
+
+class HostError(JailpyError):
+    """A requested protection cannot be applied on this host (fail closed): the message says
+    what is missing and how to fix it."""
+
+
+class SandboxSetupError(JailpyError):
+    """Setting up the sandbox failed inside the child, before the program was started."""

@@ -1,0 +1,354 @@
+"""Rootfs assembly (mount_namespaces(7), mount(2), pivot_root(2), open_tree(2), move_mount(2),
+mount_setattr(2), openat2(2)).
+
+Host side: :func:`prepare` checks every path and turns a Policy into a :class:`MountPlan`.
+Child side, inside new user, mount and pid namespaces: :func:`build_rootfs` then
+:func:`enter_rootfs`.
+
+How the root is built (the order bubblewrap uses):
+
+1. every mount is made private, so nothing propagates back to the host;
+2. a tmpfs is mounted over ``/tmp`` (in our namespace only) and pivoted to, so the host
+   root sits at ``/oldroot`` and the new root is assembled at ``/newroot``;
+3. each top-level directory of the host root (or ``--rootfs``) becomes a read-only overlay
+   (``lowerdir=/oldroot/DIR:/empty``: overlayfs wants two lower layers when it has no
+   upper one, and refuses in a user namespace a lower that carries locked submounts, such as
+   ``/``); a directory with submounts is a recursive read-only bind instead; symlinks are
+   copied; hidden directories are left empty;
+4. /dev (null, zero, full, random, urandom, tty, a private devpts, shm, mqueue), a fresh
+   /proc with masked and read-only paths, a read-only sysfs, /tmp, user tmpfs and binds;
+   every destination is resolved with ``openat2(RESOLVE_IN_ROOT)`` below ``/newroot``, so
+   a symlink can never lead a mount out to the host (CVE-2021-30465 class);
+5. the scaffolding tmpfs mounts go read-only, ``pivot_root(".", ".")`` puts the new root in
+   place and the old one is detached with ``umount2(MNT_DETACH)``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from . import _syscalls as sc
+from .errors import PolicyError
+from .policy import Policy, parse_size
+
+# /proc entries that leak host kernel state or accept dangerous writes (the set of
+# docker/runc's maskedPaths and readonlyPaths, plus kmsg, kallsyms and key-users)
+PROC_MASKED = (
+    "kcore", "kmsg", "kallsyms", "keys", "key-users", "timer_list", "timer_stats", "sched_debug",
+    "latency_stats", "sysrq-trigger", "config.gz", "vmallocinfo", "acpi", "asound", "scsi", "driver",
+)
+PROC_READONLY = ("sys", "irq", "bus", "fs")
+SYS_MASKED = ("firmware", "devices/virtual/powercap", "kernel/security", "kernel/debug")
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+SPECIAL_TOP = ("proc", "sys", "dev", "tmp")
+
+_NOSUIDDEV = sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV
+
+
+@dataclass
+class BindSpec:
+    """One bind mount: host path ``src`` (resolved) at ``dst`` inside; ``rw`` or read-only."""
+
+    src: str
+    dst: str
+    rw: bool
+    is_dir: bool
+
+
+@dataclass
+class MountPlan:
+    """Everything the child needs to build the rootfs; all host paths already checked.
+
+    ``top`` lists ``(name, kind, arg)`` for the root's entries, kind one of ``overlay``,
+    ``rbind``, ``symlink`` (arg: target), ``file``, ``hidden``."""
+
+    lower: str
+    top: list[tuple[str, str, str]]
+    hidden_nested: list[str]
+    binds: list[BindSpec]
+    tmpfs: list[tuple[str, int]]
+    tmp_size: int
+    workdir: str
+    description: str
+    masked: list[str] = field(default_factory=list)
+
+
+def _mountpoints() -> list[str]:
+    points = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                p = line.split(b" ", 5)[4]
+                points.append(os.fsdecode(p).replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
+    except OSError:
+        pass
+    return points
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    src, sep, dst = spec.partition(":")
+    return src, dst if sep and dst else ""
+
+
+def prepare(policy: Policy) -> MountPlan:
+    """Host side: check paths and build the plan.  Raises PolicyError for a missing bind
+    source or rootfs, or a destination that is not absolute."""
+    if policy.rootfs is not None:
+        lower = os.path.realpath(policy.rootfs)
+        if not os.path.isdir(lower):
+            raise PolicyError(f"rootfs: not a directory: {policy.rootfs}")
+        hide: list[str] = []
+    else:
+        lower = "/"
+        hide = [os.path.normpath(h) for h in policy.hide]
+    points = _mountpoints()
+    top: list[tuple[str, str, str]] = []
+    hidden_top = {h.strip("/") for h in hide if h.count("/") == 1}
+    hidden_nested = [h for h in hide if h.count("/") > 1 and os.path.isdir(h)]
+    try:
+        entries = sorted(os.scandir(lower), key=lambda e: e.name)
+    except OSError as e:
+        raise PolicyError(f"rootfs: cannot list {lower}: {e.strerror}") from None
+    for e in entries:
+        name = e.name
+        if name in SPECIAL_TOP:
+            continue
+        if e.is_symlink():
+            top.append((name, "symlink", os.readlink(e.path)))
+        elif name in hidden_top and e.is_dir():
+            top.append((name, "hidden", ""))
+        elif e.is_dir():
+            path = os.path.join(lower, name)
+            sub = any(p.startswith(path + "/") for p in points)
+            top.append((name, "rbind" if sub or path in points else "overlay", ""))
+        elif e.is_file():
+            top.append((name, "file", ""))
+    binds: list[BindSpec] = []
+    for key, rw in (("bind", True), ("ro_bind", False)):
+        for spec in getattr(policy, key):
+            src, dst = _split_spec(spec)
+            real = os.path.realpath(src)
+            if not os.path.exists(real):
+                raise PolicyError(f"{key.replace('_', '-')}: source does not exist: {src}")
+            dst = os.path.normpath(dst or os.path.abspath(src))
+            if dst == "/" or dst.split("/")[1] in ("proc", "dev"):
+                raise PolicyError(f"{key.replace('_', '-')}: cannot bind over {dst}")
+            binds.append(BindSpec(real, dst, rw, os.path.isdir(real)))
+    workdir = "/"
+    if policy.cwd:
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            raise PolicyError("the current directory no longer exists; cd somewhere or pass --no-cwd") from None
+        workdir = cwd
+        if cwd != "/" and not any(b.dst == cwd for b in binds):
+            binds.insert(0, BindSpec(cwd, cwd, False, True))
+    tmpfs = []
+    for spec in policy.tmpfs:
+        dst, _, size = spec.partition(":")
+        tmpfs.append((os.path.normpath(dst), parse_size(size) if size else 64 << 20))
+    desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
+        f", hidden: {' '.join(hide)}" if hide else "")
+    return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc,
+                     [f"/proc/{m}" for m in PROC_MASKED])
+
+
+# ---------------------------------------------------------------- child side ----
+
+def _esc(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _mkdirs_in_root(rootfd: int, path: str, leaf_is_dir: bool = True) -> int:
+    """Create ``path`` below ``rootfd`` (components resolved in root, never outside it) and
+    return an O_PATH fd of it.  Raises OSError."""
+    parts = [p for p in path.split("/") if p]
+    cur = os.dup(rootfd)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                nxt = sc.openat2(cur, part, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+            except FileNotFoundError:
+                if last and not leaf_is_dir:
+                    os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=cur))
+                else:
+                    os.mkdir(part, 0o755, dir_fd=cur)
+                nxt = sc.openat2(cur, part, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+            os.close(cur)
+            cur = nxt
+        return cur
+    except BaseException:
+        os.close(cur)
+        raise
+
+
+def _attach(tree_fd: int, rootfd: int, dst: str, is_dir: bool) -> None:
+    """Attach a detached mount ``tree_fd`` at ``dst`` resolved inside ``rootfd``."""
+    try:
+        target = _mkdirs_in_root(rootfd, dst, is_dir)
+    except OSError as e:
+        hint = " (its parent comes read-only from the host; pick a destination under /tmp or one that exists)" \
+            if e.errno == 30 else ""
+        raise OSError(e.errno, f"cannot create mount point {dst}: {e.strerror}{hint}") from None
+    try:
+        sc.move_mount(tree_fd, "", target, "", sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        os.close(target)
+        os.close(tree_fd)
+
+
+def _clone(dirfd: int, path: str, attrs: int, recursive: bool = True) -> int:
+    flags = sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | (sc.AT_RECURSIVE if recursive else 0)
+    if not path:
+        flags |= sc.AT_EMPTY_PATH
+    fd = sc.open_tree(dirfd, path, flags)
+    if attrs:
+        sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if recursive else 0), attrs)
+    return fd
+
+
+def _bind(src_root: int, src: str, rootfd: int, dst: str, attrs: int, is_dir: bool) -> None:
+    srcfd = sc.openat2(src_root, src, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+    try:
+        tree = _clone(srcfd, "", attrs)
+    finally:
+        os.close(srcfd)
+    _attach(tree, rootfd, dst, is_dir)
+
+
+def _tmpfs(target: str, size: int, mode: str, flags: int = sc.MS_NOSUID | sc.MS_NODEV) -> None:
+    sc.mount("tmpfs", target, "tmpfs", flags, f"size={size},mode={mode}")
+
+
+def build_rootfs(plan: MountPlan, hostname_unused: str = "") -> None:
+    """Child side: assemble the new root at /newroot (see the module docstring).  The host
+    root stays reachable at /oldroot until :func:`enter_rootfs`.  Raises OSError with a
+    message naming the mount that failed."""
+    def step(what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except OSError as e:
+            raise OSError(e.errno, f"{what}: {e.strerror}") from None
+
+    step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    step("tmpfs for the new root", _tmpfs, "/tmp", 1 << 20, "0755")
+    for d in ("/tmp/newroot", "/tmp/oldroot", "/tmp/empty"):
+        os.mkdir(d, 0o755)
+    step("pivot_root to the scaffolding", sc.pivot_root, "/tmp", "/tmp/oldroot")
+    os.chdir("/")
+    step("tmpfs at /newroot", _tmpfs, "/newroot", 1 << 20, "0755")
+    old = os.open("/oldroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    lower_rel = plan.lower
+    lower = os.open(lower_rel, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=old) if lower_rel != "/" else os.dup(old)
+    root = os.open("/newroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    lower_path = "/oldroot" + (plan.lower if plan.lower != "/" else "")
+    ro = sc.MOUNT_ATTR_RDONLY | _NOSUIDDEV
+    for name, kind, arg in plan.top:
+        dst = f"/newroot/{name}"
+        if kind == "symlink":
+            os.symlink(arg, dst)
+        elif kind == "hidden":
+            os.mkdir(dst, 0o755)
+        elif kind == "overlay":
+            os.mkdir(dst, 0o755)
+            step(f"overlay at /{name}", sc.mount, "overlay", dst, "overlay", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
+                 f"lowerdir={_esc(lower_path + '/' + name)}:/empty")
+        elif kind in ("rbind", "file"):
+            step(f"read-only bind of /{name}", _bind, lower, name, root, name, ro, kind == "rbind")
+    for h in plan.hidden_nested:
+        try:
+            fd = _mkdirs_in_root(root, h)
+        except OSError:
+            continue  # not present in this root: nothing to hide
+        os.close(fd)
+        step(f"hide {h}", _tmpfs, "/newroot" + h, 4096, "0755", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _build_dev(plan, old, root, step)
+    os.mkdir("/newroot/proc", 0o555)
+    step("mount /proc", sc.mount, "proc", "/newroot/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    proc = os.open("/newroot/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    for m in PROC_MASKED:
+        _mask(proc, m, "/newroot/proc/" + m)
+    for m in PROC_READONLY:
+        if os.path.exists("/newroot/proc/" + m):
+            step(f"read-only /proc/{m}", lambda m=m: _attach(_clone(proc, m, ro), proc, m, True))
+    os.close(proc)
+    os.mkdir("/newroot/sys", 0o555)
+    try:
+        sc.mount("sysfs", "/newroot/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    except OSError:
+        step("read-only bind of /sys", _bind, old, "sys", root, "sys", ro | sc.MOUNT_ATTR_NOEXEC, True)
+    for m in SYS_MASKED:
+        if os.path.isdir("/newroot/sys/" + m):
+            _tmpfs("/newroot/sys/" + m, 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    os.mkdir("/newroot/tmp", 0o1777)
+    step("tmpfs at /tmp", _tmpfs, "/newroot/tmp", plan.tmp_size, "1777")
+    for dst, size in plan.tmpfs:
+        def mk(dst=dst, size=size) -> None:
+            fd = _mkdirs_in_root(root, dst)
+            try:
+                _tmpfs(f"/newroot/proc/self/fd/{fd}", size, "1777")
+            finally:
+                os.close(fd)
+        step(f"tmpfs at {dst}", mk)
+    for b in plan.binds:
+        attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
+        step(f"bind {b.src} at {b.dst}", _bind, old, b.src, root, b.dst, attrs, b.is_dir)
+    # the scaffolding goes read-only; only what was mounted writable stays so
+    for path in ["/newroot/dev", "/newroot"] + ["/newroot" + h for h in plan.hidden_nested if os.path.isdir("/newroot" + h)]:
+        step(f"make {path[8:] or '/'} read-only", sc.mount_setattr, -100, path, 0, sc.MOUNT_ATTR_RDONLY)
+    for fd in (old, lower, root):
+        os.close(fd)
+
+
+def _build_dev(plan: MountPlan, old: int, root: int, step) -> None:
+    os.mkdir("/newroot/dev", 0o755)
+    step("tmpfs at /dev", _tmpfs, "/newroot/dev", 1 << 20, "0755", sc.MS_NOSUID | sc.MS_NOEXEC)
+    for node in DEV_NODES:
+        try:
+            st = os.stat(f"/oldroot/dev/{node}")
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode):
+            step(f"/dev/{node}", _bind, old, f"dev/{node}", root, f"dev/{node}", sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NOEXEC, False)
+    os.mkdir("/newroot/dev/pts", 0o755)
+    step("devpts at /dev/pts", sc.mount, "devpts", "/newroot/dev/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+         "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", "/newroot/dev/ptmx")
+    os.mkdir("/newroot/dev/shm", 0o1777)
+    step("tmpfs at /dev/shm", _tmpfs, "/newroot/dev/shm", plan.tmp_size, "1777")
+    os.mkdir("/newroot/dev/mqueue", 0o1777)
+    try:
+        sc.mount("mqueue", "/newroot/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    except OSError:
+        pass  # no POSIX mqueue support compiled in: nothing to share either
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
+        os.symlink(target, f"/newroot/dev/{name}")
+
+
+def _mask(proc: int, name: str, path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        _tmpfs(path, 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    else:
+        sc.mount("/newroot/dev/null", path, None, sc.MS_BIND)
+        sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def enter_rootfs(plan: MountPlan) -> None:
+    """Child side: pivot_root into /newroot, detach the old root, chdir to the work dir
+    (``/`` when it does not exist inside)."""
+    os.chdir("/newroot")
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+    try:
+        os.chdir(plan.workdir)
+    except OSError:
+        os.chdir("/")

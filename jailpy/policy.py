@@ -1,0 +1,229 @@
+"""The typed Policy: what a sandbox may see and do.
+
+A policy is a TOML file of flat keys, one per CLI flag (``--ro-bind`` is ``ro_bind``).
+``policies/NAME.toml`` files are found by name; any other value is a path.
+A file may start from another with ``include = ["NAME" or "PATH", ...]``; later files and
+then CLI flags override earlier values (lists are replaced, not merged).
+Unknown keys and bad values raise :class:`~jailpy.errors.PolicyError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from .errors import PolicyError
+
+POLICY_DIRS = (Path(__file__).resolve().parent / "policies", Path(__file__).resolve().parent.parent / "policies")
+
+DEFAULT_HIDE = ["/home", "/root", "/run", "/var/tmp", "/mnt", "/media", "/srv"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """Parse ``"64M"``, ``"1.5G"``, ``"512k"``, ``"1KiB"`` or an int into bytes (powers of 1024).
+
+    Raises PolicyError for anything else, and for zero or negative sizes."""
+    if isinstance(value, bool):
+        raise PolicyError(f"{what}: expected a size like 64M, got {value!r}")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = _SIZE_RE.match(str(value))
+        if not m:
+            raise PolicyError(f"{what}: expected a size like 64M or 1G, got {value!r}")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise PolicyError(f"{what}: must be more than 0 bytes, got {value!r}")
+    return n
+
+
+class Bind(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A bind mount of host path ``src`` at ``dst`` inside the sandbox (``dst`` defaults to ``src``)."""
+
+    src: str
+    dst: str = ""
+    rw: bool = False
+
+
+class Tmpfs(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An empty writable tmpfs at ``dst``, capped at ``size`` (``"64M"``; bytes if an int)."""
+
+    dst: str
+    size: str | int = "64M"
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Everything a sandbox is allowed.  Each field is one CLI flag of ``jailpy exec``.
+
+    Sizes are strings like ``"64M"`` or ints in bytes; times are seconds (float).
+    Build one with ``Policy()`` (the built-in defaults), :func:`load` or :meth:`replace`;
+    check it with :meth:`validate`, which raises PolicyError."""
+
+    # filesystem
+    rootfs: str | None = None
+    """Directory used as the read-only lower layer of the root; None means the host's ``/``."""
+    cwd: bool = True
+    """Bind the current directory read-only at the same path and start there."""
+    bind: list[str] = []
+    """``SRC[:DST]`` read-write bind mounts."""
+    ro_bind: list[str] = []
+    """``SRC[:DST]`` read-only bind mounts."""
+    tmpfs: list[str] = []
+    """``DST[:SIZE]`` extra empty tmpfs mounts."""
+    tmp_size: str | int = "256M"
+    """Size cap of the writable tmpfs at /tmp (and /dev/shm)."""
+    hide: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_HIDE))
+    """Host directories replaced by an empty read-only tmpfs (only with the host root)."""
+    # process
+    hostname: str = "jailpy"
+    env: list[str] = []
+    """``K=V`` variables added to the clean environment."""
+    env_pass: list[str] = []
+    """Names of the caller's variables passed through."""
+    pass_fd: list[int] = []
+    """File descriptors above 2 kept open in the sandbox."""
+    uid: int | None = None
+    """User id inside the sandbox (default 0, the namespace's root, which has no host privilege)."""
+    gid: int | None = None
+    id_map: Literal["auto", "single", "range"] = "auto"
+    """auto: a subuid range via newuidmap when the caller has one, else a single id."""
+    network: Literal["none"] = "none"
+    """none: a new network namespace with only loopback."""
+    wall_time: float | None = None
+    """Wall-clock limit in seconds; the whole sandbox is killed when it fires (verdict WLE)."""
+
+    def replace(self, **changes: object) -> "Policy":
+        """A copy with ``changes`` applied and validated."""
+        raw = msgspec.to_builtins(self)
+        raw.update({k: v for k, v in changes.items()})
+        return from_dict(raw, "command line")
+
+    def validate(self, source: str = "policy") -> "Policy":
+        """Check values a type cannot express; raises PolicyError naming ``source`` and the key."""
+        def bad(key: str, msg: str) -> PolicyError:
+            return PolicyError(f"{source}: {key}: {msg}")
+
+        if not _HOSTNAME_RE.match(self.hostname) or len(self.hostname) > 64:
+            raise bad("hostname", f"not a valid host name: {self.hostname!r}")
+        for key in ("bind", "ro_bind"):
+            for spec in getattr(self, key):
+                src, _, dst = spec.partition(":")
+                if not src or not os.path.isabs(src) and not src.startswith("."):
+                    raise bad(key, f"source must be a path, got {spec!r}")
+                if dst and not os.path.isabs(dst):
+                    raise bad(key, f"destination must be an absolute path, got {spec!r}")
+        for spec in self.tmpfs:
+            dst, _, size = spec.partition(":")
+            if not os.path.isabs(dst):
+                raise bad("tmpfs", f"destination must be an absolute path, got {spec!r}")
+            if size:
+                try:
+                    parse_size(size)
+                except PolicyError as e:
+                    raise bad("tmpfs", str(e)) from None
+        try:
+            parse_size(self.tmp_size)
+        except PolicyError as e:
+            raise bad("tmp_size", str(e)) from None
+        for h in self.hide:
+            if not os.path.isabs(h) or os.path.normpath(h) == "/":
+                raise bad("hide", f"must be an absolute path other than /, got {h!r}")
+        for kv in self.env:
+            k, eq, _ = kv.partition("=")
+            if not eq or not _ENV_KEY_RE.match(k):
+                raise bad("env", f"expected NAME=VALUE, got {kv!r}")
+        for k in self.env_pass:
+            if not _ENV_KEY_RE.match(k):
+                raise bad("env_pass", f"not a variable name: {k!r}")
+        for fd in self.pass_fd:
+            if fd < 3:
+                raise bad("pass_fd", f"fds 0, 1 and 2 are always passed; got {fd}")
+        for key in ("uid", "gid"):
+            v = getattr(self, key)
+            if v is not None and not 0 <= v < 65534:
+                raise bad(key, f"must be between 0 and 65533, got {v}")
+        if self.wall_time is not None and not 0 < self.wall_time <= 365 * 86400:
+            raise bad("wall_time", f"must be more than 0 seconds, got {self.wall_time}")
+        if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):
+            raise bad("rootfs", f"must be a directory path, got {self.rootfs!r}")
+        return self
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form: the ``policy_hash`` of a Result."""
+        return "sha256:" + hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+
+
+def from_dict(raw: dict, source: str) -> Policy:
+    """Build and validate a Policy from plain data; PolicyError names ``source`` and the key."""
+    try:
+        policy = msgspec.convert(raw, Policy, strict=True)
+    except msgspec.ValidationError as e:
+        msg = str(e)
+        m = re.match(r"(.*?) - at `\$\.(\w+)", msg)
+        if m:
+            msg = f"{m.group(2)}: {m.group(1)}"
+        m = re.match(r"Object contains unknown field `(\w+)`", msg)
+        if m:
+            msg = f"{m.group(1)}: unknown key"
+        raise PolicyError(f"{source}: {msg}") from None
+    return policy.validate(source)
+
+
+def find(name_or_path: str) -> Path:
+    """Resolve a policy name (``default``) or path to a file; PolicyError if there is none."""
+    if "/" in name_or_path or name_or_path.endswith(".toml"):
+        p = Path(name_or_path)
+        if not p.is_file():
+            raise PolicyError(f"policy file not found: {name_or_path}")
+        return p
+    if not re.match(r"^[A-Za-z0-9_-]+$", name_or_path):
+        raise PolicyError(f"bad policy name {name_or_path!r}: use a name from policies/ or a path")
+    for d in POLICY_DIRS:
+        p = d / f"{name_or_path}.toml"
+        if p.is_file():
+            return p
+    names = sorted({p.stem for d in POLICY_DIRS if d.is_dir() for p in d.glob("*.toml")})
+    raise PolicyError(f"no policy named {name_or_path!r} (known: {', '.join(names) or 'none'})")
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+    import tomllib
+
+    real = path.resolve()
+    if real in seen:
+        raise PolicyError(f"{path}: include loop through {real}")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise PolicyError(f"{path}: include: expected a list of policy names or paths")
+    merged: dict = {}
+    for inc in includes:
+        target = Path(inc) if "/" in inc and not os.path.isabs(inc) else None
+        merged.update(_read(path.parent / target if target else find(inc), seen + (real,)))
+    merged.update(data)
+    return merged
+
+
+def load(name_or_path: str = "default") -> Policy:
+    """Load a policy by name or path, following includes; raises PolicyError."""
+    path = find(name_or_path)
+    return from_dict(_read(path, ()), str(path))

@@ -1,0 +1,77 @@
+"""Result and Verdict: what happened to a sandboxed run, as a versioned JSON document.
+
+``schema_version`` changes whenever a key changes meaning or disappears; new keys may be
+added without a change.  Times are seconds (float), sizes bytes (int).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Verdict(str, enum.Enum):
+    """The outcome class a judge acts on."""
+
+    OK = "OK"
+    """The program exited with status 0."""
+    RE = "RE"
+    """Runtime error: the program exited with a non-zero status."""
+    SIG = "SIG"
+    """The program was killed by a signal jailpy did not send."""
+    TLE = "TLE"
+    """CPU time limit exceeded."""
+    WLE = "WLE"
+    """Wall-clock time limit exceeded; jailpy killed the sandbox."""
+    MLE = "MLE"
+    """Memory limit exceeded (an OOM kill in the sandbox's cgroup)."""
+    OLE = "OLE"
+    """Output limit exceeded."""
+    SV = "SV"
+    """Security violation: a seccomp rule killed the program."""
+    XX = "XX"
+    """jailpy failed; the program's fate is unknown."""
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """One finished run.
+
+    ``exit_code`` is what ``jailpy exec`` exits with: the program's status, 128+N for death by
+    signal N, 126 (cannot execute), 127 (not found), 125 (jailpy's own error).
+    ``stdout``/``stderr`` hold captured bytes when the API was asked to capture (never in JSON)."""
+
+    schema_version: int = SCHEMA_VERSION
+    verdict: Verdict
+    exit_code: int
+    signal: int | None = None
+    wall_s: float = 0.0
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    max_rss_bytes: int | None = None
+    """ru_maxrss of the largest process in the tree (getrusage(2)); not a cgroup total."""
+    memory_peak_bytes: int | None = None
+    pids_peak: int | None = None
+    oom_killed: bool = False
+    stdout_bytes: int | None = None
+    stderr_bytes: int | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    limit_fired: str | None = None
+    blocked_syscall: dict | None = None
+    error: str | None = None
+    """For verdict XX, and for 126/127: the one-line reason."""
+    protections: dict = {}
+    jailpy_version: str = ""
+    policy_hash: str = ""
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+
+    def to_json(self) -> bytes:
+        """The JSON document (captured output bytes are left out; their sizes are in ``*_bytes``)."""
+        d = msgspec.to_builtins(self)
+        d.pop("stdout", None)
+        d.pop("stderr", None)
+        return msgspec.json.format(msgspec.json.encode(d), indent=2)

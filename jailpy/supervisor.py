@@ -1,0 +1,322 @@
+"""The host side: prepare, spawn, watch, finish.  Stays outside the sandbox.
+
+``Sandbox(policy)`` checks the policy and the host once (fail closed); ``Sandbox.run(argv)``
+forks the set-up process (:mod:`jailpy.child`), writes its id maps when it has unshared,
+then watches: output capture, stdin feeding, the wall-time limit, forwarded signals; and
+finally turns the kernel's facts into a :class:`~jailpy.result.Result`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import selectors
+import signal
+import stat
+import subprocess
+import time
+
+from . import __version__, child, mounts, userns
+from .errors import JailpyError, PolicyError, SandboxSetupError
+from .policy import DEFAULT_PATH, Policy
+from .result import Result, Verdict
+
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+
+StdSpec = int | bytes | None
+
+
+def _high_fd(fd: int) -> int:
+    """Move ``fd`` to a number >= 3 (close-on-exec), so the child's dup2 onto 0-2 cannot clobber it."""
+    if fd >= 3:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return new
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    return _high_fd(r), _high_fd(w)
+
+
+class Sandbox:
+    """A prepared sandbox configuration; :meth:`run` may be called many times.
+
+    Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
+    give, with the fix) from the constructor: nothing has been started then."""
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = (policy or Policy()).validate()
+        self.ids = userns.prepare(self.policy.uid, self.policy.gid, self.policy.id_map)
+        self.mounts = mounts.prepare(self.policy)
+        for fd in self.policy.pass_fd:
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise PolicyError(f"pass-fd: fd {fd} is not open") from None
+        self.env = self._environment()
+        self._pidfd: int | None = None
+        self._setup_pid: int | None = None
+        self._pending: list[int] = []
+
+    def _environment(self) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
+        if "TERM" in os.environ:
+            env["TERM"] = os.environ["TERM"]
+        for k in self.policy.env_pass:
+            if k in os.environ:
+                env[k] = os.environ[k]
+        for kv in self.policy.env:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        return env
+
+    def protections(self) -> dict:
+        """Which layers are active, for the Result: namespaces, ids, rootfs, capabilities, ..."""
+        return {
+            "namespaces": sorted(child.NAMESPACES),
+            "user": self.ids.description,
+            "rootfs": self.mounts.description,
+            "network": "none (loopback only)",
+            "capabilities": "none (effective, permitted, inheritable, bounding and ambient empty)",
+            "no_new_privs": True,
+            "session": "new (setsid)",
+            "fds": "0-2" + "".join(f",{fd}" for fd in self.policy.pass_fd),
+            "seccomp": None,
+            "cgroup": None,
+            "landlock": None,
+            "lsm": None,
+        }
+
+    def send_signal(self, sig: int) -> None:
+        """Forward ``sig`` to the running program (through the sandbox's PID 1).  No-op when
+        nothing runs."""
+        if self._pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            except OSError:
+                pass
+        elif self._setup_pid is not None:
+            if sig == signal.SIGKILL:  # PID 1 not known yet: its parent's death takes it (PDEATHSIG)
+                os.kill(self._setup_pid, signal.SIGKILL)
+            else:
+                self._pending.append(sig)
+
+    def kill(self) -> None:
+        """SIGKILL the sandbox's PID 1: the kernel then kills every process in the sandbox."""
+        self.send_signal(signal.SIGKILL)
+
+    def run(
+        self,
+        argv: list[str],
+        stdin: StdSpec = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        capture_output: bool = False,
+    ) -> Result:
+        """Run ``argv`` (``argv[0]`` looked up in the sandbox's PATH) and wait for it.
+
+        ``stdin``: None (inherit fd 0), an fd, ``DEVNULL``, or bytes fed through a pipe.
+        ``stdout``/``stderr``: None (inherit), an fd, ``DEVNULL`` or ``PIPE``; ``capture_output``
+        sets both to PIPE and the bytes land in ``Result.stdout``/``stderr``.
+        Returns a Result (also for 126/127: see ``Result.error``).  Raises PolicyError for a
+        bad argument (a directory as stdin, an empty argv) and SandboxSetupError when the
+        sandbox could not be built; nothing is left running in either case.
+
+        The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
+        thread that outlives the run."""
+        if not argv:
+            raise PolicyError("no command given")
+        if capture_output:
+            stdout = stderr = PIPE
+        opened: list[int] = []  # our fds to close when done
+        feeds: dict[int, bytes] = {}
+        names: dict[int, str] = {}
+        captures: dict[int, bytearray] = {}  # our read end -> bytes; stdout's first
+
+        def std(spec: StdSpec, i: int) -> int | None:
+            if spec is None:
+                fd = i
+                try:
+                    st = os.fstat(fd)
+                except OSError:
+                    return None
+            elif spec == DEVNULL:
+                fd = _high_fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC))
+                opened.append(fd)
+                return fd
+            elif spec == PIPE or isinstance(spec, bytes):
+                r, w = _pipe()
+                mine, theirs = (w, r) if i == 0 else (r, w)
+                opened.append(theirs)
+                if i == 0:
+                    feeds[mine] = bytes(spec) if isinstance(spec, bytes) else b""
+                else:
+                    captures[mine] = bytearray()
+                    names[mine] = ("stdout", "stderr")[i - 1]
+                return theirs
+            elif isinstance(spec, int) and spec >= 0:
+                fd = spec
+                try:
+                    st = os.fstat(fd)
+                except OSError:
+                    raise PolicyError(f"{('stdin', 'stdout', 'stderr')[i]}: fd {fd} is not open") from None
+            else:
+                raise PolicyError(f"{('stdin', 'stdout', 'stderr')[i]}: unsupported value {spec!r}")
+            if stat.S_ISDIR(st.st_mode):
+                raise PolicyError(f"{('stdin', 'stdout', 'stderr')[i]} is a directory; give a file, a pipe or /dev/null")
+            return fd
+
+        try:
+            stdio = (std(stdin, 0), std(stdout, 1), std(stderr, 2))
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        status_r, status_w = _pipe()
+        sync_r, sync_w = _pipe()
+        go_r, go_w = _pipe()
+        ctx = child.SpawnContext(
+            argv=list(argv), env=self.env, stdio=stdio, pass_fds=tuple(self.policy.pass_fd), ids=self.ids,
+            mounts=self.mounts, hostname=self.policy.hostname, status_w=status_w, sync_w=sync_w, go_r=go_r,
+            supervisor_pid=os.getpid(),
+        )
+        t_start = time.monotonic()
+        self._pending.clear()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in (status_r, sync_r, go_w, *feeds, *captures):
+                    os.close(fd)
+                child.setup(ctx)
+            finally:
+                os._exit(125)
+        self._setup_pid = pid
+        for fd in (status_w, sync_w, go_r, *opened):
+            os.close(fd)
+        try:
+            return self._watch(pid, t_start, status_r, sync_r, go_w, feeds, captures, names)
+        finally:
+            for fd in (status_r, sync_r, go_w, *feeds, *captures):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+            self._setup_pid = None
+
+    def _watch(self, pid: int, t_start: float, status_r: int, sync_r: int, go_w: int,
+               feeds: dict[int, bytes], captures: dict[int, bytearray], names: dict[int, str]) -> Result:
+        msgs: dict = {}
+        try:
+            if os.read(sync_r, 1) == b"u":
+                userns.write_maps(self.ids, pid)
+                os.write(go_w, b"g")
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        deadline = t_start + self.policy.wall_time if self.policy.wall_time else None
+        limit_fired = None
+        sel = selectors.DefaultSelector()
+        buf = bytearray()
+        sel.register(status_r, selectors.EVENT_READ)
+        for fd in captures:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        for fd in feeds:
+            os.set_blocking(fd, False)
+            if feeds[fd]:
+                sel.register(fd, selectors.EVENT_WRITE)
+            else:
+                os.close(fd)
+        feeds = {fd: data for fd, data in feeds.items() if data}
+        try:
+            while sel.get_map():
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                events = sel.select(timeout)
+                if deadline is not None and time.monotonic() >= deadline and limit_fired is None:
+                    limit_fired = "wall_time"
+                    self.kill()
+                    deadline = None
+                for key, _ in events:
+                    fd = key.fd
+                    if fd in feeds:
+                        try:
+                            n = os.write(fd, feeds[fd])
+                            feeds[fd] = feeds[fd][n:]
+                        except BrokenPipeError:
+                            feeds[fd] = b""
+                        if not feeds[fd]:
+                            sel.unregister(fd)
+                            os.close(fd)
+                            del feeds[fd]
+                        continue
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(fd)
+                        continue
+                    if fd == status_r:
+                        buf += data
+                        while b"\n" in buf:
+                            line, _, rest = buf.partition(b"\n")
+                            buf = bytearray(rest)
+                            msg = json.loads(line)
+                            if "pid1" in msg:
+                                try:
+                                    self._pidfd = os.pidfd_open(msg["pid1"])
+                                except OSError:
+                                    self._pidfd = None
+                                for sig in self._pending:
+                                    self.send_signal(sig)
+                                self._pending.clear()
+                            msgs.update(msg)
+                    else:
+                        captures[fd] += data
+        finally:
+            sel.close()
+            _, wstatus, ru = os.wait4(pid, 0)
+        wall = time.monotonic() - t_start
+        out = {names[fd]: bytes(data) for fd, data in captures.items()}
+        return self._finish(msgs, ru, wall, limit_fired, out)
+
+    def _finish(self, msgs: dict, ru, wall: float, limit_fired: str | None, out: dict[str, bytes]) -> Result:
+        common: dict = dict(protections=self.protections(), jailpy_version=__version__, policy_hash=self.policy.digest())
+        for name, data in out.items():
+            common[name] = data
+            common[name + "_bytes"] = len(data)
+        if "error" in msgs and "exec_error" not in msgs:
+            raise SandboxSetupError(f"cannot set up the sandbox: {msgs['error']}")
+        status = msgs.get("status")
+        if limit_fired == "wall_time":
+            return Result(verdict=Verdict.WLE, exit_code=128 + signal.SIGKILL, signal=int(signal.SIGKILL),
+                          wall_s=round(wall, 6), cpu_user_s=ru.ru_utime, cpu_sys_s=ru.ru_stime,
+                          limit_fired="wall_time", **common)
+        if status is None:
+            raise SandboxSetupError("the sandbox ended without reporting the program's status (killed from outside?)")
+        cpu = dict(cpu_user_s=round(msgs["utime"], 6), cpu_sys_s=round(msgs["stime"], 6), max_rss_bytes=msgs["maxrss"],
+                   wall_s=round(msgs["wall"], 6))
+        if "exec_error" in msgs:
+            return Result(verdict=Verdict.RE, exit_code=msgs["exec_error"], error=msgs["error"], **cpu, **common)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            return Result(verdict=Verdict.SIG, exit_code=128 + sig, signal=sig, **cpu, **common)
+        code = os.waitstatus_to_exitcode(status)
+        return Result(verdict=Verdict.OK if code == 0 else Verdict.RE, exit_code=code, **cpu, **common)
+
+
+def run(argv: list[str], policy: Policy | None = None, stdin: StdSpec = None, stdout: int | None = None,
+        stderr: int | None = None, capture_output: bool = False) -> Result:
+    """Run ``argv`` once in a new sandbox: ``Sandbox(policy).run(argv, ...)``.  See :meth:`Sandbox.run`."""
+    return Sandbox(policy).run(argv, stdin=stdin, stdout=stdout, stderr=stderr, capture_output=capture_output)
+
+
+__all__ = ["Sandbox", "run", "DEVNULL", "PIPE", "JailpyError"]
