@@ -93,13 +93,17 @@ def setup(ctx: SpawnContext) -> None:
         os.write(ctx.sync_w, b"u")
         if os.read(ctx.go_r, 1) != b"g":
             os._exit(125)  # the supervisor refused (it reports why) or died
+        step = "open the bind sources"
+        sources = mounts.open_sources(ctx.mounts)
         step = "switch to the sandbox ids"
         userns.become(ctx.ids)
+        # a change of credentials clears the parent-death signal (prctl(2) PR_SET_PDEATHSIG): set it again
+        _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
         pid = os.fork()
         if pid == 0:
-            init(ctx)
+            init(ctx, sources)
         _send(ctx, pid1=pid)
-        for fd in (0, 1, 2):
+        for fd in (0, 1, 2, *sources):
             os.close(fd)
         while True:
             try:
@@ -134,7 +138,7 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def init(ctx: SpawnContext) -> None:
+def init(ctx: SpawnContext, sources: list[int]) -> None:
     """PID 1 of the sandbox (see module docstring).  Never returns."""
     pending: list[int] = []
     payload = 0
@@ -154,7 +158,7 @@ def init(ctx: SpawnContext) -> None:
         for s in FORWARDED:
             signal.signal(s, forward)
         step = "build the rootfs"
-        mounts.build_rootfs(ctx.mounts)
+        mounts.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
         sc.sethostname(ctx.hostname)
         step = "bring up loopback"

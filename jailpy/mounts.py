@@ -223,10 +223,24 @@ def _tmpfs(target: str, size: int, mode: str, flags: int = sc.MS_NOSUID | sc.MS_
     sc.mount("tmpfs", target, "tmpfs", flags, f"size={size},mode={mode}")
 
 
-def build_rootfs(plan: MountPlan, hostname_unused: str = "") -> None:
+def open_sources(plan: MountPlan) -> list[int]:
+    """Child side, before the ids change: open every bind source (O_PATH) with the caller's
+    own credentials, so a source only the caller may traverse (a 0700 home, root's pytest
+    dir) can still be bound after the switch to unprivileged ids.  Returns fds in
+    ``plan.binds`` order.  Raises OSError naming the source."""
+    fds = []
+    for b in plan.binds:
+        try:
+            fds.append(os.open(b.src, os.O_PATH | os.O_CLOEXEC))
+        except OSError as e:
+            raise OSError(e.errno, f"open bind source {b.src}: {e.strerror}") from None
+    return fds
+
+
+def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
     """Child side: assemble the new root at /newroot (see the module docstring).  The host
-    root stays reachable at /oldroot until :func:`enter_rootfs`.  Raises OSError with a
-    message naming the mount that failed."""
+    root stays reachable at /oldroot until :func:`enter_rootfs`.  ``source_fds`` come from
+    :func:`open_sources`.  Raises OSError with a message naming the mount that failed."""
     def step(what: str, fn, *args) -> None:
         try:
             fn(*args)
@@ -293,9 +307,10 @@ def build_rootfs(plan: MountPlan, hostname_unused: str = "") -> None:
             finally:
                 os.close(fd)
         step(f"tmpfs at {dst}", mk)
-    for b in plan.binds:
+    for b, fd in zip(plan.binds, source_fds):
         attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
-        step(f"bind {b.src} at {b.dst}", _bind, old, b.src, root, b.dst, attrs, b.is_dir)
+        step(f"bind {b.src} at {b.dst}", lambda fd=fd, b=b, attrs=attrs: _attach(_clone(fd, "", attrs), root, b.dst, b.is_dir))
+        os.close(fd)
     # the scaffolding goes read-only; only what was mounted writable stays so
     for path in ["/newroot/dev", "/newroot"] + ["/newroot" + h for h in plan.hidden_nested if os.path.isdir("/newroot" + h)]:
         step(f"make {path[8:] or '/'} read-only", sc.mount_setattr, -100, path, 0, sc.MOUNT_ATTR_RDONLY)

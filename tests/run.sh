@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Set up and run the whole jailpy test suite.
+#
+#   sudo tests/run.sh     installs what the tests need (apt-get), runs the suite as root, then
+#                         again as an unprivileged user (JAILPY_TEST_USER, default jailpy-test,
+#                         created if missing, with a subuid/subgid range) from a copy of the repo
+#   tests/run.sh          (as a normal user) runs the suite as you, in .venv
+#
+# Extra arguments go to pytest, e.g. `sudo tests/run.sh -k exit_codes`.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+py=/usr/bin/python3
+user=${JAILPY_TEST_USER:-jailpy-test}
+log() { printf '\n=== %s\n' "$*"; }
+
+setup_venv() {  # $1: repo dir; runs as the current user
+  cd "$1"
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+}
+
+if [ "$(id -u)" != 0 ]; then
+  setup_venv "$repo"
+  log "pytest as $(id -un) (rootless)"
+  exec .venv/bin/python -m pytest "$@"
+fi
+
+log "system packages"
+need=()
+for p in python3-venv python3-pip uidmap gcc libc6-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+log "pytest as root"
+setup_venv "$repo"
+rc=0
+.venv/bin/python -m pytest "$@" || rc=$?
+
+log "pytest as $user (rootless)"
+id "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
+uid=$(id -u "$user")
+# a subuid/subgid range, so the range mapping (newuidmap) is tested too
+grep -q "^$user:" /etc/subuid 2>/dev/null || usermod --add-subuids $((uid * 65536))-$((uid * 65536 + 65535)) "$user"
+grep -q "^$user:" /etc/subgid 2>/dev/null || usermod --add-subgids $((uid * 65536))-$((uid * 65536 + 65535)) "$user"
+work=$(mktemp -d /tmp/jailpy-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/src"
+tar -C "$repo" --exclude=./.venv --exclude='*/__pycache__' --exclude=./.pytest_cache -cf - . | tar -C "$work/src" -xf -
+chmod -R a+rX "$work"
+chown -R "$user:" "$work/src"
+rc2=0
+runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" bash "$work/src/tests/run.sh" "$@" || rc2=$?
+log "root: exit $rc; $user: exit $rc2"
+[ "$rc" = 0 ] && [ "$rc2" = 0 ]
