@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Optional
 
+import click
 import typer
 
 app = typer.Typer(
@@ -131,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     except JailpyError as e:
         print(f"jailpy: error: {e}", file=sys.stderr)
         return e.exit_code
-    except typer.Abort:
+    except click.exceptions.Abort:
         print("jailpy: aborted", file=sys.stderr)
         return 125
-    except typer.TyperException as e:  # usage errors: bad flag, bad value
+    except click.exceptions.ClickException as e:  # usage errors: bad flag, bad value
         fmt = getattr(e, "format_message", None)
         msg = fmt() if fmt else str(e)
         print(f"jailpy: error: {' '.join(msg.split())} (see jailpy exec --help)", file=sys.stderr)
