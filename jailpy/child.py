@@ -7,8 +7,9 @@
            loopback, pivot_root; fork ``payload``; then reap every process, forward signals,
            and report the payload's wait status.  When it exits the kernel kills whatever is
            left in the namespace (pid_namespaces(7)).
-``payload``: signals reset, new session, rlimits, fds closed, capabilities dropped,
-           no_new_privs, execve.
+``payload``: started by PID 1 with posix_spawn after PID 1 applied rlimits, closed fds,
+           dropped capabilities and set no_new_privs (all inherited); the payload gets a new
+           session and default signal dispositions.
 
 Nothing here may return into the supervisor's code: every path ends in ``os._exit``.
 Failures are reported as one JSON line on the status pipe (writes below PIPE_BUF are atomic).
@@ -166,16 +167,28 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         step = "pivot_root into the rootfs"
         mounts.enter_rootfs(ctx.mounts)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        step = "restrict the program"
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        sc.close_range(3, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+        for fd in ctx.pass_fds:
+            os.set_inheritable(fd, True)
+        caps.drop_bounding()
+        # PID 1 keeps CAP_KILL, only to forward signals to a payload running as another uid;
+        # with the bounding set empty the payload's execve grants it nothing (capabilities(7))
+        caps.drop_all(1 << sc.CAP_KILL)
+        caps.no_new_privs()
         step = "start the program"
         t0 = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            payload_exec(ctx)
-        payload = pid
+        try:
+            payload = spawn_payload(ctx)
+        except OSError as e:
+            code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+            what = "not found" if code == 127 else f"cannot execute: {e.strerror}"
+            _send(ctx, exec_error=code, error=f"{ctx.argv[0]}: {what}", status=code << 8, utime=0.0, stime=0.0,
+                  maxrss=0, wall=0.0)
+            os._exit(0)
         for fd in (0, 1, 2):
             os.close(fd)
-        caps.drop_bounding()
-        caps.drop_all(1 << sc.CAP_KILL)  # only to forward signals to a payload running as another uid
         for s in pending:
             forward(s, None)
         status = None
@@ -210,30 +223,14 @@ def _hup(fd: int) -> bool:
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-def payload_exec(ctx: SpawnContext) -> None:
-    """The payload process: last restrictions, then execve.  Never returns."""
-    try:
-        for s in FORWARDED + (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
-            signal.signal(s, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.setsid()
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        sc.close_range(3, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
-        for fd in ctx.pass_fds:
-            os.set_inheritable(fd, True)
-        caps.drop_bounding()
-        caps.drop_all()
-        caps.no_new_privs()
-    except BaseException as e:  # noqa: BLE001
-        _send(ctx, error=f"restrict the program: {_describe(e)}")
-        os._exit(125)
-    try:
-        os.execvpe(ctx.argv[0], ctx.argv, ctx.env)
-    except OSError as e:
-        code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
-        what = "not found" if code == 127 else f"cannot execute: {e.strerror}"
-        _send(ctx, exec_error=code, error=f"{ctx.argv[0]}: {what}")
-        os._exit(code)
-    except BaseException as e:  # noqa: BLE001
-        _send(ctx, exec_error=126, error=f"{ctx.argv[0]}: cannot execute: {_describe(e)}")
-        os._exit(126)
+_DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def spawn_payload(ctx: SpawnContext) -> int:
+    """Start the program with posix_spawn(3) (a vfork: no copy of this Python process):
+    a new session (setsid, so it cannot reach the caller's terminal with TIOCSTI), every
+    signal disposition at its default and none blocked; the rest of the restrictions were
+    applied to PID 1 and are inherited.  Returns its pid; raises OSError when the program
+    cannot be executed (ENOENT: not found)."""
+    os.environ["PATH"] = ctx.env.get("PATH", "")  # posix_spawnp searches the caller's PATH
+    return os.posix_spawnp(ctx.argv[0], ctx.argv, ctx.env, setsid=True, setsigdef=_DEFAULT_SIGNALS, setsigmask=())

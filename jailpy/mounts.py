@@ -352,8 +352,7 @@ def _mask(proc: int, name: str, path: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         _tmpfs(path, 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     else:
-        sc.mount("/newroot/dev/null", path, None, sc.MS_BIND)
-        sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        sc.mount("/newroot/dev/null", path, None, sc.MS_BIND)  # reads give EOF, writes vanish
 
 
 def enter_rootfs(plan: MountPlan) -> None:

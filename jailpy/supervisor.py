@@ -9,6 +9,7 @@ finally turns the kernel's facts into a :class:`~jailpy.result.Result`.
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import selectors
@@ -186,6 +187,8 @@ class Sandbox:
         )
         t_start = time.monotonic()
         self._pending.clear()
+        gc_was = gc.isenabled()
+        gc.disable()  # a collection in the child would touch (copy) every page of this process
         pid = os.fork()
         if pid == 0:
             try:
@@ -194,6 +197,8 @@ class Sandbox:
                 child.setup(ctx)
             finally:
                 os._exit(125)
+        if gc_was:
+            gc.enable()
         self._setup_pid = pid
         for fd in (status_w, sync_w, go_r, *opened):
             os.close(fd)

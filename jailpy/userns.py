@@ -115,11 +115,16 @@ def write_maps(plan: IdPlan, pid: int) -> None:
         if plan.helper:
             import subprocess
 
-            for tool, m in (("newuidmap", plan.uid_map), ("newgidmap", plan.gid_map)):
-                args = [tool, str(pid)] + [str(x) for t in m for x in t]
-                p = subprocess.run(args, capture_output=True, text=True)
-                if p.returncode != 0:
-                    raise HostError(f"{tool} failed: {p.stderr.strip() or p.returncode} (check /etc/subuid and /etc/subgid)")
+            # both setuid helpers at once: each costs a process start (~1.5 ms here)
+            procs = [(tool, subprocess.Popen([tool, str(pid)] + [str(x) for t in m for x in t],
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE))
+                     for tool, m in (("newuidmap", plan.uid_map), ("newgidmap", plan.gid_map))]
+            errs = [(tool, p.communicate()[1].decode(errors="replace").strip(), p.returncode) for tool, p in procs]
+            failed = [(tool, err or f"exit {rc}") for tool, err, rc in errs if rc != 0]
+            if failed:
+                tool, err = failed[0]
+                raise HostError(f"{tool} failed: {err} (check /etc/subuid and /etc/subgid)")
             return
         with open(f"/proc/{pid}/uid_map", "w") as f:
             f.write(fmt(plan.uid_map))
