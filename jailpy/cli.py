@@ -121,12 +121,32 @@ def _forward_signals(sandbox) -> None:
         signal.signal(s, lambda signum, _frame: sandbox.send_signal(signum))
 
 
+def _fill_std_fds() -> None:
+    """Open /dev/null on any of fds 0-2 the caller closed, before jailpy opens anything: else a
+    file jailpy opens (the --report file) would take that number and reach the program."""
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != fd:  # a lower fd was closed too and took it: the loop fills that one first
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jailpy`` console script; returns the exit status."""
     from .errors import JailpyError
 
     global _exit_code
     _exit_code = 0
+    _fill_std_fds()
     try:
         rv = app(args=argv, prog_name="jailpy", standalone_mode=False)
     except JailpyError as e:
@@ -138,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.ClickException as e:  # usage errors: bad flag, bad value
         fmt = getattr(e, "format_message", None)
         msg = fmt() if fmt else str(e)
+        if not msg.strip():  # bare `jailpy`: the help was printed
+            return 0
         print(f"jailpy: error: {' '.join(msg.split())} (see jailpy exec --help)", file=sys.stderr)
         return 125
     if isinstance(rv, int) and rv != 0:  # --help and friends return their exit code

@@ -72,6 +72,7 @@ class MountPlan:
     tmp_size: int
     workdir: str
     description: str
+    cwd_note: str
     masked: list[str] = field(default_factory=list)
 
 
@@ -137,21 +138,29 @@ def prepare(policy: Policy) -> MountPlan:
                 raise PolicyError(f"{key.replace('_', '-')}: cannot bind over {dst}")
             binds.append(BindSpec(real, dst, rw, os.path.isdir(real)))
     workdir = "/"
+    cwd_note = "not bound (--no-cwd)"
     if policy.cwd:
         try:
             cwd = os.getcwd()
         except OSError:
             raise PolicyError("the current directory no longer exists; cd somewhere or pass --no-cwd") from None
         workdir = cwd
-        if cwd != "/" and not any(b.dst == cwd for b in binds):
+        # binding / or /tmp, a hidden directory or one that holds one, would undo that isolation
+        covered = [f"/{d}" for d in SPECIAL_TOP] + hide
+        if cwd == "/" or any(c == cwd or c.startswith(cwd.rstrip("/") + "/") for c in covered):
+            cwd_note = f"not bound: {cwd} is or holds a path the sandbox replaces (/, /tmp, /dev, /proc, /sys, hidden)"
+        elif any(b.dst == cwd for b in binds):
+            cwd_note = f"{cwd} (by an explicit bind)"
+        else:
             binds.insert(0, BindSpec(cwd, cwd, False, True))
+            cwd_note = f"{cwd} bound read-only"
     tmpfs = []
     for spec in policy.tmpfs:
         dst, _, size = spec.partition(":")
         tmpfs.append((os.path.normpath(dst), parse_size(size) if size else 64 << 20))
     desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
         f", hidden: {' '.join(hide)}" if hide else "")
-    return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc,
+    return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
                      [f"/proc/{m}" for m in PROC_MASKED])
 
 
@@ -233,7 +242,11 @@ def open_sources(plan: MountPlan) -> list[int]:
         try:
             fds.append(os.open(b.src, os.O_PATH | os.O_CLOEXEC))
         except OSError as e:
-            raise OSError(e.errno, f"open bind source {b.src}: {e.strerror}") from None
+            hint = ""
+            if e.errno == 13 and os.getuid() == 0:
+                hint = (" (as root the sandbox's identity is host uid 65534, which cannot traverse a directory "
+                        "private to another user; run from elsewhere or pass --no-cwd)")
+            raise OSError(e.errno, f"open bind source {b.src}: {e.strerror}{hint}") from None
     return fds
 
 
@@ -256,7 +269,8 @@ def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
     step("tmpfs at /newroot", _tmpfs, "/newroot", 1 << 20, "0755")
     old = os.open("/oldroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_rel = plan.lower
-    lower = os.open(lower_rel, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=old) if lower_rel != "/" else os.dup(old)
+    lower = os.open(lower_rel.lstrip("/"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=old) \
+        if lower_rel != "/" else os.dup(old)
     root = os.open("/newroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_path = "/oldroot" + (plan.lower if plan.lower != "/" else "")
     ro = sc.MOUNT_ATTR_RDONLY | _NOSUIDDEV

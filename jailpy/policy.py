@@ -112,14 +112,14 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def validate(self, source: str = "policy") -> "Policy":
         """Check values a type cannot express; raises PolicyError naming ``source`` and the key."""
         def bad(key: str, msg: str) -> PolicyError:
-            return PolicyError(f"{source}: {key}: {msg}")
+            return PolicyError(f"{source}: {_key_name(key, source)}: {msg}")
 
         if not _HOSTNAME_RE.match(self.hostname) or len(self.hostname) > 64:
             raise bad("hostname", f"not a valid host name: {self.hostname!r}")
         for key in ("bind", "ro_bind"):
             for spec in getattr(self, key):
                 src, _, dst = spec.partition(":")
-                if not src or not os.path.isabs(src) and not src.startswith("."):
+                if not src:
                     raise bad(key, f"source must be a path, got {spec!r}")
                 if dst and not os.path.isabs(dst):
                     raise bad(key, f"destination must be an absolute path, got {spec!r}")
@@ -164,6 +164,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return "sha256:" + hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
 
 
+def _key_name(key: str, source: str) -> str:
+    return "--" + key.replace("_", "-") if source == "command line" else key
+
+
 def from_dict(raw: dict, source: str) -> Policy:
     """Build and validate a Policy from plain data; PolicyError names ``source`` and the key."""
     try:
@@ -172,7 +176,7 @@ def from_dict(raw: dict, source: str) -> Policy:
         msg = str(e)
         m = re.match(r"(.*?) - at `\$\.(\w+)", msg)
         if m:
-            msg = f"{m.group(2)}: {m.group(1)}"
+            msg = f"{_key_name(m.group(2), source)}: {m.group(1)}"
         m = re.match(r"Object contains unknown field `(\w+)`", msg)
         if m:
             msg = f"{m.group(1)}: unknown key"
@@ -210,15 +214,18 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
         raise PolicyError(f"{path}: not valid TOML: {e}") from None
     except OSError as e:
         raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
-    includes = data.pop("include", [])
+    includes = data.pop("include", [])  # names from policies/, or paths relative to this file
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise PolicyError(f"{path}: include: expected a list of policy names or paths")
     merged: dict = {}
     for inc in includes:
-        target = Path(inc) if "/" in inc and not os.path.isabs(inc) else None
-        merged.update(_read(path.parent / target if target else find(inc), seen + (real,)))
+        is_path = "/" in inc or inc.endswith(".toml")
+        target = (path.parent / inc) if is_path else find(inc)
+        if is_path and not target.is_file():
+            raise PolicyError(f"{path}: include: policy file not found: {target}")
+        merged.update(_read(target, seen + (real,)))
     merged.update(data)
     return merged
 

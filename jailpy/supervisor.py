@@ -81,6 +81,7 @@ class Sandbox:
             "namespaces": sorted(child.NAMESPACES),
             "user": self.ids.description,
             "rootfs": self.mounts.description,
+            "cwd": self.mounts.cwd_note,
             "network": "none (loopback only)",
             "capabilities": "none (effective, permitted, inheritable, bounding and ambient empty)",
             "no_new_privs": True,
@@ -234,13 +235,13 @@ class Sandbox:
         for fd in captures:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
-        for fd in feeds:
+        for fd in list(feeds):  # feeds is shared with run(): what is closed here leaves it
             os.set_blocking(fd, False)
             if feeds[fd]:
                 sel.register(fd, selectors.EVENT_WRITE)
             else:
                 os.close(fd)
-        feeds = {fd: data for fd, data in feeds.items() if data}
+                del feeds[fd]
         try:
             while sel.get_map():
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

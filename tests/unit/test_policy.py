@@ -31,7 +31,7 @@ def test_include_then_override(tmp_path):
     ('hostname = 5\n', "hostname"),
     ('hostname = "bad name!"\n', "hostname"),
     ('id_map = "many"\n', "id_map"),
-    ('bind = ["relative/path:x"]\n', "bind"),
+    ('bind = ["src:relative/dst"]\n', "bind"),
     ('env = ["NOEQUALS"]\n', "env"),
     ('pass_fd = [1]\n', "pass_fd"),
     ('wall_time = -1\n', "wall_time"),
