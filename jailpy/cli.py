@@ -60,7 +60,7 @@ def exec_(
     hostname: Annotated[Optional[str], typer.Option(rich_help_panel=PROC,
         help="Host name the program sees (default: jailpy).")] = None,
     env: Annotated[Optional[list[str]], typer.Option(metavar="NAME=VALUE", rich_help_panel=PROC,
-        help="Set an environment variable. The environment starts clean (PATH, HOME, LANG, TERM).")] = None,
+        help="Set an environment variable. The environment starts clean (PATH, HOME, LANG, TERM). Repeatable.")] = None,
     env_pass: Annotated[Optional[list[str]], typer.Option(metavar="NAME", rich_help_panel=PROC,
         help="Pass your variable NAME through to the program. Repeatable.")] = None,
     pass_fd: Annotated[Optional[list[int]], typer.Option(metavar="N", rich_help_panel=PROC,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = fmt() if fmt else str(e)
         if not msg.strip():  # bare `jailpy`: the help was printed
             return 0
-        print(f"jailpy: error: {' '.join(msg.split())} (see jailpy exec --help)", file=sys.stderr)
+        print(f"jailpy: error: {' '.join(msg.split())} (see --help)", file=sys.stderr)
         return 125
     if isinstance(rv, int) and rv != 0:  # --help and friends return their exit code
         return rv

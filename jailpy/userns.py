@@ -97,7 +97,7 @@ def prepare(uid: int | None, gid: int | None, mode: str) -> IdPlan:
 
 
 def _range_plan(subu: tuple[int, int], subg: tuple[int, int], in_uid: int, in_gid: int, helper: bool, who: str) -> IdPlan:
-    ucount, gcount = min(subu[1], NOBODY), min(subg[1], NOBODY)
+    ucount, gcount = subu[1], subg[1]
     if in_uid >= ucount or in_gid >= gcount:
         raise PolicyError(f"uid/gid {in_uid}/{in_gid} is outside the {ucount}-id range mapped for {who}")
     return IdPlan(((0, subu[0], ucount),), ((0, subg[0], gcount),), in_uid, in_gid, helper, True,
