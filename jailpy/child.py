@@ -79,6 +79,8 @@ def setup(ctx: SpawnContext) -> None:
                     if null != i:
                         os.dup2(null, i)
                         os.close(null)
+                    else:
+                        os.set_inheritable(i, True)  # os.open gives O_CLOEXEC: it would vanish at execve
             elif fd != i:
                 os.dup2(fd, i)
             else:

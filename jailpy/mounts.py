@@ -171,27 +171,30 @@ def _esc(path: str) -> str:
 
 
 def _mkdirs_in_root(rootfd: int, path: str, leaf_is_dir: bool = True) -> int:
-    """Create ``path`` below ``rootfd`` (components resolved in root, never outside it) and
-    return an O_PATH fd of it.  Raises OSError."""
+    """Create ``path`` below ``rootfd`` and return an O_PATH fd of it.  Every prefix is resolved
+    from ``rootfd`` with RESOLVE_IN_ROOT, so ``..`` and absolute symlinks stay inside the new
+    root (they resolve as they will for the program) and never reach the host.  Raises OSError."""
     parts = [p for p in path.split("/") if p]
-    cur = os.dup(rootfd)
-    try:
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            try:
-                nxt = sc.openat2(cur, part, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
-            except FileNotFoundError:
-                if last and not leaf_is_dir:
-                    os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=cur))
-                else:
-                    os.mkdir(part, 0o755, dir_fd=cur)
-                nxt = sc.openat2(cur, part, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
-            os.close(cur)
-            cur = nxt
-        return cur
-    except BaseException:
-        os.close(cur)
-        raise
+    how = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+    fd = os.dup(rootfd)
+    for i, name in enumerate(parts):
+        os.close(fd)
+        partial = "/".join(parts[: i + 1])
+        try:
+            fd = sc.openat2(rootfd, partial, os.O_PATH | os.O_CLOEXEC, how)
+            continue
+        except FileNotFoundError:
+            pass
+        parent = sc.openat2(rootfd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_CLOEXEC, how)
+        try:
+            if i == len(parts) - 1 and not leaf_is_dir:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent))
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent)
+        finally:
+            os.close(parent)
+        fd = sc.openat2(rootfd, partial, os.O_PATH | os.O_CLOEXEC, how)
+    return fd
 
 
 def _attach(tree_fd: int, rootfd: int, dst: str, is_dir: bool) -> None:

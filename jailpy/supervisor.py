@@ -62,6 +62,7 @@ class Sandbox:
         self._pidfd: int | None = None
         self._setup_pid: int | None = None
         self._pending: list[int] = []
+        self._killed = False
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
@@ -108,7 +109,9 @@ class Sandbox:
                 self._pending.append(sig)
 
     def kill(self) -> None:
-        """SIGKILL the sandbox's PID 1: the kernel then kills every process in the sandbox."""
+        """SIGKILL the sandbox's PID 1: the kernel then kills every process in the sandbox, and the
+        running :meth:`run` returns a Result with signal 9 (exit code 137)."""
+        self._killed = True
         self.send_signal(signal.SIGKILL)
 
     def run(
@@ -188,6 +191,7 @@ class Sandbox:
         )
         t_start = time.monotonic()
         self._pending.clear()
+        self._killed = False
         gc_was = gc.isenabled()
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         pid = os.fork()
@@ -302,10 +306,10 @@ class Sandbox:
         if "error" in msgs and "exec_error" not in msgs:
             raise SandboxSetupError(f"cannot set up the sandbox: {msgs['error']}")
         status = msgs.get("status")
-        if limit_fired == "wall_time":
-            return Result(verdict=Verdict.WLE, exit_code=128 + signal.SIGKILL, signal=int(signal.SIGKILL),
+        if limit_fired == "wall_time" or (status is None and self._killed):
+            return Result(verdict=Verdict.WLE if limit_fired else Verdict.SIG, exit_code=128 + signal.SIGKILL, signal=int(signal.SIGKILL),
                           wall_s=round(wall, 6), cpu_user_s=ru.ru_utime, cpu_sys_s=ru.ru_stime,
-                          limit_fired="wall_time", **common)
+                          limit_fired=limit_fired, **common)
         if status is None:
             raise SandboxSetupError("the sandbox ended without reporting the program's status (killed from outside?)")
         cpu = dict(cpu_user_s=round(msgs["utime"], 6), cpu_sys_s=round(msgs["stime"], 6), max_rss_bytes=msgs["maxrss"],

@@ -1,0 +1,192 @@
+"""The Python API (jailpy.run, Sandbox, Policy, Result) and the --report JSON document."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+import jailpy
+from conftest import NAMESPACES, jail_report, unique_marker, wait_for_marker, wait_gone
+
+
+def run(argv, policy=None, **kw):
+    kw.setdefault("stdin", jailpy.DEVNULL)
+    kw.setdefault("capture_output", True)
+    return jailpy.run(argv, policy, **kw)
+
+
+def test_run_ok_with_captured_output():
+    res = run(["sh", "-c", "printf out; printf err >&2"])
+    assert isinstance(res, jailpy.Result)
+    assert res.verdict == jailpy.Verdict.OK
+    assert res.exit_code == 0 and res.signal is None and res.error is None
+    assert res.stdout == b"out" and res.stderr == b"err"
+    assert res.stdout_bytes == 3 and res.stderr_bytes == 3
+    assert res.wall_s > 0
+    assert sorted(res.protections["namespaces"]) == sorted(NAMESPACES)
+
+
+def test_run_runtime_error_verdict():
+    res = run(["sh", "-c", "exit 3"])
+    assert res.verdict == jailpy.Verdict.RE and res.exit_code == 3 and res.signal is None
+
+
+def test_run_signal_verdict():
+    res = run(["python3", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGUSR2)"])
+    assert res.verdict == jailpy.Verdict.SIG
+    assert res.signal == 12 and res.exit_code == 140
+
+
+@pytest.mark.parametrize("argv,code", [(["jailpy-no-such-command"], 127), (["/etc/passwd"], 126)],
+                         ids=["not-found", "not-executable"])
+def test_run_cannot_execute(argv, code):
+    res = run(argv)
+    assert res.exit_code == code and res.verdict == jailpy.Verdict.RE
+    assert argv[0] in res.error
+    assert res.stdout == b""
+
+
+def test_stdin_bytes_are_fed():
+    data = os.urandom(1 << 20)  # far more than a pipe holds: jailpy must feed while it reads
+    res = run(["cat"], stdin=data)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == data
+
+
+def test_stdin_bytes_not_read_by_the_program():
+    res = run(["true"], stdin=os.urandom(1 << 20))
+    assert res.verdict == jailpy.Verdict.OK
+
+
+def test_empty_stdin_bytes_is_eof():
+    res = run(["sh", "-c", "cat; echo eof"], stdin=b"")
+    assert res.stdout == b"eof\n"
+
+
+def test_stdout_only_pipe():
+    res = jailpy.run(["sh", "-c", "echo out; echo err >&2"], stdin=jailpy.DEVNULL, stdout=jailpy.PIPE,
+                     stderr=jailpy.DEVNULL)
+    assert res.stdout == b"out\n" and res.stderr is None
+
+
+def test_policy_fields_apply(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "f").write_text("bound\n")
+    os.chmod(d, 0o755)
+    os.chmod(d / "f", 0o644)
+    pol = jailpy.Policy(hostname="apihost", env=["A=1"], ro_bind=[f"{d}:/tmp/data"])
+    res = jailpy.Sandbox(pol).run(["sh", "-c", 'echo "$(hostname) $A $(cat /tmp/data/f)"'], stdin=jailpy.DEVNULL,
+                                  capture_output=True)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == b"apihost 1 bound\n"
+
+
+def test_sandbox_runs_twice_with_a_fresh_tmp_each_time():
+    sb = jailpy.Sandbox(jailpy.Policy())
+    code = "import os; print(os.listdir('/tmp')); open('/tmp/left-over', 'w').write('x')"
+    first = sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True)
+    second = sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True)
+    assert first.stdout == second.stdout == b"[]\n"
+    assert first.policy_hash == second.policy_hash
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"hostname": "bad host!"}, "hostname"),
+    ({"env": ["NOEQUALS"]}, "env"),
+    ({"wall_time": 0}, "wall_time"),
+    ({"pass_fd": [2]}, "pass_fd"),
+    ({"bind": ["/tmp:relative"]}, "bind"),
+], ids=["hostname", "env", "wall_time", "pass_fd", "bind-dst"])
+def test_invalid_policy_raises_policy_error(kwargs, key):
+    with pytest.raises(jailpy.PolicyError, match=key):
+        jailpy.Sandbox(jailpy.Policy(**kwargs))
+
+
+def test_missing_bind_source_raises_before_anything_runs():
+    with pytest.raises(jailpy.PolicyError, match="/nonexistent/jailpy-src"):
+        jailpy.Sandbox(jailpy.Policy(bind=["/nonexistent/jailpy-src"]))
+
+
+def test_empty_argv_raises():
+    with pytest.raises(jailpy.PolicyError):
+        jailpy.Sandbox().run([])
+
+
+def _run_and_kill(marker: str) -> dict:
+    """Run two sleeps in a Sandbox on a thread, call Sandbox.kill() once they run; returns
+    {'r': Result} or {'e': exception} from run()."""
+    sb = jailpy.Sandbox()
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["r"] = sb.run(["sh", "-c", f"sleep {marker} & sleep {marker}"], stdin=jailpy.DEVNULL,
+                              capture_output=True)
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            out["e"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    try:
+        assert len(wait_for_marker(marker, count=2)) == 2, "the sandboxed sleeps never started"
+        sb.kill()
+    finally:
+        t.join(timeout=10)
+    assert not t.is_alive(), "run() did not return after kill()"
+    return out
+
+
+def test_kill_from_another_thread_ends_everything():
+    marker = unique_marker()
+    _run_and_kill(marker)
+    assert wait_gone(marker, 5.0) == []
+
+
+def test_kill_from_another_thread_returns_a_result():
+    out = _run_and_kill(unique_marker())
+    assert "e" not in out, repr(out.get("e"))
+    res = out["r"]
+    assert res.exit_code == 137 and res.signal == 9
+
+
+def test_to_json_leaves_captured_bytes_out():
+    res = run(["echo", "secret output"])
+    doc = json.loads(res.to_json())
+    assert "stdout" not in doc and "stderr" not in doc
+    assert doc["stdout_bytes"] == len(b"secret output\n")
+    assert b"secret output" not in res.to_json()
+
+
+def test_report_file_schema(report_path):
+    p, rep = jail_report(report_path, "--", "python3", "-c", "import time\nt = time.process_time()\n"
+                         "while time.process_time() - t < 0.05: pass\n")
+    assert p.returncode == 0, p.stderr
+    assert rep["schema_version"] == 1
+    assert rep["verdict"] == "OK" and rep["exit_code"] == 0 and rep["signal"] is None
+    for key in ("wall_s", "cpu_user_s", "cpu_sys_s"):
+        assert isinstance(rep[key], float), key
+    assert rep["wall_s"] > 0 and rep["cpu_user_s"] + rep["cpu_sys_s"] > 0.03
+    prot = rep["protections"]
+    assert sorted(prot["namespaces"]) == sorted(NAMESPACES)
+    assert prot["no_new_privs"] is True
+    assert isinstance(rep["policy_hash"], str) and rep["policy_hash"]
+    assert rep["jailpy_version"] == jailpy.__version__
+
+
+def test_report_of_a_signal(report_path):
+    p, rep = jail_report(report_path, "--", "python3", "-c", "import os; os.kill(os.getpid(), 15)")
+    assert p.returncode == 143
+    assert rep["verdict"] == "SIG" and rep["signal"] == 15 and rep["exit_code"] == 143
+
+
+def test_wall_time_through_the_api():
+    t0 = time.monotonic()
+    res = run(["sleep", "10"], jailpy.Policy(wall_time=0.5))
+    assert time.monotonic() - t0 < 5
+    assert res.verdict == jailpy.Verdict.WLE and res.exit_code == 137 and res.limit_fired == "wall_time"
+    assert 0.5 <= res.wall_s < 3
