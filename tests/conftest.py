@@ -49,6 +49,7 @@ def jail_py(code: str, *jail_args: str, argv: tuple = (), **kw) -> subprocess.Co
 def jail_report(report_path: Path, *args: str, **kw) -> tuple[subprocess.CompletedProcess, dict]:
     """Run jailpy with ``--report report_path`` and return (process, parsed JSON report)."""
     p = jail("--report", str(report_path), *args, **kw)
+    assert report_path.exists(), f"no --report file written; exit {p.returncode}, stderr={p.stderr[-500:]!r}"
     text = report_path.read_bytes()
     try:
         return p, json.loads(text)

@@ -73,6 +73,26 @@ def test_stdout_only_pipe():
     assert res.stdout == b"out\n" and res.stderr is None
 
 
+def test_large_output_on_both_streams_is_captured_whole():
+    # 4 MiB on each stream, interleaved: a supervisor that reads one pipe at a time deadlocks
+    code = ("import os\n"
+            "for i in range(64):\n"
+            "    os.write(1, bytes([i]) * 65536); os.write(2, bytes([255 - i]) * 65536)\n")
+    res = run(["python3", "-c", code])
+    assert res.exit_code == 0
+    assert res.stdout == b"".join(bytes([i]) * 65536 for i in range(64))
+    assert res.stderr == b"".join(bytes([255 - i]) * 65536 for i in range(64))
+
+
+def test_background_process_holding_stdout_does_not_delay_the_end():
+    marker = unique_marker()
+    t0 = time.monotonic()
+    res = run(["sh", "-c", f"sleep {marker} & echo started"])
+    assert time.monotonic() - t0 < 10
+    assert res.exit_code == 0 and res.stdout == b"started\n"
+    assert wait_gone(marker, 5.0) == []
+
+
 def test_policy_fields_apply(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
@@ -87,7 +107,7 @@ def test_policy_fields_apply(tmp_path):
 
 
 def test_sandbox_runs_twice_with_a_fresh_tmp_each_time():
-    sb = jailpy.Sandbox(jailpy.Policy())
+    sb = jailpy.Sandbox(jailpy.Policy(cwd=False))  # the repo may live under /tmp: keep it out
     code = "import os; print(os.listdir('/tmp')); open('/tmp/left-over', 'w').write('x')"
     first = sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True)
     second = sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True)

@@ -69,10 +69,14 @@ def test_tmp_is_writable_private_and_fresh_each_run():
         "print(open(p).read() == 'x' * 1000)\n"
         "print(os.listdir('/tmp'))\n"
     )
-    first = jail_py(write, argv=(name,))
-    assert first.returncode == 0, first.stderr
-    assert first.stdout == f"False\nTrue\n['{name}']\n".encode()
-    assert not os.path.exists(f"/tmp/{name}"), "a file written in the sandbox's /tmp appeared on the host"
+    try:
+        first = jail_py(write, "--no-cwd", argv=(name,))  # the repo may live under /tmp: keep it out
+        assert first.returncode == 0, first.stderr
+        assert first.stdout == f"False\nTrue\n['{name}']\n".encode()
+        assert not os.path.exists(f"/tmp/{name}"), "a file written in the sandbox's /tmp appeared on the host"
+    finally:  # only if the defence failed: do not leave the probe behind
+        with contextlib.suppress(OSError):
+            os.unlink(f"/tmp/{name}")
     second = jail_py(write, argv=(name,))
     assert second.returncode == 0, second.stderr
     assert second.stdout.startswith(b"False\n"), "/tmp kept a file from the previous run"
@@ -81,17 +85,54 @@ def test_tmp_is_writable_private_and_fresh_each_run():
 def test_host_tmp_is_not_visible(tmp_path):
     canary = tmp_path / "host-canary"
     canary.write_text("x")
-    p = jail_py("import os, sys; print(os.path.exists(sys.argv[1]), os.listdir('/tmp'))", argv=(str(canary),))
+    p = jail_py("import os, sys; print(os.path.exists(sys.argv[1]), os.listdir('/tmp'))", "--no-cwd",
+                argv=(str(canary),))
     assert p.returncode == 0, p.stderr
     assert p.stdout == b"False []\n"
 
 
 def test_dev_shm_is_private():
     name = f"jailpy-probe-{secrets.token_hex(8)}"
-    p = jail("--", "sh", "-c", f"echo x > /dev/shm/{name} && cat /dev/shm/{name}")
+    try:
+        p = jail("--", "sh", "-c", f"echo x > /dev/shm/{name} && cat /dev/shm/{name}")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == b"x\n"
+        assert not os.path.exists(f"/dev/shm/{name}")
+    finally:  # only if the defence failed: do not leave the probe behind
+        with contextlib.suppress(OSError):
+            os.unlink(f"/dev/shm/{name}")
+
+
+def test_dev_holds_only_the_harmless_nodes():
+    code = (
+        "import os, json\n"
+        "print(json.dumps({n: [os.path.islink('/dev/' + n), os.path.isdir('/dev/' + n)] for n in os.listdir('/dev')}))\n"
+        "open('/dev/null', 'w').write('x'); assert open('/dev/zero', 'rb').read(4) == bytes(4)\n"
+        "assert len(open('/dev/urandom', 'rb').read(16)) == 16\n"
+    )
+    p = jail_py(code)
     assert p.returncode == 0, p.stderr
-    assert p.stdout == b"x\n"
-    assert not os.path.exists(f"/dev/shm/{name}")
+    entries = json.loads(p.stdout)
+    devices = {n for n, (link, isdir) in entries.items() if not link and not isdir}
+    assert devices <= {"null", "zero", "full", "random", "urandom", "tty"}, devices
+    for host_only in ("kmsg", "mem", "console", "vda", "sda", "loop0"):
+        assert host_only not in entries
+
+
+@pytest.mark.parametrize("path,flags", [
+    ("/", ("ST_RDONLY", "ST_NOSUID", "ST_NODEV")),
+    ("/usr/bin", ("ST_RDONLY", "ST_NOSUID", "ST_NODEV")),
+    ("/tmp", ("ST_NOSUID", "ST_NODEV")),
+    ("/dev/shm", ("ST_NOSUID", "ST_NODEV")),
+    ("/dev", ("ST_RDONLY", "ST_NOSUID", "ST_NOEXEC")),
+], ids=["root", "usr-bin", "tmp", "dev-shm", "dev"])
+def test_mount_flags(path, flags):
+    # nosuid everywhere: a setuid binary of the host grants nothing (no_new_privs aside)
+    p = jail_py("import os, sys; print(os.statvfs(sys.argv[1]).f_flag)", argv=(path,))
+    assert p.returncode == 0, p.stderr
+    got = int(p.stdout)
+    for name in flags:
+        assert got & getattr(os, name), f"{path} lacks {name}"
 
 
 # ------------------------------------------------------------- hidden directories ----
