@@ -45,10 +45,9 @@ def test_writes_outside_tmp_fail_with_erofs(what, path):
 
 
 def test_cwd_is_bound_and_is_the_start_directory():
-    p = jail_py("import os; print(os.getcwd()); print(sorted(os.listdir('.')) == sorted(os.listdir(os.getcwd())))")
+    p = jail_py("import os; print(os.getcwd())")
     assert p.returncode == 0, p.stderr
-    cwd, same = p.stdout.decode().split()
-    assert cwd == str(REPO) and same == "True"
+    assert p.stdout.decode() == f"{REPO}\n"
     p = jail("--", "cat", "pyproject.toml")
     assert p.returncode == 0 and p.stdout == (REPO / "pyproject.toml").read_bytes()
 

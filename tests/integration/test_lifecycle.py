@@ -66,7 +66,7 @@ def test_descendants_die_when_the_program_ends():
         "print('started', flush=True)\n"
     )
     t0 = time.monotonic()
-    p = jail("--", "python3", "-c", code, marker)
+    p = jail("--", "python3", "-c", code, marker, timeout=15)
     assert p.returncode == 0, p.stderr
     assert p.stdout == b"started\n"
     assert time.monotonic() - t0 < 10, "jailpy waited for the background sleep"
@@ -75,7 +75,7 @@ def test_descendants_die_when_the_program_ends():
 
 def test_shell_background_job_dies_when_the_shell_exits():
     marker = unique_marker()
-    p = jail("--", "sh", "-c", f"sleep {marker} & exit 0")
+    p = jail("--", "sh", "-c", f"sleep {marker} & exit 0", timeout=15)
     assert p.returncode == 0, p.stderr
     assert wait_gone(marker, 5.0) == []
 
