@@ -85,6 +85,7 @@ def setup(ctx: SpawnContext) -> None:
                 os.dup2(fd, i)
             else:
                 os.set_inheritable(i, True)
+        _close_all_but((ctx.status_w, ctx.sync_w, ctx.go_r, *ctx.pass_fds))
         step = "unshare the namespaces"
         try:
             flags = 0
@@ -118,6 +119,18 @@ def setup(ctx: SpawnContext) -> None:
     except BaseException as e:  # noqa: BLE001 - must never return into the supervisor
         _send(ctx, error=f"{step if 'step' in locals() else 'set-up'}: {_describe(e)}")
         os._exit(125)
+
+
+def _close_all_but(keep: tuple[int, ...]) -> None:
+    """Close every fd above 2 not in ``keep``.  The supervisor's process may hold any number of
+    fds (other threads' runs, a service's sockets); this process never execs, so close-on-exec
+    would not drop them, and PID 1 of the sandbox must not hold them (close_range(2))."""
+    lo = 3
+    for fd in sorted(k for k in set(keep) if k >= 3):
+        if fd > lo:
+            sc.close_range(lo, fd - 1)
+        lo = fd + 1
+    sc.close_range(lo, 0xFFFFFFFF)
 
 
 def _unshare_hint(e: OSError) -> str:
@@ -225,9 +238,6 @@ def _hup(fd: int) -> bool:
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-_DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
-
-
 def spawn_payload(ctx: SpawnContext) -> int:
     """Start the program with posix_spawn(3) (a vfork: no copy of this Python process):
     a new session (setsid, so it cannot reach the caller's terminal with TIOCSTI), every
@@ -235,4 +245,4 @@ def spawn_payload(ctx: SpawnContext) -> int:
     applied to PID 1 and are inherited.  Returns its pid; raises OSError when the program
     cannot be executed (ENOENT: not found)."""
     os.environ["PATH"] = ctx.env.get("PATH", "")  # posix_spawnp searches the caller's PATH
-    return os.posix_spawnp(ctx.argv[0], ctx.argv, ctx.env, setsid=True, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+    return sc.posix_spawnp(ctx.argv[0], ctx.argv, ctx.env)

@@ -192,10 +192,6 @@ def test_concurrent_runs_from_threads():
     assert out == {(i, j): (f"{i}-{j}\n".encode(), i) for i in range(4) for j in range(3)}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Sandbox.run forks its set-up process from a multi-threaded caller; that "
-                   "process and PID 1 never exec, so they keep copies of every fd another thread's run() has open "
-                   "at that moment (O_CLOEXEC does not apply): here the stdin-feed pipe of run B, whose program "
-                   "then sees EOF only when run A's sandbox ends")
 def test_concurrent_run_does_not_hold_another_runs_stdin_open():
     a = jailpy.Sandbox()
     done: dict = {}

@@ -376,10 +376,6 @@ def test_sigpipe_kills_a_writer_inside():
     assert p.stdout == b"yes=141\n"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: init starts the program with os.posix_spawnp(setsigdef=valid_signals()); "
-                   "glibc's posix_spawn (2.36) sets its internal signals 32 and 33 to SIG_IGN in the child and "
-                   "setsigdef cannot name them, so the program execs with signals 32 and 33 ignored "
-                   "(SigIgn 0x180000000) instead of 'every signal disposition at its default'")
 def test_program_starts_with_no_signal_ignored():
     assert _signal_masks_of_the_program()["SigIgn"] == 0
 
