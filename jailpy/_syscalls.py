@@ -104,6 +104,11 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)))
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2): join the namespace ``fd`` refers to (``nstype`` a ``CLONE_NEW*`` flag or 0)."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     """mount(2).  ``data`` is the filesystem's option string (e.g. ``"size=64m"``)."""
     _check(_libc.mount(_cstr(source), _cstr(target), _cstr(fstype), ctypes.c_ulong(flags), _cstr(data)))

@@ -51,6 +51,8 @@ class SpawnContext:
     sync_w: int
     go_r: int
     supervisor_pid: int
+    userns_fd: int | None = None
+    """A prepared user namespace to join (userns.create); None: unshare a new one."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -85,18 +87,23 @@ def setup(ctx: SpawnContext) -> None:
                 os.dup2(fd, i)
             else:
                 os.set_inheritable(i, True)
-        _close_all_but((ctx.status_w, ctx.sync_w, ctx.go_r, *ctx.pass_fds))
+        _close_all_but((ctx.status_w, ctx.sync_w, ctx.go_r, *ctx.pass_fds, *([ctx.userns_fd] if ctx.userns_fd is not None else [])))
         step = "unshare the namespaces"
         try:
             flags = 0
             for f in NAMESPACES.values():
                 flags |= f
+            if ctx.userns_fd is not None:
+                sc.setns(ctx.userns_fd, sc.CLONE_NEWUSER)
+                os.close(ctx.userns_fd)
+                flags &= ~sc.CLONE_NEWUSER
             sc.unshare(flags)
         except OSError as e:
             raise OSError(e.errno, _unshare_hint(e)) from None
-        os.write(ctx.sync_w, b"u")
-        if os.read(ctx.go_r, 1) != b"g":
-            os._exit(125)  # the supervisor refused (it reports why) or died
+        if ctx.userns_fd is None:
+            os.write(ctx.sync_w, b"u")
+            if os.read(ctx.go_r, 1) != b"g":
+                os._exit(125)  # the supervisor refused (it reports why) or died
         step = "open the bind sources"
         sources = mounts.open_sources(ctx.mounts)
         step = "switch to the sandbox ids"

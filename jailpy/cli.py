@@ -98,7 +98,7 @@ def exec_(
             report_file = open(report, "wb")
         except OSError as e:
             raise policy_mod.PolicyError(f"--report: cannot write {report}: {e.strerror}") from None
-    sandbox = Sandbox(pol)
+    sandbox = Sandbox(pol, reuse_userns=False)  # one run: a new user namespace costs less than a reusable one
     _forward_signals(sandbox)
     result = sandbox.run(command)
     if result.error:

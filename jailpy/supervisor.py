@@ -29,6 +29,20 @@ PIPE = subprocess.PIPE
 StdSpec = int | bytes | None
 
 
+_EXITING: list[int] = []  # set-up processes that reported and are exiting, to reap later
+
+
+def _reap_exiting(block: bool) -> None:
+    """Reap set-up processes of earlier runs (see Sandbox._watch)."""
+    for pid in list(_EXITING):
+        try:
+            done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
+        except ChildProcessError:
+            done = pid  # someone else reaped it
+        if done:
+            _EXITING.remove(pid)
+
+
 def _high_fd(fd: int) -> int:
     """Move ``fd`` to a number >= 3 (close-on-exec), so the child's dup2 onto 0-2 cannot clobber it."""
     if fd >= 3:
@@ -49,7 +63,9 @@ class Sandbox:
     Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
     give, with the fix) from the constructor: nothing has been started then."""
 
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True) -> None:
+        self.reuse_userns = reuse_userns
+        self._userns_fd: int | None = None
         self.policy = (policy or Policy()).validate()
         self.ids = userns.prepare(self.policy.uid, self.policy.gid, self.policy.id_map)
         self.mounts = mounts.prepare(self.policy)
@@ -93,6 +109,26 @@ class Sandbox:
             "landlock": None,
             "lsm": None,
         }
+
+    def _userns(self) -> int | None:
+        if self.reuse_userns and self._userns_fd is None:
+            self._userns_fd = userns.create(self.ids)
+        return self._userns_fd
+
+    def close(self) -> None:
+        """Release the prepared user namespace (also done when the Sandbox is garbage-collected)."""
+        if self._userns_fd is not None:
+            os.close(self._userns_fd)
+            self._userns_fd = None
+        _reap_exiting(block=True)
+
+    def __del__(self) -> None:
+        try:
+            if self._userns_fd is not None:
+                os.close(self._userns_fd)
+                self._userns_fd = None
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def send_signal(self, sig: int) -> None:
         """Forward ``sig`` to the running program (through the sandbox's PID 1).  No-op when
@@ -187,11 +223,12 @@ class Sandbox:
         ctx = child.SpawnContext(
             argv=list(argv), env=self.env, stdio=stdio, pass_fds=tuple(self.policy.pass_fd), ids=self.ids,
             mounts=self.mounts, hostname=self.policy.hostname, status_w=status_w, sync_w=sync_w, go_r=go_r,
-            supervisor_pid=os.getpid(),
+            supervisor_pid=os.getpid(), userns_fd=self._userns(),
         )
         t_start = time.monotonic()
         self._pending.clear()
         self._killed = False
+        _reap_exiting(block=False)
         gc_was = gc.isenabled()
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         pid = os.fork()
@@ -224,7 +261,7 @@ class Sandbox:
                feeds: dict[int, bytes], captures: dict[int, bytearray], names: dict[int, str]) -> Result:
         msgs: dict = {}
         try:
-            if os.read(sync_r, 1) == b"u":
+            if self._userns_fd is None and os.read(sync_r, 1) == b"u":
                 userns.write_maps(self.ids, pid)
                 os.write(go_w, b"g")
         except BaseException:
@@ -248,6 +285,8 @@ class Sandbox:
                 del feeds[fd]
         try:
             while sel.get_map():
+                if "status" in msgs and len(sel.get_map()) == 1 and status_r in sel.get_map():
+                    break  # the program and all it started are dead and reaped: only jailpy's helpers remain
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 events = sel.select(timeout)
                 if deadline is not None and time.monotonic() >= deadline and limit_fired is None:
@@ -293,7 +332,15 @@ class Sandbox:
                         captures[fd] += data
         finally:
             sel.close()
-            _, wstatus, ru = os.wait4(pid, 0)
+            ru = None
+            if "status" in msgs:
+                # PID 1 reported after killing and reaping every process of the sandbox; it and the
+                # set-up process are now exiting (the kernel tears the namespaces down): reap them
+                # on the next run instead of waiting here
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    _EXITING.append(pid)
+            else:
+                _, _, ru = os.wait4(pid, 0)
         wall = time.monotonic() - t_start
         out = {names[fd]: bytes(data) for fd, data in captures.items()}
         return self._finish(msgs, ru, wall, limit_fired, out)
@@ -308,7 +355,8 @@ class Sandbox:
         status = msgs.get("status")
         if limit_fired == "wall_time" or (status is None and self._killed):
             return Result(verdict=Verdict.WLE if limit_fired else Verdict.SIG, exit_code=128 + signal.SIGKILL, signal=int(signal.SIGKILL),
-                          wall_s=round(wall, 6), cpu_user_s=ru.ru_utime, cpu_sys_s=ru.ru_stime,
+                          wall_s=round(wall, 6), cpu_user_s=msgs.get("utime", ru.ru_utime if ru else 0.0),
+                          cpu_sys_s=msgs.get("stime", ru.ru_stime if ru else 0.0),
                           limit_fired=limit_fired, **common)
         if status is None:
             raise SandboxSetupError("the sandbox ended without reporting the program's status (killed from outside?)")
@@ -326,7 +374,8 @@ class Sandbox:
 def run(argv: list[str], policy: Policy | None = None, stdin: StdSpec = None, stdout: int | None = None,
         stderr: int | None = None, capture_output: bool = False) -> Result:
     """Run ``argv`` once in a new sandbox: ``Sandbox(policy).run(argv, ...)``.  See :meth:`Sandbox.run`."""
-    return Sandbox(policy).run(argv, stdin=stdin, stdout=stdout, stderr=stderr, capture_output=capture_output)
+    return Sandbox(policy, reuse_userns=False).run(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                                   capture_output=capture_output)
 
 
 __all__ = ["Sandbox", "run", "DEVNULL", "PIPE", "JailpyError"]

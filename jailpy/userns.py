@@ -150,3 +150,42 @@ def become(plan: IdPlan) -> None:
     if plan.uid != 0:
         full = (1 << (sc.cap_last_cap() + 1)) - 1
         sc.capset(full, full, 0)
+
+
+def create(plan: IdPlan) -> int:
+    """Host side: make a user namespace with ``plan``'s maps and return an fd for it
+    (/proc/PID/ns/user, close-on-exec).  An open fd keeps a namespace alive with no process in it
+    (namespaces(7)); the set-up process of each run joins it with setns(2) -- its creator's uid
+    owns it, so the caller may (user_namespaces(7)) -- instead of paying for a new one and for
+    newuidmap/newgidmap every time.  Raises HostError."""
+    from . import _syscalls as sc
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r2, w2 = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w2)
+            try:
+                sc.unshare(sc.CLONE_NEWUSER)
+                os.write(w, b"u")
+            except OSError as e:
+                os.write(w, b"e%d" % e.errno)
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        msg = os.read(r, 16)
+        if msg != b"u":
+            err = int(msg[1:] or b"0")
+            from .child import _unshare_hint
+
+            raise HostError(f"cannot create a user namespace: {_unshare_hint(OSError(err, os.strerror(err)))}")
+        write_maps(plan, pid)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r)
+        os.close(w2)
+        os.waitpid(pid, 0)

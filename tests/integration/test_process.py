@@ -244,7 +244,9 @@ def _cli_with_directory_stdin(shared_dir):
     canary = shared_dir / "ran"
     fd = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([*JAILPY, "--bind", str(shared_dir), "--", "sh", "-c", f"touch {canary}"],
+        # the installed `jailpy` command (a sh launcher): `python -m jailpy` cannot even start here
+        launcher = os.path.join(os.path.dirname(sys.executable), "jailpy")
+        p = subprocess.run([launcher, "exec", "--bind", str(shared_dir), "--", "sh", "-c", f"touch {canary}"],
                            stdin=fd, capture_output=True, timeout=TIMEOUT, cwd=REPO)
     finally:
         os.close(fd)
@@ -259,12 +261,10 @@ def test_directory_as_stdin_is_refused_by_the_cli(shared_dir):
     assert not canary.exists(), "the program ran"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (spec: exit 125): CPython aborts in init_sys_streams ('<stdin> is a "
-                   "directory, cannot continue') before any jailpy code runs, so `jailpy exec ... < DIR` exits 1; "
-                   "only a non-Python entry point (or re-exec) could turn this into 125")
 def test_directory_as_stdin_exits_125(shared_dir):
     p, _ = _cli_with_directory_stdin(shared_dir)
     assert p.returncode == 125
+    assert p.stderr == b"jailpy: error: stdin is a directory; give a file, a pipe or /dev/null\n"
 
 
 # -------------------------------------------------------------------- terminal ----

@@ -151,13 +151,14 @@ def test_F08_directory_as_stdin_is_refused(tmp_path):
 
         with pytest.raises(jailpy.PolicyError, match="stdin is a directory"):
             jailpy.run(["sh", "-c", f"touch {canary}"], stdin=fd)
-        # the CLI: CPython itself refuses to start with a directory on fd 0 ("Fatal Python
-        # error: init_sys_streams"), before jailpy's code runs; the program never runs either
-        p = subprocess.run([*JAILPY, "--bind", str(tmp_path), "--", "sh", "-c", f"touch {canary}"],
+        # the CLI: the installed `jailpy` command refuses before Python starts (CPython itself
+        # cannot start with a directory on fd 0)
+        launcher = os.path.join(os.path.dirname(sys.executable), "jailpy")
+        p = subprocess.run([launcher, "exec", "--bind", str(tmp_path), "--", "sh", "-c", f"touch {canary}"],
                            stdin=fd, capture_output=True, timeout=30)
     finally:
         os.close(fd)
-    assert p.returncode != 0
+    assert p.returncode == 125
     assert b"directory" in p.stderr and p.stdout == b""
     assert not canary.exists()
 
