@@ -60,6 +60,13 @@ def _pipe() -> tuple[int, int]:
 class Sandbox:
     """A prepared sandbox configuration; :meth:`run` may be called many times.
 
+    Every run gets new mount, pid, uts, ipc, net and cgroup namespaces.  With ``reuse_userns``
+    (the default) the runs of one Sandbox share one user namespace, made on the first run: that
+    saves creating it and, rootless with a subuid range, two newuidmap/newgidmap processes per run
+    (about 3 ms here).  What runs share through it is per-user kernel state of the sandbox's uid:
+    its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
+    ``reuse_userns=False`` for a fresh user namespace per run (``jailpy.run`` and the CLI do).
+
     Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
     give, with the fix) from the constructor: nothing has been started then."""
 
