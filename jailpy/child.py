@@ -23,6 +23,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import time
 from dataclasses import dataclass
 
@@ -38,11 +39,10 @@ NAMESPACES = {
 
 @dataclass
 class SpawnContext:
-    """What the supervisor hands across the fork.  fds are the supervisor's, all >= 3."""
+    """What the supervisor hands across the fork.  fds are the supervisor's, all >= 3.  The
+    program itself (argv, environment, stdio fds) comes later over ``ctl_fd``: the sandbox can
+    be built before it is known (Sandbox(prefork=True))."""
 
-    argv: list[str]
-    env: dict[str, str]
-    stdio: tuple[int | None, int | None, int | None]
     pass_fds: tuple[int, ...]
     ids: userns.IdPlan
     mounts: mounts.MountPlan
@@ -50,6 +50,7 @@ class SpawnContext:
     status_w: int
     sync_w: int
     go_r: int
+    ctl_fd: int
     supervisor_pid: int
     userns_fd: int | None = None
     """A prepared user namespace to join (userns.create); None: unshare a new one."""
@@ -72,22 +73,14 @@ def setup(ctx: SpawnContext) -> None:
     """The ``setup`` process (see module docstring).  Never returns."""
     try:
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
-        for i, fd in enumerate(ctx.stdio):
-            if fd is None:
-                try:
-                    os.fstat(i)
-                except OSError:
-                    null = os.open("/dev/null", os.O_RDWR)
-                    if null != i:
-                        os.dup2(null, i)
-                        os.close(null)
-                    else:
-                        os.set_inheritable(i, True)  # os.open gives O_CLOEXEC: it would vanish at execve
-            elif fd != i:
-                os.dup2(fd, i)
-            else:
-                os.set_inheritable(i, True)
-        _close_all_but((ctx.status_w, ctx.sync_w, ctx.go_r, *ctx.pass_fds, *([ctx.userns_fd] if ctx.userns_fd is not None else [])))
+        null = os.open("/dev/null", os.O_RDWR)  # the helpers hold none of the caller's stdio
+        for i in (0, 1, 2):
+            if null != i:
+                os.dup2(null, i)
+        if null > 2:
+            os.close(null)
+        keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds)
+        _close_all_but(keep + ((ctx.userns_fd,) if ctx.userns_fd is not None else ()))
         step = "unshare the namespaces"
         try:
             flags = 0
@@ -114,7 +107,7 @@ def setup(ctx: SpawnContext) -> None:
         if pid == 0:
             init(ctx, sources)
         _send(ctx, pid1=pid)
-        for fd in (0, 1, 2, *sources):
+        for fd in (0, 1, 2, ctx.ctl_fd, *sources):
             os.close(fd)
         while True:
             try:
@@ -199,14 +192,22 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         # with the bounding set empty the payload's execve grants it nothing (capabilities(7))
         caps.drop_all(1 << sc.CAP_KILL)
         caps.no_new_privs()
+        step = "receive the program"
+        request = _receive(ctx.ctl_fd)
+        if request is None:
+            os._exit(0)  # the supervisor dropped this prepared sandbox
+        argv, env, fds = request
+        for i, fd in enumerate(fds):
+            os.dup2(fd, i)
+            os.close(fd)
         step = "start the program"
         t0 = time.monotonic()
         try:
-            payload = spawn_payload(ctx)
+            payload = spawn_payload(argv, env)
         except OSError as e:
             code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
             what = "not found" if code == 127 else f"cannot execute: {e.strerror}"
-            _send(ctx, exec_error=code, error=f"{ctx.argv[0]}: {what}", status=code << 8, utime=0.0, stime=0.0,
+            _send(ctx, exec_error=code, error=f"{argv[0]}: {what}", status=code << 8, utime=0.0, stime=0.0,
                   maxrss=0, wall=0.0)
             os._exit(0)
         for fd in (0, 1, 2):
@@ -245,11 +246,36 @@ def _hup(fd: int) -> bool:
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-def spawn_payload(ctx: SpawnContext) -> int:
+def _receive(fd: int) -> tuple[list[str], dict[str, str], list[int]] | None:
+    """Read the launch request the supervisor sends (supervisor.send_request): a length, JSON
+    ``{"argv": [...], "env": {...}}`` and the stdin, stdout and stderr fds (SCM_RIGHTS,
+    unix(7)).  None at EOF."""
+    sock = socket.socket(fileno=fd)
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, 65536, 3)
+        if not data:
+            return None
+        size = int.from_bytes(data[:8], "little")
+        data = bytearray(data[8:])
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+    finally:
+        sock.detach()
+        os.close(fd)
+    req = json.loads(data)
+    if len(fds) != 3:
+        raise OSError(errno.EBADMSG, f"expected 3 stdio fds, got {len(fds)}")
+    return req["argv"], req["env"], fds
+
+
+def spawn_payload(argv: list[str], env: dict[str, str]) -> int:
     """Start the program with posix_spawn(3) (a vfork: no copy of this Python process):
     a new session (setsid, so it cannot reach the caller's terminal with TIOCSTI), every
     signal disposition at its default and none blocked; the rest of the restrictions were
     applied to PID 1 and are inherited.  Returns its pid; raises OSError when the program
     cannot be executed (ENOENT: not found)."""
-    os.environ["PATH"] = ctx.env.get("PATH", "")  # posix_spawnp searches the caller's PATH
-    return sc.posix_spawnp(ctx.argv[0], ctx.argv, ctx.env)
+    os.environ["PATH"] = env.get("PATH", "")  # posix_spawnp searches the caller's PATH
+    return sc.posix_spawnp(argv[0], argv, env)

@@ -14,8 +14,10 @@ import json
 import os
 import selectors
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import time
 
 from . import __version__, child, mounts, userns
@@ -29,18 +31,44 @@ PIPE = subprocess.PIPE
 StdSpec = int | bytes | None
 
 
-_EXITING: list[int] = []  # set-up processes that reported and are exiting, to reap later
+class _Prepared:
+    """A forked set-up process and the supervisor's ends of its pipes and control socket."""
+
+    def __init__(self, pid: int, status_r: int, sync_r: int, go_w: int, ctl: socket.socket) -> None:
+        self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
+
+    def close(self) -> None:
+        for fd in (self.status_r, self.sync_r, self.go_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.ctl.close()
+
+
+def _send_request(ctl: socket.socket, argv: list[str], env: dict[str, str], stdio: list[int]) -> None:
+    """The launch request child._receive reads: length, JSON, and the three stdio fds."""
+    data = json.dumps({"argv": argv, "env": env}).encode()
+    head = len(data).to_bytes(8, "little") + data[:65536 - 8]
+    sent = socket.send_fds(ctl, [head], stdio)
+    ctl.sendall(head[sent:] + data[65536 - 8:])
+
+
+_EXITING: set[int] = set()  # set-up processes that reported and are exiting, to reap later
+_EXITING_LOCK = threading.Lock()  # runs may come from many threads
 
 
 def _reap_exiting(block: bool) -> None:
-    """Reap set-up processes of earlier runs (see Sandbox._watch)."""
-    for pid in list(_EXITING):
-        try:
-            done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
-        except ChildProcessError:
-            done = pid  # someone else reaped it
-        if done:
-            _EXITING.remove(pid)
+    """Reap set-up processes of earlier runs (see Sandbox._watch).  Under the lock, so no two
+    threads wait for one pid (whose number could meanwhile belong to a new run)."""
+    with _EXITING_LOCK:
+        for pid in list(_EXITING):
+            try:
+                done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
+            except ChildProcessError:
+                done = pid  # reaped already by the caller's own wait()
+            if done:
+                _EXITING.discard(pid)
 
 
 def _high_fd(fd: int) -> int:
@@ -67,12 +95,20 @@ class Sandbox:
     its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
     ``reuse_userns=False`` for a fresh user namespace per run (``jailpy.run`` and the CLI do).
 
+    With ``prefork=True`` each run also forks the set-up of the next sandbox, which builds its
+    rootfs while this one runs and then waits (two helper processes) for the next :meth:`run`,
+    which then only sends the program over a unix socket (argv, environment, SCM_RIGHTS for the
+    stdio fds).  Bind sources are opened when that sandbox is built.  Ignored when the policy has
+    ``pass_fd``; :meth:`close` ends the waiting sandbox.
+
     Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
     give, with the fix) from the constructor: nothing has been started then."""
 
-    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True) -> None:
+    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool = False) -> None:
         self.reuse_userns = reuse_userns
+        self.prefork = prefork
         self._userns_fd: int | None = None
+        self._next: _Prepared | None = None
         self.policy = (policy or Policy()).validate()
         self.ids = userns.prepare(self.policy.uid, self.policy.gid, self.policy.id_map)
         self.mounts = mounts.prepare(self.policy)
@@ -123,7 +159,11 @@ class Sandbox:
         return self._userns_fd
 
     def close(self) -> None:
-        """Release the prepared user namespace (also done when the Sandbox is garbage-collected)."""
+        """End the prepared sandbox (prefork) and release the user namespace (also done when the
+        Sandbox is garbage-collected)."""
+        if self._next is not None:
+            self._discard(self._next)
+            self._next = None
         if self._userns_fd is not None:
             os.close(self._userns_fd)
             self._userns_fd = None
@@ -131,6 +171,9 @@ class Sandbox:
 
     def __del__(self) -> None:
         try:
+            if self._next is not None:
+                self._discard(self._next)
+                self._next = None
             if self._userns_fd is not None:
                 os.close(self._userns_fd)
                 self._userns_fd = None
@@ -219,58 +262,107 @@ class Sandbox:
             return fd
 
         try:
-            stdio = (std(stdin, 0), std(stdout, 1), std(stderr, 2))
+            stdio = [std(stdin, 0), std(stdout, 1), std(stderr, 2)]
+            for i, fd in enumerate(stdio):
+                if fd is None:  # the caller has it closed: the program gets /dev/null there
+                    stdio[i] = _high_fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC))
+                    opened.append(stdio[i])
         except BaseException:
             for fd in opened:
                 os.close(fd)
             raise
-        status_r, status_w = _pipe()
-        sync_r, sync_w = _pipe()
-        go_r, go_w = _pipe()
-        ctx = child.SpawnContext(
-            argv=list(argv), env=self.env, stdio=stdio, pass_fds=tuple(self.policy.pass_fd), ids=self.ids,
-            mounts=self.mounts, hostname=self.policy.hostname, status_w=status_w, sync_w=sync_w, go_r=go_r,
-            supervisor_pid=os.getpid(), userns_fd=self._userns(),
-        )
-        t_start = time.monotonic()
         self._pending.clear()
         self._killed = False
         _reap_exiting(block=False)
-        gc_was = gc.isenabled()
-        gc.disable()  # a collection in the child would touch (copy) every page of this process
-        pid = os.fork()
-        if pid == 0:
-            try:
-                for fd in (status_r, sync_r, go_w, *feeds, *captures):
-                    os.close(fd)
-                child.setup(ctx)
-            finally:
-                os._exit(125)
-        if gc_was:
-            gc.enable()
-        self._setup_pid = pid
-        for fd in (status_w, sync_w, go_r, *opened):
-            os.close(fd)
+        prep = self._take_prepared()
+        t_start = time.monotonic()
         try:
-            return self._watch(pid, t_start, status_r, sync_r, go_w, feeds, captures, names)
+            try:
+                _send_request(prep.ctl, list(argv), self.env, stdio)
+            except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
+                self._discard(prep)
+                prep = self._prepare()
+                _send_request(prep.ctl, list(argv), self.env, stdio)
+        except BaseException:
+            self._discard(prep)
+            for fd in (*opened, *feeds, *captures):
+                os.close(fd)
+            raise
+        for fd in opened:
+            os.close(fd)
+        self._setup_pid = prep.pid
+        if self.prefork and not self.policy.pass_fd:
+            self._next = self._prepare()  # built while this run runs (the machine has cores to spare)
+        try:
+            return self._watch(prep, t_start, feeds, captures, names)
         finally:
-            for fd in (status_r, sync_r, go_w, *feeds, *captures):
+            for fd in (*feeds, *captures):
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+            prep.close()
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None
             self._setup_pid = None
 
-    def _watch(self, pid: int, t_start: float, status_r: int, sync_r: int, go_w: int,
+    def _prepare(self) -> "_Prepared":
+        """Fork the set-up process; it builds the sandbox and then waits for the program."""
+        status_r, status_w = _pipe()
+        sync_r, sync_w = _pipe()
+        go_r, go_w = _pipe()
+        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_fd = _high_fd(ctl_child.detach())
+        ctx = child.SpawnContext(
+            pass_fds=tuple(self.policy.pass_fd), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname,
+            status_w=status_w, sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(),
+            userns_fd=self._userns(),
+        )
+        gc_was = gc.isenabled()
+        gc.disable()  # a collection in the child would touch (copy) every page of this process
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    child.setup(ctx)
+                finally:
+                    os._exit(125)
+        finally:
+            if gc_was:
+                gc.enable()
+            for fd in (status_w, sync_w, go_r, child_fd):
+                os.close(fd)
+        return _Prepared(pid, status_r, sync_r, go_w, ctl)
+
+    def _take_prepared(self) -> "_Prepared":
+        prep, self._next = self._next, None
+        if prep is not None:
+            try:
+                alive = os.waitpid(prep.pid, os.WNOHANG)[0] == 0
+            except ChildProcessError:
+                alive = False
+            if alive:
+                return prep
+            prep.close()
+        return self._prepare()
+
+    def _discard(self, prep: "_Prepared") -> None:
+        try:
+            os.kill(prep.pid, signal.SIGKILL)  # its PID 1 follows (PDEATHSIG), and the namespaces with it
+            os.waitpid(prep.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        prep.close()
+
+    def _watch(self, prep: "_Prepared", t_start: float,
                feeds: dict[int, bytes], captures: dict[int, bytearray], names: dict[int, str]) -> Result:
         msgs: dict = {}
+        pid, status_r = prep.pid, prep.status_r
         try:
-            if self._userns_fd is None and os.read(sync_r, 1) == b"u":
+            if self._userns_fd is None and os.read(prep.sync_r, 1) == b"u":
                 userns.write_maps(self.ids, pid)
-                os.write(go_w, b"g")
+                os.write(prep.go_w, b"g")
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -344,8 +436,9 @@ class Sandbox:
                 # PID 1 reported after killing and reaping every process of the sandbox; it and the
                 # set-up process are now exiting (the kernel tears the namespaces down): reap them
                 # on the next run instead of waiting here
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    _EXITING.append(pid)
+                with _EXITING_LOCK:
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        _EXITING.add(pid)
             else:
                 _, _, ru = os.wait4(pid, 0)
         wall = time.monotonic() - t_start

@@ -254,3 +254,41 @@ def test_wall_time_through_the_api():
     assert time.monotonic() - t0 < 5
     assert res.verdict == jailpy.Verdict.WLE and res.exit_code == 137 and res.limit_fired == "wall_time"
     assert 0.5 <= res.wall_s < 3
+
+
+# ------------------------------------------------------------------- prefork ----
+
+def test_prefork_runs_are_fresh_sandboxes_and_close_ends_the_prepared_one():
+    sb = jailpy.Sandbox(jailpy.Policy(cwd=False), prefork=True)
+    try:
+        code = "import os; print(os.listdir('/tmp'), os.getpid()); open('/tmp/left-over', 'w').write('x')"
+        outs = [sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True) for _ in range(3)]
+        assert [r.exit_code for r in outs] == [0, 0, 0]
+        assert all(r.stdout.startswith(b"[] ") for r in outs), [r.stdout for r in outs]
+        prepared = sb._next
+        assert prepared is not None and os.path.exists(f"/proc/{prepared.pid}")
+        ns = [sb.run(["readlink", "/proc/self/ns/pid"], stdin=jailpy.DEVNULL, capture_output=True).stdout
+              for _ in range(2)]
+        assert ns[0] != ns[1], "two runs shared a pid namespace"
+    finally:
+        sb.close()
+    end = time.monotonic() + 5
+    while os.path.exists(f"/proc/{prepared.pid}") and time.monotonic() < end:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{prepared.pid}"), "close() left the prepared sandbox running"
+
+
+def test_prefork_sends_argv_env_and_stdio_of_each_run():
+    sb = jailpy.Sandbox(jailpy.Policy(env=["K=v"]), prefork=True)
+    try:
+        for word in ("a b", "ü", ""):
+            r = sb.run(["sh", "-c", 'read x; printf "%s|%s|%s" "$1" "$K" "$x"', "sh", word],
+                       stdin=f"in-{word}\n".encode(), capture_output=True)
+            assert r.stdout == f"{word}|v|in-{word}".encode()
+        r = sb.run(["python3", "-c", "import sys; print('x' * 200000, end='')"], stdin=jailpy.DEVNULL,
+                   capture_output=True)
+        assert r.stdout == b"x" * 200000
+        big = ["echo", "y" * 100000]  # a request larger than one socket message
+        assert sb.run(big, stdin=jailpy.DEVNULL, capture_output=True).stdout == b"y" * 100000 + b"\n"
+    finally:
+        sb.close()
