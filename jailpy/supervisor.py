@@ -34,8 +34,10 @@ StdSpec = int | bytes | None
 class _Prepared:
     """A forked set-up process and the supervisor's ends of its pipes and control socket."""
 
-    def __init__(self, pid: int, status_r: int, sync_r: int, go_w: int, ctl: socket.socket) -> None:
+    def __init__(self, pid: int, status_r: int, sync_r: int, go_w: int, ctl: socket.socket,
+                 sources: tuple) -> None:
         self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
+        self.sources = sources  # (st_dev, st_ino) of each bind source when this sandbox was built
 
     def close(self) -> None:
         for fd in (self.status_r, self.sync_r, self.go_w):
@@ -98,7 +100,8 @@ class Sandbox:
     With ``prefork=True`` each run also forks the set-up of the next sandbox, which builds its
     rootfs while this one runs and then waits (two helper processes) for the next :meth:`run`,
     which then only sends the program over a unix socket (argv, environment, SCM_RIGHTS for the
-    stdio fds).  Bind sources are opened when that sandbox is built.  Ignored when the policy has
+    stdio fds).  Bind sources are opened when that sandbox is built; a run finding one replaced
+    since (another inode) builds a new sandbox instead.  Ignored when the policy has
     ``pass_fd``; :meth:`close` ends the waiting sandbox.
 
     Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
@@ -312,6 +315,7 @@ class Sandbox:
         status_r, status_w = _pipe()
         sync_r, sync_w = _pipe()
         go_r, go_w = _pipe()
+        sources = self._source_ids()
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fd = _high_fd(ctl_child.detach())
         ctx = child.SpawnContext(
@@ -333,7 +337,7 @@ class Sandbox:
                 gc.enable()
             for fd in (status_w, sync_w, go_r, child_fd):
                 os.close(fd)
-        return _Prepared(pid, status_r, sync_r, go_w, ctl)
+        return _Prepared(pid, status_r, sync_r, go_w, ctl, sources)
 
     def _take_prepared(self) -> "_Prepared":
         prep, self._next = self._next, None
@@ -342,10 +346,20 @@ class Sandbox:
                 alive = os.waitpid(prep.pid, os.WNOHANG)[0] == 0
             except ChildProcessError:
                 alive = False
-            if alive:
+            if alive and prep.sources == self._source_ids():
                 return prep
-            prep.close()
+            self._discard(prep)  # dead, or a bind source was replaced since it was built
         return self._prepare()
+
+    def _source_ids(self) -> tuple:
+        ids = []
+        for b in self.mounts.binds:
+            try:
+                st = os.stat(b.src)
+                ids.append((st.st_dev, st.st_ino))
+            except OSError:
+                ids.append(None)
+        return tuple(ids)
 
     def _discard(self, prep: "_Prepared") -> None:
         try:

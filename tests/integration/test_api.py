@@ -292,3 +292,28 @@ def test_prefork_sends_argv_env_and_stdio_of_each_run():
         assert sb.run(big, stdin=jailpy.DEVNULL, capture_output=True).stdout == b"y" * 100000 + b"\n"
     finally:
         sb.close()
+
+
+def test_prefork_sees_a_bind_source_replaced_between_runs(tmp_path):
+    src = tmp_path / "box"
+    src.mkdir()
+    (src / "f").write_text("first\n")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(src, 0o755)
+    os.chmod(src / "f", 0o644)
+    sb = jailpy.Sandbox(jailpy.Policy(ro_bind=[f"{src}:/box"], cwd=False), prefork=True)
+    try:
+        assert sb.run(["cat", "/box/f"], stdin=jailpy.DEVNULL, capture_output=True).stdout == b"first\n"
+        time.sleep(0.5)  # the next sandbox is built by now, with the old directory bound
+        # a judge's work dir, deleted and made again for the next submission
+        # (made beside the old one first, so the two cannot share an inode number)
+        new = tmp_path / "box.new"
+        new.mkdir()
+        (new / "f").write_text("second\n")
+        os.chmod(new, 0o755)
+        os.chmod(new / "f", 0o644)
+        src.rename(tmp_path / "box.old")
+        new.rename(src)
+        assert sb.run(["cat", "/box/f"], stdin=jailpy.DEVNULL, capture_output=True).stdout == b"second\n"
+    finally:
+        sb.close()
