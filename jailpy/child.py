@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from . import _syscalls as sc
 from . import caps, mounts, net, userns
 
+KILL_ALL = signal.SIGRTMIN + 2
+"""Sent by the supervisor to PID 1 to end the run (a time limit, Sandbox.kill): PID 1 SIGKILLs
+every other process of the sandbox, reaps them and reports as usual, CPU times included."""
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 NAMESPACES = {
     "user": sc.CLONE_NEWUSER, "mnt": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID, "uts": sc.CLONE_NEWUTS,
@@ -162,7 +165,7 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
     def forward(signum: int, _frame: object) -> None:
         if payload:
             try:
-                os.kill(payload, signum)
+                os.kill(-1 if signum == KILL_ALL else payload, signal.SIGKILL if signum == KILL_ALL else signum)
             except OSError:
                 pass
         else:
@@ -171,7 +174,7 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
     step = "start"
     try:
         _die_with_parent(lambda: not _hup(ctx.go_r))
-        for s in FORWARDED:
+        for s in FORWARDED + (KILL_ALL,):
             signal.signal(s, forward)
         step = "build the rootfs"
         mounts.build_rootfs(ctx.mounts, sources)

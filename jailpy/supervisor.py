@@ -26,6 +26,7 @@ from .policy import DEFAULT_PATH, Policy
 from .result import Result, Verdict
 
 DEVNULL = subprocess.DEVNULL
+KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
 PIPE = subprocess.PIPE
 
 StdSpec = int | bytes | None
@@ -125,6 +126,7 @@ class Sandbox:
         self._setup_pid: int | None = None
         self._pending: list[int] = []
         self._killed = False
+        self._hard_kill_at: float | None = None
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
@@ -198,10 +200,16 @@ class Sandbox:
                 self._pending.append(sig)
 
     def kill(self) -> None:
-        """SIGKILL the sandbox's PID 1: the kernel then kills every process in the sandbox, and the
-        running :meth:`run` returns a Result with signal 9 (exit code 137)."""
+        """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them
+        and reports, so :meth:`run` returns a Result with signal 9 (exit code 137) and the CPU
+        times spent.  If PID 1 has not reported within KILL_GRACE seconds it is SIGKILLed itself
+        (the kernel then kills the whole pid namespace: pid_namespaces(7))."""
         self._killed = True
-        self.send_signal(signal.SIGKILL)
+        self._hard_kill_at = time.monotonic() + KILL_GRACE
+        if self._pidfd is None:
+            self.send_signal(signal.SIGKILL)
+        else:
+            self.send_signal(child.KILL_ALL)
 
     def run(
         self,
@@ -276,6 +284,7 @@ class Sandbox:
             raise
         self._pending.clear()
         self._killed = False
+        self._hard_kill_at: float | None = None
         _reap_exiting(block=False)
         prep = self._take_prepared()
         t_start = time.monotonic()
@@ -398,9 +407,13 @@ class Sandbox:
                 del feeds[fd]
         try:
             while sel.get_map():
+                if self._hard_kill_at is not None and time.monotonic() >= self._hard_kill_at and "status" not in msgs:
+                    self._hard_kill_at = None
+                    self.send_signal(signal.SIGKILL)
                 if "status" in msgs and len(sel.get_map()) == 1 and status_r in sel.get_map():
                     break  # the program and all it started are dead and reaped: only jailpy's helpers remain
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ends = [t for t in (deadline, self._hard_kill_at) if t is not None]
+                timeout = max(0.0, min(ends) - time.monotonic()) if ends else None
                 events = sel.select(timeout)
                 if deadline is not None and time.monotonic() >= deadline and limit_fired is None:
                     limit_fired = "wall_time"

@@ -114,3 +114,14 @@ def test_idle_program_uses_little_cpu():
     assert res.exit_code == 0
     assert res.wall_s >= 0.3
     assert res.cpu_user_s + res.cpu_sys_s < 0.2
+
+
+def test_wall_time_kill_still_reports_the_cpu_time_spent(report_path):
+    # a judge reads CPU time for every verdict, WLE too: PID 1 ends the run and reports it
+    marker = unique_marker()
+    p, rep = jail_report(report_path, "--wall-time", "1", "--", "sh", "-c",
+                         f"python3 -c 'while 1: pass' {marker} & python3 -c 'while 1: pass' {marker}")
+    assert p.returncode == 137
+    assert rep["verdict"] == "WLE" and rep["limit_fired"] == "wall_time" and rep["signal"] == 9
+    assert rep["cpu_user_s"] + rep["cpu_sys_s"] >= 0.8, rep
+    assert wait_gone(marker) == []
