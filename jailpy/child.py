@@ -110,14 +110,18 @@ def setup(ctx: SpawnContext) -> None:
         if pid == 0:
             init(ctx, sources)
         _send(ctx, pid1=pid)
-        for fd in (0, 1, 2, ctx.ctl_fd, *sources):
+        for fd in (0, 1, 2, ctx.ctl_fd, ctx.status_w, ctx.sync_w, *sources):
             os.close(fd)
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
+        # wait for PID 1 without reaping it, then until the supervisor is done with this run
+        # (go pipe closed): until then its pid cannot be reused, so the supervisor's
+        # pidfd_open(pid1) and signals can never reach another process
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            while os.read(ctx.go_r, 64):
+                pass
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - must never return into the supervisor
         _send(ctx, error=f"{step if 'step' in locals() else 'set-up'}: {_describe(e)}")

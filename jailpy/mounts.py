@@ -88,6 +88,26 @@ def _mountpoints() -> list[str]:
     return points
 
 
+def _resolve_hide(paths: list[str]) -> list[str]:
+    """The host paths to hide: each entry as given and, when a symlink leads elsewhere (Fedora's
+    /home -> var/home), its target too.  A path that does not exist is skipped; one that is not
+    a directory is refused (PolicyError): only directories can be hidden."""
+    out: list[str] = []
+    for h in paths:
+        h = "/" + "/".join(p for p in os.path.normpath(h).split("/") if p)
+        real = os.path.realpath(h)
+        if not os.path.lexists(h):
+            continue
+        if os.path.exists(real) and not os.path.isdir(real):
+            raise PolicyError(f"hide: {h} is not a directory; only directories can be hidden")
+        for p in (h, real):
+            # a top-level entry is replaced by name; a deeper one is mounted over by path, so
+            # only a real directory with no symlink on the way
+            if p != "/" and p not in out and (p.count("/") == 1 or (os.path.realpath(p) == p and os.path.isdir(p))):
+                out.append(p)
+    return out
+
+
 def _split_spec(spec: str) -> tuple[str, str]:
     src, sep, dst = spec.partition(":")
     return src, dst if sep and dst else ""
@@ -103,11 +123,11 @@ def prepare(policy: Policy) -> MountPlan:
         hide: list[str] = []
     else:
         lower = "/"
-        hide = [os.path.normpath(h) for h in policy.hide]
+        hide = _resolve_hide(policy.hide)
     points = _mountpoints()
     top: list[tuple[str, str, str]] = []
     hidden_top = {h.strip("/") for h in hide if h.count("/") == 1}
-    hidden_nested = [h for h in hide if h.count("/") > 1 and os.path.isdir(h)]
+    hidden_nested = [h for h in hide if h.count("/") > 1]
     try:
         entries = sorted(os.scandir(lower), key=lambda e: e.name)
     except OSError as e:
@@ -116,10 +136,10 @@ def prepare(policy: Policy) -> MountPlan:
         name = e.name
         if name in SPECIAL_TOP:
             continue
-        if e.is_symlink():
+        if name in hidden_top:
+            top.append((name, "hidden", ""))  # an empty directory, also where the host has a symlink
+        elif e.is_symlink():
             top.append((name, "symlink", os.readlink(e.path)))
-        elif name in hidden_top and e.is_dir():
-            top.append((name, "hidden", ""))
         elif e.is_dir():
             path = os.path.join(lower, name)
             sub = any(p.startswith(path + "/") for p in points)
@@ -133,9 +153,12 @@ def prepare(policy: Policy) -> MountPlan:
             real = os.path.realpath(src)
             if not os.path.exists(real):
                 raise PolicyError(f"{key.replace('_', '-')}: source does not exist: {src}")
-            dst = os.path.normpath(dst or os.path.abspath(src))
+            dst = "/" + "/".join(p for p in os.path.normpath(dst or os.path.abspath(src)).split("/") if p)
             if dst == "/" or dst.split("/")[1] in ("proc", "dev"):
                 raise PolicyError(f"{key.replace('_', '-')}: cannot bind over {dst}")
+            if real == "/" or real.split("/")[1] in ("proc", "sys"):
+                raise PolicyError(f"{key.replace('_', '-')}: binding the host's {real} would expose host "
+                                  f"processes or kernel state; not allowed")
             binds.append(BindSpec(real, dst, rw, os.path.isdir(real)))
     workdir = "/"
     cwd_note = "not bound (--no-cwd)"
@@ -145,6 +168,7 @@ def prepare(policy: Policy) -> MountPlan:
         except OSError:
             raise PolicyError("the current directory no longer exists; cd somewhere or pass --no-cwd") from None
         workdir = cwd
+        cwd = os.path.realpath(cwd)
         # binding / or /tmp, a hidden directory or one that holds one, would undo that isolation
         covered = [f"/{d}" for d in SPECIAL_TOP] + hide
         if cwd == "/" or any(c == cwd or c.startswith(cwd.rstrip("/") + "/") for c in covered):
@@ -243,7 +267,9 @@ def open_sources(plan: MountPlan) -> list[int]:
     fds = []
     for b in plan.binds:
         try:
-            fds.append(os.open(b.src, os.O_PATH | os.O_CLOEXEC))
+            # b.src was resolved (realpath) when the plan was made: a symlink in it now means the
+            # path was changed since, so refuse rather than follow it (ELOOP)
+            fds.append(sc.openat2(-100, b.src, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_NO_SYMLINKS))
         except OSError as e:
             hint = ""
             if e.errno == 13 and os.getuid() == 0:

@@ -39,9 +39,16 @@ class _Prepared:
                  sources: tuple) -> None:
         self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
         self.sources = sources  # (st_dev, st_ino) of each bind source when this sandbox was built
+        self.pidfd = os.pidfd_open(pid)  # our own child: not reaped before we wait, so it is this process
+
+    def close_go(self) -> None:
+        if self.go_w >= 0:
+            os.close(self.go_w)
+            self.go_w = -1
 
     def close(self) -> None:
-        for fd in (self.status_r, self.sync_r, self.go_w):
+        self.close_go()
+        for fd in (self.status_r, self.sync_r, self.pidfd):
             try:
                 os.close(fd)
             except OSError:
@@ -123,7 +130,7 @@ class Sandbox:
                 raise PolicyError(f"pass-fd: fd {fd} is not open") from None
         self.env = self._environment()
         self._pidfd: int | None = None
-        self._setup_pid: int | None = None
+        self._setup_pidfd: int | None = None
         self._pending: list[int] = []
         self._killed = False
         self._hard_kill_at: float | None = None
@@ -193,9 +200,12 @@ class Sandbox:
                 signal.pidfd_send_signal(self._pidfd, sig)
             except OSError:
                 pass
-        elif self._setup_pid is not None:
+        elif self._setup_pidfd is not None:
             if sig == signal.SIGKILL:  # PID 1 not known yet: its parent's death takes it (PDEATHSIG)
-                os.kill(self._setup_pid, signal.SIGKILL)
+                try:
+                    signal.pidfd_send_signal(self._setup_pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
             else:
                 self._pending.append(sig)
 
@@ -302,7 +312,7 @@ class Sandbox:
             raise
         for fd in opened:
             os.close(fd)
-        self._setup_pid = prep.pid
+        self._setup_pidfd = prep.pidfd
         if self.prefork and not self.policy.pass_fd:
             self._next = self._prepare()  # built while this run runs (the machine has cores to spare)
         try:
@@ -313,11 +323,10 @@ class Sandbox:
                     os.close(fd)
                 except OSError:
                     pass
+            pidfd, self._pidfd, self._setup_pidfd = self._pidfd, None, None  # before the fds close
+            if pidfd is not None:
+                os.close(pidfd)
             prep.close()
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
-            self._setup_pid = None
 
     def _prepare(self) -> "_Prepared":
         """Fork the set-up process; it builds the sandbox and then waits for the program."""
@@ -364,7 +373,7 @@ class Sandbox:
         ids = []
         for b in self.mounts.binds:
             try:
-                st = os.stat(b.src)
+                st = os.stat(b.src, follow_symlinks=False)
                 ids.append((st.st_dev, st.st_ino))
             except OSError:
                 ids.append(None)
@@ -458,6 +467,11 @@ class Sandbox:
                         captures[fd] += data
         finally:
             sel.close()
+            # done with PID 1 (no more signals for it): the set-up process may now reap it and exit
+            self._pidfd, pidfd = None, self._pidfd
+            if pidfd is not None:
+                os.close(pidfd)
+            prep.close_go()
             ru = None
             if "status" in msgs:
                 # PID 1 reported after killing and reaping every process of the sandbox; it and the
