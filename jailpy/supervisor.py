@@ -105,7 +105,8 @@ class Sandbox:
     its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
     ``reuse_userns=False`` for a fresh user namespace per run (``jailpy.run`` and the CLI do).
 
-    With ``prefork=True`` each run also forks the set-up of the next sandbox, which builds its
+    With ``prefork=True`` (or N, up to 8, sandboxes kept ready; one run at a time per Sandbox)
+    each run also forks the set-up of the next sandbox, which builds its
     rootfs while this one runs and then waits (two helper processes) for the next :meth:`run`,
     which then only sends the program over a unix socket (argv, environment, SCM_RIGHTS for the
     stdio fds).  Bind sources are opened when that sandbox is built; a run finding one replaced
@@ -115,11 +116,13 @@ class Sandbox:
     Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
     give, with the fix) from the constructor: nothing has been started then."""
 
-    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool = False) -> None:
+    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool | int = False) -> None:
         self.reuse_userns = reuse_userns
-        self.prefork = prefork
+        self.prefork = int(prefork)
+        if not 0 <= self.prefork <= 8:
+            raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._userns_fd: int | None = None
-        self._next: _Prepared | None = None
+        self._ready: list[_Prepared] = []  # prefork: built and waiting for a program, oldest first
         self.policy = (policy or Policy()).validate()
         self.ids = userns.prepare(self.policy.uid, self.policy.gid, self.policy.id_map)
         self.mounts = mounts.prepare(self.policy)
@@ -173,9 +176,8 @@ class Sandbox:
     def close(self) -> None:
         """End the prepared sandbox (prefork) and release the user namespace (also done when the
         Sandbox is garbage-collected)."""
-        if self._next is not None:
-            self._discard(self._next)
-            self._next = None
+        while self._ready:
+            self._discard(self._ready.pop())
         if self._userns_fd is not None:
             os.close(self._userns_fd)
             self._userns_fd = None
@@ -183,9 +185,8 @@ class Sandbox:
 
     def __del__(self) -> None:
         try:
-            if self._next is not None:
-                self._discard(self._next)
-                self._next = None
+            while self._ready:
+                self._discard(self._ready.pop())
             if self._userns_fd is not None:
                 os.close(self._userns_fd)
                 self._userns_fd = None
@@ -313,8 +314,8 @@ class Sandbox:
         for fd in opened:
             os.close(fd)
         self._setup_pidfd = prep.pidfd
-        if self.prefork and not self.policy.pass_fd:
-            self._next = self._prepare()  # built while this run runs (the machine has cores to spare)
+        while not self.policy.pass_fd and len(self._ready) < self.prefork:
+            self._ready.append(self._prepare())  # built while this run runs, on the cores it leaves free
         try:
             return self._watch(prep, t_start, feeds, captures, names)
         finally:
@@ -358,8 +359,8 @@ class Sandbox:
         return _Prepared(pid, status_r, sync_r, go_w, ctl, sources)
 
     def _take_prepared(self) -> "_Prepared":
-        prep, self._next = self._next, None
-        if prep is not None:
+        while self._ready:
+            prep = self._ready.pop(0)
             try:
                 alive = os.waitpid(prep.pid, os.WNOHANG)[0] == 0
             except ChildProcessError:

@@ -265,7 +265,7 @@ def test_prefork_runs_are_fresh_sandboxes_and_close_ends_the_prepared_one():
         outs = [sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True) for _ in range(3)]
         assert [r.exit_code for r in outs] == [0, 0, 0]
         assert all(r.stdout.startswith(b"[] ") for r in outs), [r.stdout for r in outs]
-        prepared = sb._next
+        prepared = sb._ready[0]
         assert prepared is not None and os.path.exists(f"/proc/{prepared.pid}")
         ns = [sb.run(["readlink", "/proc/self/ns/pid"], stdin=jailpy.DEVNULL, capture_output=True).stdout
               for _ in range(2)]
