@@ -328,9 +328,11 @@ def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
     proc = os.open("/newroot/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     for m in PROC_MASKED:
         _mask(proc, m, "/newroot/proc/" + m)
-    for m in PROC_READONLY:
-        if os.path.exists("/newroot/proc/" + m):
-            step(f"read-only /proc/{m}", lambda m=m: _attach(_clone(proc, m, ro), proc, m, True))
+    for m in PROC_READONLY:  # the kernel's own fresh proc: mounted by path
+        path = "/newroot/proc/" + m
+        if os.path.exists(path):
+            step(f"read-only /proc/{m}", sc.mount, path, path, None, sc.MS_BIND | sc.MS_REC)
+            step(f"read-only /proc/{m}", sc.mount_setattr, -100, path, sc.AT_RECURSIVE, ro)
     os.close(proc)
     os.mkdir("/newroot/sys", 0o555)
     try:
@@ -369,8 +371,9 @@ def _build_dev(plan: MountPlan, old: int, root: int, step) -> None:
             st = os.stat(f"/oldroot/dev/{node}")
         except OSError:
             continue
-        if stat.S_ISCHR(st.st_mode):
-            step(f"/dev/{node}", _bind, old, f"dev/{node}", root, f"dev/{node}", sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NOEXEC, False)
+        if stat.S_ISCHR(st.st_mode):  # on our own new tmpfs: mounted by path, nothing to resolve
+            os.close(os.open(f"/newroot/dev/{node}", os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            step(f"/dev/{node}", sc.mount, f"/oldroot/dev/{node}", f"/newroot/dev/{node}", None, sc.MS_BIND)
     os.mkdir("/newroot/dev/pts", 0o755)
     step("devpts at /dev/pts", sc.mount, "devpts", "/newroot/dev/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
          "newinstance,ptmxmode=0666,mode=0620")
