@@ -226,6 +226,10 @@ POSIX_SPAWN_SETSIGMASK = 0x08
 POSIX_SPAWN_SETSIGDEF = 0x04
 POSIX_SPAWN_SETSID = 0x80
 _SIGSET_BYTES = 128  # sizeof(sigset_t) in glibc
+# every signal 1-64 but SIGKILL (9) and SIGSTOP (19), as a raw sigset_t (bit sig-1)
+_SIGDEFAULT = ctypes.create_string_buffer(
+    sum(1 << (sig - 1) for sig in range(1, 65) if sig not in (9, 19)).to_bytes(8, "little") + bytes(_SIGSET_BYTES - 8),
+    _SIGSET_BYTES)
 
 
 def posix_spawnp(file: str, argv: list[str], env: dict[str, str]) -> int:
@@ -238,12 +242,7 @@ def posix_spawnp(file: str, argv: list[str], env: dict[str, str]) -> int:
     try:
         _check_rc(_libc.posix_spawnattr_setflags(
             attr, ctypes.c_short(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID)))
-        bits = 0
-        for sig in range(1, 65):
-            if sig not in (9, 19):
-                bits |= 1 << (sig - 1)
-        default = ctypes.create_string_buffer(bits.to_bytes(8, "little") + bytes(_SIGSET_BYTES - 8), _SIGSET_BYTES)
-        _check_rc(_libc.posix_spawnattr_setsigdefault(attr, default))
+        _check_rc(_libc.posix_spawnattr_setsigdefault(attr, _SIGDEFAULT))
         empty = ctypes.create_string_buffer(_SIGSET_BYTES)
         _check_rc(_libc.posix_spawnattr_setsigmask(attr, empty))
         c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)

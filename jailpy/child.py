@@ -74,6 +74,7 @@ def _die_with_parent(parent_alive) -> None:
 
 def setup(ctx: SpawnContext) -> None:
     """The ``setup`` process (see module docstring).  Never returns."""
+    step = "set-up"
     try:
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
         null = os.open("/dev/null", os.O_RDWR)  # the helpers hold none of the caller's stdio
@@ -95,7 +96,7 @@ def setup(ctx: SpawnContext) -> None:
                 flags &= ~sc.CLONE_NEWUSER
             sc.unshare(flags)
         except OSError as e:
-            raise OSError(e.errno, _unshare_hint(e)) from None
+            raise OSError(e.errno, userns.unshare_hint(e)) from None
         if ctx.userns_fd is None:
             os.write(ctx.sync_w, b"u")
             if os.read(ctx.go_r, 1) != b"g":
@@ -124,7 +125,7 @@ def setup(ctx: SpawnContext) -> None:
             pass
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - must never return into the supervisor
-        _send(ctx, error=f"{step if 'step' in locals() else 'set-up'}: {_describe(e)}")
+        _send(ctx, error=f"{step}: {_describe(e)}")
         os._exit(125)
 
 
@@ -138,19 +139,6 @@ def _close_all_but(keep: tuple[int, ...]) -> None:
             sc.close_range(lo, fd - 1)
         lo = fd + 1
     sc.close_range(lo, 0xFFFFFFFF)
-
-
-def _unshare_hint(e: OSError) -> str:
-    if e.errno in (errno.EPERM, errno.EACCES):
-        return ("user namespaces are not allowed for this user here: enable them with "
-                "'sysctl kernel.unprivileged_userns_clone=1' (Debian) or "
-                "'sysctl kernel.apparmor_restrict_unprivileged_userns=0' (Ubuntu), or run inside a container "
-                "that permits unshare(CLONE_NEWUSER)")
-    if e.errno == errno.ENOSPC:
-        return "the user namespace limit is reached: raise it with 'sysctl user.max_user_namespaces=15000'"
-    if e.errno == errno.EINVAL:
-        return "this kernel lacks a namespace type jailpy needs (user, mnt, pid, uts, ipc, net, cgroup)"
-    return e.strerror or str(e)
 
 
 def _describe(e: BaseException) -> str:

@@ -47,12 +47,14 @@ class _Prepared:
             self.go_w = -1
 
     def close(self) -> None:
+        """Close the supervisor's ends; safe to call twice (a closed number is never closed again,
+        so an fd another thread opened meanwhile is left alone)."""
         self.close_go()
-        for fd in (self.status_r, self.sync_r, self.pidfd):
-            try:
+        for name in ("status_r", "sync_r", "pidfd"):
+            fd = getattr(self, name)
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+                setattr(self, name, -1)
         self.ctl.close()
 
 
@@ -88,6 +90,10 @@ def _high_fd(fd: int) -> int:
     new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     os.close(fd)
     return new
+
+
+def _devnull() -> int:
+    return _high_fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC))
 
 
 def _pipe() -> tuple[int, int]:
@@ -132,6 +138,8 @@ class Sandbox:
             except OSError:
                 raise PolicyError(f"pass-fd: fd {fd} is not open") from None
         self.env = self._environment()
+        self._protections = self._describe_protections()  # fixed per Sandbox: computed once, not per run
+        self._digest = self.policy.digest()
         self._pidfd: int | None = None
         self._setup_pidfd: int | None = None
         self._pending: list[int] = []
@@ -152,6 +160,9 @@ class Sandbox:
 
     def protections(self) -> dict:
         """Which layers are active, for the Result: namespaces, ids, rootfs, capabilities, ..."""
+        return dict(self._protections)
+
+    def _describe_protections(self) -> dict:
         return {
             "namespaces": sorted(child.NAMESPACES),
             "user": self.ids.description,
@@ -174,22 +185,21 @@ class Sandbox:
         return self._userns_fd
 
     def close(self) -> None:
-        """End the prepared sandbox (prefork) and release the user namespace (also done when the
-        Sandbox is garbage-collected)."""
+        """End the prepared sandbox (prefork), release the user namespace and reap finished
+        helpers (the first two are also done when the Sandbox is garbage-collected)."""
+        self._release()
+        _reap_exiting(block=True)
+
+    def _release(self) -> None:
         while self._ready:
             self._discard(self._ready.pop())
         if self._userns_fd is not None:
             os.close(self._userns_fd)
             self._userns_fd = None
-        _reap_exiting(block=True)
 
     def __del__(self) -> None:
         try:
-            while self._ready:
-                self._discard(self._ready.pop())
-            if self._userns_fd is not None:
-                os.close(self._userns_fd)
-                self._userns_fd = None
+            self._release()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
@@ -258,7 +268,7 @@ class Sandbox:
                 except OSError:
                     return None
             elif spec == DEVNULL:
-                fd = _high_fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC))
+                fd = _devnull()
                 opened.append(fd)
                 return fd
             elif spec == PIPE or isinstance(spec, bytes):
@@ -287,7 +297,7 @@ class Sandbox:
             stdio = [std(stdin, 0), std(stdout, 1), std(stderr, 2)]
             for i, fd in enumerate(stdio):
                 if fd is None:  # the caller has it closed: the program gets /dev/null there
-                    stdio[i] = _high_fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC))
+                    stdio[i] = _devnull()
                     opened.append(stdio[i])
         except BaseException:
             for fd in opened:
@@ -397,8 +407,7 @@ class Sandbox:
                 userns.write_maps(self.ids, pid)
                 os.write(prep.go_w, b"g")
         except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            self._discard(prep)
             raise
         deadline = t_start + self.policy.wall_time if self.policy.wall_time else None
         limit_fired = None
@@ -488,7 +497,7 @@ class Sandbox:
         return self._finish(msgs, ru, wall, limit_fired, out)
 
     def _finish(self, msgs: dict, ru, wall: float, limit_fired: str | None, out: dict[str, bytes]) -> Result:
-        common: dict = dict(protections=self.protections(), jailpy_version=__version__, policy_hash=self.policy.digest())
+        common: dict = dict(protections=self.protections(), jailpy_version=__version__, policy_hash=self._digest)
         for name, data in out.items():
             common[name] = data
             common[name + "_bytes"] = len(data)

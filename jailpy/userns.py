@@ -14,6 +14,7 @@ sandbox's ids map to a range reserved in /etc/subuid for the user ``jailpy``, el
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shutil
@@ -180,12 +181,24 @@ def create(plan: IdPlan) -> int:
         msg = os.read(r, 16)
         if msg != b"u":
             err = int(msg[1:] or b"0")
-            from .child import _unshare_hint
-
-            raise HostError(f"cannot create a user namespace: {_unshare_hint(OSError(err, os.strerror(err)))}")
+            raise HostError(f"cannot create a user namespace: {unshare_hint(OSError(err, os.strerror(err)))}")
         write_maps(plan, pid)
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(r)
         os.close(w2)
         os.waitpid(pid, 0)
+
+
+def unshare_hint(e: OSError) -> str:
+    """One line saying why unshare(CLONE_NEWUSER) failed with ``e`` and how to fix it."""
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return ("user namespaces are not allowed for this user here: enable them with "
+                "'sysctl kernel.unprivileged_userns_clone=1' (Debian) or "
+                "'sysctl kernel.apparmor_restrict_unprivileged_userns=0' (Ubuntu), or run inside a container "
+                "that permits unshare(CLONE_NEWUSER)")
+    if e.errno == errno.ENOSPC:
+        return "the user namespace limit is reached: raise it with 'sysctl user.max_user_namespaces=15000'"
+    if e.errno == errno.EINVAL:
+        return "this kernel lacks a namespace type jailpy needs (user, mnt, pid, uts, ipc, net, cgroup)"
+    return e.strerror or str(e)
