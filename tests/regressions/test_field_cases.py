@@ -7,28 +7,17 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-JAILPY = [sys.executable, "-m", "jailpy", "exec"]
-
-
-def jail(*args: str, stdin=subprocess.DEVNULL, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*JAILPY, *args], stdin=stdin, capture_output=True, timeout=timeout, **kw)
-
-
-def report_of(tmp_path, *args: str, **kw) -> tuple[subprocess.CompletedProcess, dict]:
-    rep = tmp_path / "report.json"
-    p = jail("--report", str(rep), *args, **kw)
-    return p, json.loads(rep.read_text())
+from conftest import JAILPY, jail, jail_report, unique_marker, wait_for_marker, wait_gone
 
 
 def test_F01_self_sigterm_dies_143(tmp_path):
-    p, rep = report_of(tmp_path, "--", "python3", "-c",
+    p, rep = jail_report(tmp_path / "report.json", "--", "python3", "-c",
                        'import os,signal; os.kill(os.getpid(), signal.SIGTERM); print("survived")')
     assert p.returncode == 143
     assert b"survived" not in p.stdout
@@ -36,7 +25,7 @@ def test_F01_self_sigterm_dies_143(tmp_path):
 
 
 def test_F01_abort_134(tmp_path):
-    p, rep = report_of(tmp_path, "--", "python3", "-c", "import os; os.abort()")
+    p, rep = jail_report(tmp_path / "report.json", "--", "python3", "-c", "import os; os.abort()")
     assert p.returncode == 134 and rep["signal"] == 6
 
 
@@ -45,7 +34,7 @@ def test_F01_abort_134(tmp_path):
     ("import ctypes; ctypes.string_at(0)", 11),
 ])
 def test_F07_signals_map_to_128_plus_n(tmp_path, code, sig):
-    p, rep = report_of(tmp_path, "--", "python3", "-c", code)
+    p, rep = jail_report(tmp_path / "report.json", "--", "python3", "-c", code)
     assert p.returncode == 128 + sig
     assert rep["signal"] == sig and rep["exit_code"] == 128 + sig
 
@@ -56,53 +45,27 @@ def test_F07_jailpy_errors_are_125():
     assert p.stderr.decode().count("\n") == 1 and "hostname" in p.stderr.decode()
 
 
-def _marker_procs(marker: str) -> list[int]:
-    found = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(d))
-            except OSError:
-                pass
-    return found
-
-
-def _wait_gone(marker: str, seconds: float = 5.0) -> list[int]:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        left = _marker_procs(marker)
-        if not left:
-            return []
-        time.sleep(0.05)
-    return _marker_procs(marker)
-
-
 def test_F03_sigkill_of_jailpy_leaves_nothing():
-    marker = "1000.%d" % (os.getpid() % 997)
+    marker = unique_marker()
     p = subprocess.Popen([*JAILPY, "--", "sh", "-c", f"sleep {marker} & sleep {marker}"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        end = time.monotonic() + 10
-        while len(_marker_procs(marker)) < 2 and time.monotonic() < end:
-            time.sleep(0.02)
-        assert len(_marker_procs(marker)) >= 2, "the sleeps never started"
+        assert len(wait_for_marker(marker, 2)) >= 2, "the sleeps never started"
     finally:
         p.kill()
         p.wait()
-    assert _wait_gone(marker) == []
+    assert wait_gone(marker) == []
 
 
 def test_F03_sigkill_early_in_a_loop_leaves_nothing():
-    marker = "1001.%d" % (os.getpid() % 997)
+    marker = unique_marker()
     for i in range(40):
         p = subprocess.Popen([*JAILPY, "--", "sh", "-c", f"sleep {marker} & sleep {marker}"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.001 + (i % 20) * 0.01)  # 1 ms .. 190 ms: from interpreter start to a running sandbox
         p.kill()
         p.wait()
-    assert _wait_gone(marker) == []
+    assert wait_gone(marker) == []
 
 
 def test_F05_tiocsti_cannot_type_into_the_callers_terminal():
