@@ -257,3 +257,102 @@ def posix_spawnp(file: str, argv: list[str], env: dict[str, str]) -> int:
 def _check_rc(rc: int) -> None:
     if rc != 0:
         raise OSError(rc, os.strerror(rc))
+
+
+# --- seccomp(2) ---
+# seccomp(2) and seccomp_unotify(2); <linux/seccomp.h>, <linux/filter.h>, <linux/audit.h>.
+
+NR_seccomp = 317
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3  # Linux 5.0: return a notification listener fd
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5  # Linux 5.19: once received, only SIGKILL interrupts the wait
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1  # Linux 5.5: let the notified syscall run
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_I386 = 0x40000003
+X32_SYSCALL_BIT = 0x40000000
+
+# SECCOMP_RET_* filter return values (the high 16 bits are the action, the low 16 bits its data)
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_KILL_THREAD = 0x00000000
+SECCOMP_RET_TRAP = 0x00030000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_RET_LOG = 0x7FFC0000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ACTION_FULL = 0xFFFF0000
+SECCOMP_RET_DATA = 0x0000FFFF
+
+
+class SockFprog(ctypes.Structure):
+    """struct sock_fprog: ``len`` instructions (struct sock_filter, 8 bytes each) at ``filter``."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompData(ctypes.Structure):
+    """struct seccomp_data: what a filter sees of a syscall (64 bytes)."""
+
+    _fields_ = [
+        ("nr", ctypes.c_int),
+        ("arch", ctypes.c_uint32),
+        ("instruction_pointer", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+    ]
+
+
+class SeccompNotif(ctypes.Structure):
+    """struct seccomp_notif (80 bytes): must be zeroed before SECCOMP_IOCTL_NOTIF_RECV."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("data", SeccompData)]
+
+
+class SeccompNotifResp(ctypes.Structure):
+    """struct seccomp_notif_resp (24 bytes): ``error`` is a negated errno (or 0 with ``val``)."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("val", ctypes.c_int64), ("error", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+# _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct seccomp_notif_resp), _IOW('!', 2, __u64)
+SECCOMP_IOCTL_NOTIF_RECV = _ioc(3, 0, ctypes.sizeof(SeccompNotif))
+SECCOMP_IOCTL_NOTIF_SEND = _ioc(3, 1, ctypes.sizeof(SeccompNotifResp))
+SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(1, 2, 8)
+
+_ioctl = _libc.ioctl
+_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_ioctl.restype = ctypes.c_int
+
+
+def seccomp_set_mode_filter(bpf: bytes, flags: int = 0) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog) for the calling thread.  ``bpf`` is an array
+    of struct sock_filter (8 bytes each).  Returns the listener fd with
+    SECCOMP_FILTER_FLAG_NEW_LISTENER (close-on-exec), else 0.  Needs no_new_privs or
+    CAP_SYS_ADMIN; raises OSError (EINVAL: bad program or flag, EACCES: no no_new_privs)."""
+    buf = ctypes.create_string_buffer(bytes(bpf), len(bpf))
+    prog = SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    return _check(_syscall(NR_seccomp, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(prog)))
+
+
+def seccomp_notif_recv(fd: int) -> SeccompNotif:
+    """ioctl(SECCOMP_IOCTL_NOTIF_RECV): blocks until a notification arrives.  OSError ENOENT when
+    the notifying task died (or the wait was interrupted) before it was read."""
+    notif = SeccompNotif()
+    _check(_ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, ctypes.byref(notif)))
+    return notif
+
+
+def seccomp_notif_send(fd: int, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
+    """ioctl(SECCOMP_IOCTL_NOTIF_SEND): answer notification ``notif_id``; ``error`` is the negated
+    errno the syscall returns.  OSError ENOENT when the task is gone."""
+    resp = SeccompNotifResp(notif_id, val, error, flags)
+    _check(_ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, ctypes.byref(resp)))
+
+
+def seccomp_notif_id_valid(fd: int, notif_id: int) -> bool:
+    """ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID): whether ``notif_id`` is still pending (its task alive)."""
+    value = ctypes.c_uint64(notif_id)
+    return _ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, ctypes.byref(value)) == 0

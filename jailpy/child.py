@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from . import _syscalls as sc
-from . import caps, mounts, net, userns
+from . import caps, cgroups, mounts, net, seccomp, userns
 
 KILL_ALL = signal.SIGRTMIN + 2
 """Sent by the supervisor to PID 1 to end the run (a time limit, Sandbox.kill): PID 1 SIGKILLs
@@ -57,6 +57,15 @@ class SpawnContext:
     supervisor_pid: int
     userns_fd: int | None = None
     """A prepared user namespace to join (userns.create); None: unshare a new one."""
+    cgroup_procs: tuple[str, ...] = ()
+    """cgroup.procs files of the sandbox's cgroup (one per v1 hierarchy): the set-up process joins
+    them before it unshares the cgroup namespace, so that cgroup is the namespace's root."""
+    rlimits: tuple[tuple[int, int, int], ...] = ()
+    """(resource, soft, hard) set by PID 1 on itself just before it starts the program (inherited)."""
+    seccomp_bpf: bytes | None = None
+    """The seccomp filter PID 1 installs on itself just before it starts the program (inherited)."""
+    seccomp_listener: bool = False
+    """Ask the kernel for a notification listener (seccomp_unotify(2)); PID 1 sends it to the supervisor."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -85,6 +94,9 @@ def setup(ctx: SpawnContext) -> None:
             os.close(null)
         keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds)
         _close_all_but(keep + ((ctx.userns_fd,) if ctx.userns_fd is not None else ()))
+        if ctx.cgroup_procs:
+            step = "join the sandbox's cgroup"
+            cgroups.join(ctx.cgroup_procs)
         step = "unshare the namespaces"
         try:
             flags = 0
@@ -168,6 +180,12 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         _die_with_parent(lambda: not _hup(ctx.go_r))
         for s in FORWARDED + (KILL_ALL,):
             signal.signal(s, forward)
+        # the id switch made this process non-dumpable, so its /proc/self files belong to the host's
+        # root (proc(5)); dumpable for a moment (nothing else runs in the sandbox yet) to open its
+        # oom_score_adj, kept open: after PR_SET_DUMPABLE 0 below it could not be opened again
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)
+        oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "build the rootfs"
         mounts.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
@@ -188,14 +206,29 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         caps.drop_all(1 << sc.CAP_KILL)
         caps.no_new_privs()
         step = "receive the program"
-        request = _receive(ctx.ctl_fd)
+        ctl = socket.socket(fileno=ctx.ctl_fd)
+        request = _receive(ctl)
         if request is None:
             os._exit(0)  # the supervisor dropped this prepared sandbox
         argv, env, fds = request
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
             os.close(fd)
+        step = "apply the rlimits"
+        for res, soft, hard in ctx.rlimits:
+            resource.setrlimit(res, (soft, hard))
+        if ctx.seccomp_bpf is not None:
+            step = "install the seccomp filter"
+            listener = seccomp.install(ctx.seccomp_bpf, ctx.seccomp_listener)
+            if listener is not None:
+                socket.send_fds(ctl, [b"L"], [listener])
+                os.close(listener)
+        ctl.close()
         step = "start the program"
+        # the OOM killer should pick the program, not this process (proc(5) oom_score_adj): the
+        # program inherits 1000; this process goes back to what it had
+        old_adj = os.pread(oom_fd, 16, 0)
+        os.pwrite(oom_fd, b"1000", 0)
         t0 = time.monotonic()
         try:
             payload = spawn_payload(argv, env)
@@ -205,6 +238,10 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
             _send(ctx, exec_error=code, error=f"{argv[0]}: {what}", status=code << 8, utime=0.0, stime=0.0,
                   maxrss=0, wall=0.0)
             os._exit(0)
+        finally:
+            os.pwrite(oom_fd, old_adj.strip() or b"0", 0)
+            os.close(oom_fd)
+        _send(ctx, started=payload)
         for fd in (0, 1, 2):
             os.close(fd)
         for s in pending:
@@ -241,25 +278,20 @@ def _hup(fd: int) -> bool:
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-def _receive(fd: int) -> tuple[list[str], dict[str, str], list[int]] | None:
+def _receive(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int]] | None:
     """Read the launch request the supervisor sends (supervisor.send_request): a length, JSON
     ``{"argv": [...], "env": {...}}`` and the stdin, stdout and stderr fds (SCM_RIGHTS,
     unix(7)).  None at EOF."""
-    sock = socket.socket(fileno=fd)
-    try:
-        data, fds, _, _ = socket.recv_fds(sock, 65536, 3)
-        if not data:
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 3)
+    if not data:
+        return None
+    size = int.from_bytes(data[:8], "little")
+    data = bytearray(data[8:])
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
             return None
-        size = int.from_bytes(data[:8], "little")
-        data = bytearray(data[8:])
-        while len(data) < size:
-            chunk = sock.recv(size - len(data))
-            if not chunk:
-                return None
-            data += chunk
-    finally:
-        sock.detach()
-        os.close(fd)
+        data += chunk
     req = json.loads(data)
     if len(fds) != 3:
         raise OSError(errno.EBADMSG, f"expected 3 stdio fds, got {len(fds)}")

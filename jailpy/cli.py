@@ -74,7 +74,39 @@ def exec_(
     network: Annotated[Optional[str], typer.Option(metavar="none", rich_help_panel=PROC,
         help="Network access: none (only a private loopback) is the one mode so far.")] = None,
     wall_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
-        help="Kill the whole sandbox after this many seconds of real time (verdict WLE).")] = None,
+        help="Kill the whole sandbox after this many seconds of real time (verdict WLE). Default: 3600.")] = None,
+    cpu_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
+        help="Kill the whole sandbox once all its processes together used this much CPU time (verdict TLE).")] = None,
+    memory: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Memory all its processes together may use, e.g. 256M; no swap. Over it the kernel kills (verdict MLE).")] = None,
+    pids: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="At most N processes and threads at once (stops fork bombs).")] = None,
+    cpus: Annotated[Optional[float], typer.Option(metavar="FLOAT", rich_help_panel=OUT,
+        help="CPU bandwidth, in CPUs: 0.5 is half of one CPU.")] = None,
+    cpuset: Annotated[Optional[str], typer.Option(metavar="LIST", rich_help_panel=OUT,
+        help="Run only on these CPUs, e.g. 0 or 0-1,3.")] = None,
+    output_limit: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="At most SIZE bytes on stdout and on stderr each; more kills the sandbox (verdict OLE).")] = None,
+    fsize: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Largest file a process may write (RLIMIT_FSIZE).")] = None,
+    nofile: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Open files per process (RLIMIT_NOFILE).")] = None,
+    stack: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Stack size per process (RLIMIT_STACK).")] = None,
+    cgroup_parent: Annotated[Optional[str], typer.Option(metavar="PATH", rich_help_panel=OUT,
+        help="Make the sandbox's cgroup under this cgroup path, e.g. /judge: one an administrator created and "
+        "gave to you (chown). Default: $JAILPY_CGROUP_PARENT, or /jailpy as root.")] = None,
+    no_cgroup: Annotated[bool, typer.Option("--no-cgroup", rich_help_panel=OUT,
+        help="Use no cgroup: then --memory, --pids, --cpus, --cpuset and --cpu-time are refused.")] = False,
+    seccomp: Annotated[Optional[str], typer.Option(metavar="NAME|PATH|none", rich_help_panel=PROC,
+        help="Which system calls are denied: default (the kernel's attack surface), strict (only what "
+        "programs need to compute: for judges), a TOML or OCI JSON file, or none.")] = None,
+    seccomp_log: Annotated[bool, typer.Option("--seccomp-log", rich_help_panel=PROC,
+        help="Deny nothing, but list every call the seccomp policy would deny (to write a policy).")] = False,
+    name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
+        help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
+    stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
+        help="Print a short table of the result (verdict, times, memory) on stderr at the end.")] = False,
     report: Annotated[Optional[str], typer.Option(metavar="PATH|-", rich_help_panel=OUT,
         help="Write the result as JSON (verdict, exit code, times, active protections) to PATH, or - for stderr.")] = None,
 ) -> None:
@@ -86,10 +118,13 @@ def exec_(
     changes = {k: v for k, v in {
         "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
         "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
-        "id_map": id_map, "network": network, "wall_time": wall_time,
+        "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
+        "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
+        "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
     }.items() if v is not None}
-    if no_cwd:
-        changes["cwd"] = False
+    for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
+        if flag:
+            changes[key] = key != "cwd"
     if changes:
         pol = pol.replace(**changes)
     report_file = None
@@ -98,11 +133,18 @@ def exec_(
             report_file = open(report, "wb")
         except OSError as e:
             raise policy_mod.PolicyError(f"--report: cannot write {report}: {e.strerror}") from None
-    sandbox = Sandbox(pol, reuse_userns=False)  # one run: a new user namespace costs less than a reusable one
+    sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
     _forward_signals(sandbox)
-    result = sandbox.run(command)
+    try:
+        result = sandbox.run(command)
+    finally:
+        sandbox.close()  # reap jailpy's helpers and remove the cgroup
     if result.error:
         print(f"jailpy: {result.error}", file=sys.stderr)
+    if result.seccomp_log is not None:
+        _print_seccomp_log(result.seccomp_log)
+    if stats:
+        _print_stats(result)
     if report == "-":
         sys.stderr.buffer.write(result.to_json() + b"\n")
         sys.stderr.flush()
@@ -110,6 +152,114 @@ def exec_(
         with report_file:
             report_file.write(result.to_json() + b"\n")
     _exit_code = result.exit_code
+
+
+def _print_seccomp_log(entries: list[dict]) -> None:
+    if not entries:
+        print("jailpy: seccomp log: the policy would have denied nothing", file=sys.stderr)
+        return
+    print(f"jailpy: seccomp log: the policy would have denied {len(entries)} distinct call(s):", file=sys.stderr)
+    for e in entries:
+        times = f" (x{e['count']})" if e.get("count", 1) > 1 else ""
+        print(f"  {e['text']}{times}", file=sys.stderr)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _print_stats(r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="jailpy", show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("verdict", f"{r.verdict.value}" + (f" ({r.limit_fired})" if r.limit_fired else "")),
+        ("exit code", str(r.exit_code) + (f" (signal {r.signal})" if r.signal else "")),
+        ("wall time", f"{r.wall_s:.3f} s"),
+        ("cpu time", f"{r.cpu_user_s:.3f} s user, {r.cpu_sys_s:.3f} s system"),
+        ("memory peak", _size(r.memory_peak_bytes) + (" (OOM kill)" if r.oom_killed else "")),
+        ("processes peak", "-" if r.pids_peak is None else str(r.pids_peak)),
+        ("stdout", "-" if r.stdout_bytes is None else _size(r.stdout_bytes) + (" (truncated)" if r.stdout_truncated else "")),
+        ("stderr", "-" if r.stderr_bytes is None else _size(r.stderr_bytes) + (" (truncated)" if r.stderr_truncated else "")),
+    ]
+    if r.blocked_syscall:
+        b = r.blocked_syscall
+        rows.append(("blocked", f"{b['text']}" + (f" (x{b['count']})" if b.get("count", 1) > 1 else "")))
+    for k, v in rows:
+        t.add_row(k, v)
+    Console(stderr=True, highlight=False).print(t)
+
+
+@app.command("ps", help="List the named sandboxes running as you (jailpy exec --name NAME), with what they use now.")
+def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    import json
+    import time
+
+    from . import cgroups, registry
+
+    rows = []
+    for e in registry.entries():
+        try:
+            live = cgroups.Cgroup.from_paths(e.cgroup, e.cgroup_version).live()
+        except OSError:
+            live = {}
+        rows.append({"name": e.name, "pid": e.supervisor_pid, "running_s": round(time.time() - e.started, 1),
+                     "command": e.argv, **live})
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None)
+    for col in ("NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS", "COMMAND"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
+                  f"{r['cpu_s']:.2f} s" if "cpu_s" in r else "-", _size(r.get("memory_bytes")),
+                  str(r.get("pids", "-")), " ".join(r["command"])[:60])
+    Console(highlight=False).print(t)
+
+
+def _control(name: str, action: str) -> None:
+    from . import cgroups, registry
+
+    e = registry.lookup(name)
+    cg = cgroups.Cgroup.from_paths(e.cgroup, e.cgroup_version)
+    try:
+        getattr(cg, action)()
+    except OSError as err:
+        from .errors import HostError
+
+        raise HostError(f"cannot {action} sandbox {name!r} ({', '.join(e.cgroup)}): {err.strerror}") from None
+
+
+@app.command("pause", help="Freeze every process of the named sandbox (they use no CPU until resumed).")
+def pause(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> None:
+    _control(name, "freeze")
+
+
+@app.command("resume", help="Let the processes of a paused sandbox run again.")
+def resume(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> None:
+    _control(name, "thaw")
+
+
+@app.command("kill", help="Kill every process of the named sandbox now (its jailpy exec then exits with 137).")
+def kill(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> None:
+    _control(name, "kill")
+
+
+from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` defined first
+
+app.add_typer(seccomp_app, name="seccomp")
 
 
 def _forward_signals(sandbox) -> None:

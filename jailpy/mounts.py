@@ -256,7 +256,9 @@ def _bind(src_root: int, src: str, rootfd: int, dst: str, attrs: int, is_dir: bo
 
 
 def _tmpfs(target: str, size: int, mode: str, flags: int = sc.MS_NOSUID | sc.MS_NODEV) -> None:
-    sc.mount("tmpfs", target, "tmpfs", flags, f"size={size},mode={mode}")
+    """A tmpfs capped at ``size`` bytes and at one inode per 16 KiB of it (at least 1024): an
+    inode costs kernel memory the size cap does not count (tmpfs(5) nr_inodes)."""
+    sc.mount("tmpfs", target, "tmpfs", flags, f"size={size},nr_inodes={max(1024, size // 16384)},mode={mode}")
 
 
 def open_sources(plan: MountPlan) -> list[int]:

@@ -28,6 +28,13 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
+
+DEFAULT_WALL_TIME = 3600.0
+"""Seconds of wall-clock time a run gets when the policy sets no wall_time: nothing runs forever by mistake."""
+CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
+"""Policy fields enforced by a cgroup."""
+MIN_SIZES = {"memory": 4 << 20, "stack": 64 << 10}
 
 
 def parse_size(value: str | int, what: str = "size") -> int:
@@ -101,7 +108,39 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     network: Literal["none"] = "none"
     """none: a new network namespace with only loopback."""
     wall_time: float | None = None
-    """Wall-clock limit in seconds; the whole sandbox is killed when it fires (verdict WLE)."""
+    """Wall-clock limit in seconds; the whole sandbox is killed when it fires (verdict WLE).
+    None: DEFAULT_WALL_TIME applies, and the Result's protections say so."""
+    # limits (cgroup: the whole process tree; rlimit: each process)
+    memory: str | int | None = None
+    """Memory the whole tree may use (cgroup memory controller, no swap), e.g. ``"256M"``; verdict MLE."""
+    pids: int | None = None
+    """How many processes and threads the tree may have at once (cgroup pids controller)."""
+    cpus: float | None = None
+    """CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu controller quota)."""
+    cpuset: str | None = None
+    """CPUs the tree may run on, e.g. ``"0"`` or ``"0-1,3"`` (cgroup cpuset controller)."""
+    cpu_time: float | None = None
+    """CPU seconds (user + system) summed over the whole tree, from the cgroup; verdict TLE.
+    RLIMIT_CPU is set per process as a backstop."""
+    output_limit: str | int | None = None
+    """Bytes each of stdout and stderr may carry; the sandbox is killed when one goes over (verdict OLE)."""
+    fsize: str | int | None = None
+    """Largest file a process may write (RLIMIT_FSIZE), e.g. ``"64M"``."""
+    nofile: int | None = None
+    """Open files per process (RLIMIT_NOFILE)."""
+    stack: str | int | None = None
+    """Stack size per process (RLIMIT_STACK), e.g. ``"8M"``."""
+    cgroup_parent: str | None = None
+    """A cgroup path (like ``/judge``, relative to each hierarchy's root) under which sandboxes get their
+    cgroups: a subtree an administrator delegated (chowned) to the user.  Default: ``$JAILPY_CGROUP_PARENT``,
+    else ``/jailpy`` as root, else the caller's own cgroup when it is delegated (cgroup v2)."""
+    no_cgroup: bool = False
+    """Run without a cgroup: no memory, pids, cpus, cpuset or cpu_time limits are possible then."""
+    # seccomp
+    seccomp: str = "default"
+    """Seccomp policy: a name (``default``, ``strict``), a TOML or OCI JSON file, or ``none``."""
+    seccomp_log: bool = False
+    """Permissive mode: nothing is denied; every call the policy would deny is listed in the Result."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""
@@ -155,6 +194,37 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise bad(key, f"must be between 0 and 65533, got {v}")
         if self.wall_time is not None and not 0 < self.wall_time <= 365 * 86400:
             raise bad("wall_time", f"must be more than 0 seconds, got {self.wall_time}")
+        for key in ("memory", "output_limit", "fsize", "stack"):
+            v = getattr(self, key)
+            if v is not None:
+                try:
+                    n = parse_size(v)
+                except PolicyError as e:
+                    raise bad(key, str(e).partition(": ")[2] or str(e)) from None
+                if n < MIN_SIZES.get(key, 1):
+                    raise bad(key, f"at least {_human(MIN_SIZES[key])} is needed to start a program, got {v!r}")
+        if self.pids is not None and not 1 <= self.pids <= 4194304:
+            raise bad("pids", f"must be between 1 and 4194304, got {self.pids}")
+        if self.nofile is not None and not 16 <= self.nofile <= 1 << 20:
+            raise bad("nofile", f"must be between 16 and 1048576, got {self.nofile}")
+        if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
+            raise bad("cpus", f"must be between 0.01 and 1024 CPUs, got {self.cpus}")
+        if self.cpuset is not None and not _CPUSET_RE.match(self.cpuset):
+            raise bad("cpuset", f"expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
+        if self.cpu_time is not None and not 0 < self.cpu_time <= 365 * 86400:
+            raise bad("cpu_time", f"must be more than 0 seconds, got {self.cpu_time}")
+        if self.cgroup_parent is not None:
+            parts = self.cgroup_parent.split("/")
+            if not self.cgroup_parent.startswith("/") or ".." in parts or any(p in (".",) for p in parts):
+                raise bad("cgroup_parent", f"expected a cgroup path like /judge, got {self.cgroup_parent!r}")
+        if self.no_cgroup:
+            for key in CGROUP_KEYS:
+                if getattr(self, key) is not None:
+                    raise bad(key, "needs a cgroup, but no_cgroup (--no-cgroup) is set")
+        if not self.seccomp:
+            raise bad("seccomp", "expected a policy name, a file, or none")
+        if self.seccomp_log and self.seccomp == "none":
+            raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):
             raise bad("rootfs", f"must be a directory path, got {self.rootfs!r}")
         return self
@@ -162,6 +232,13 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def digest(self) -> str:
         """sha256 of the canonical JSON form: the ``policy_hash`` of a Result."""
         return "sha256:" + hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+
+
+def _human(n: int) -> str:
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
 def _key_name(key: str, source: str) -> str:

@@ -53,14 +53,22 @@ class Result(msgspec.Struct, kw_only=True):
     max_rss_bytes: int | None = None
     """ru_maxrss of the largest process in the tree (getrusage(2)); not a cgroup total."""
     memory_peak_bytes: int | None = None
+    """Highest memory use of the sandbox's cgroup (None without a cgroup)."""
     pids_peak: int | None = None
+    """Most processes and threads the sandbox's cgroup held at once (None without a cgroup)."""
     oom_killed: bool = False
+    """The kernel's OOM killer ended a process in the sandbox's cgroup."""
     stdout_bytes: int | None = None
     stderr_bytes: int | None = None
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     limit_fired: str | None = None
+    """Which limit ended the run: "cpu_time", "wall_time", "memory", "output", "seccomp", or None."""
     blocked_syscall: dict | None = None
+    """The first system call a seccomp rule denied: ``{"name", "nr", "args", "action", "errno", "text",
+    "count"}`` (count: how many denials in all), or None."""
+    seccomp_log: list[dict] | None = None
+    """With seccomp_log (permissive mode): every distinct call the policy would have denied, same shape."""
     error: str | None = None
     """For verdict XX, and for 126/127: the one-line reason."""
     protections: dict = {}

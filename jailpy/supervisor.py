@@ -8,10 +8,13 @@ finally turns the kernel's facts into a :class:`~jailpy.result.Result`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import json
+import math
 import os
+import select
 import selectors
 import signal
 import socket
@@ -20,13 +23,15 @@ import subprocess
 import threading
 import time
 
-from . import __version__, child, mounts, userns
+from . import __version__, cgroups, child, mounts, registry, rlimits, seccomp, userns
+from . import _syscalls as sc
 from .errors import JailpyError, PolicyError, SandboxSetupError
-from .policy import DEFAULT_PATH, Policy
+from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .result import Result, Verdict
 
 DEVNULL = subprocess.DEVNULL
 KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
+POLL_INTERVAL = 0.1  # seconds between samples of the cgroup's pids and memory (for peaks the kernel keeps none of)
 PIPE = subprocess.PIPE
 
 StdSpec = int | bytes | None
@@ -36,9 +41,10 @@ class _Prepared:
     """A forked set-up process and the supervisor's ends of its pipes and control socket."""
 
     def __init__(self, pid: int, status_r: int, sync_r: int, go_w: int, ctl: socket.socket,
-                 sources: tuple) -> None:
+                 sources: tuple, cgroup: "cgroups.Cgroup | None") -> None:
         self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
         self.sources = sources  # (st_dev, st_ino) of each bind source when this sandbox was built
+        self.cgroup = cgroup  # the sandbox's own cgroup, removed once its processes are gone
         self.pidfd = os.pidfd_open(pid)  # our own child: not reaped before we wait, so it is this process
 
     def close_go(self) -> None:
@@ -66,21 +72,31 @@ def _send_request(ctl: socket.socket, argv: list[str], env: dict[str, str], stdi
     ctl.sendall(head[sent:] + data[65536 - 8:])
 
 
-_EXITING: set[int] = set()  # set-up processes that reported and are exiting, to reap later
+_EXITING: dict[int, "cgroups.Cgroup | None"] = {}  # set-up processes that reported and are exiting, to reap
+_LEFTOVER: list["cgroups.Cgroup"] = []  # cgroups whose processes were still exiting when we tried to remove them
 _EXITING_LOCK = threading.Lock()  # runs may come from many threads
 
 
 def _reap_exiting(block: bool) -> None:
-    """Reap set-up processes of earlier runs (see Sandbox._watch).  Under the lock, so no two
-    threads wait for one pid (whose number could meanwhile belong to a new run)."""
+    """Reap set-up processes of earlier runs (see Sandbox._watch) and remove their cgroups.  Under
+    the lock, so no two threads wait for one pid (whose number could meanwhile belong to a new run)."""
     with _EXITING_LOCK:
-        for pid in list(_EXITING):
+        for pid, cg in list(_EXITING.items()):
             try:
                 done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
             except ChildProcessError:
                 done = pid  # reaped already by the caller's own wait()
             if done:
-                _EXITING.discard(pid)
+                del _EXITING[pid]
+                if cg is not None:
+                    _LEFTOVER.append(cg)
+        for attempt in range(20 if block else 1):
+            for cg in list(_LEFTOVER):
+                if cg.remove():
+                    _LEFTOVER.remove(cg)
+            if not _LEFTOVER:
+                break
+            time.sleep(0.005)  # a PID 1 killed through its parent's death may still be exiting
 
 
 def _high_fd(fd: int) -> int:
@@ -101,14 +117,39 @@ def _pipe() -> tuple[int, int]:
     return _high_fd(r), _high_fd(w)
 
 
+class _Output:
+    """One of the program's output streams as the supervisor sees it: captured (``target`` None)
+    or copied to the caller's fd ``target`` (when an output limit must be enforced), counting bytes."""
+
+    def __init__(self, name: str, target: int | None) -> None:
+        self.name, self.target = name, target
+        self.data = bytearray()
+        self.count = 0
+        self.truncated = False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the caller's ``fd`` (which may be non-blocking); give up quietly if
+    the reader went away (EPIPE): the program's output then goes nowhere, as it would without jailpy."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+        except OSError:
+            return
+
+
 class Sandbox:
     """A prepared sandbox configuration; :meth:`run` may be called many times.
 
-    Every run gets new mount, pid, uts, ipc, net and cgroup namespaces.  With ``reuse_userns``
-    (the default) the runs of one Sandbox share one user namespace, made on the first run: that
-    saves creating it and, rootless with a subuid range, two newuidmap/newgidmap processes per run
-    (about 3 ms here).  What runs share through it is per-user kernel state of the sandbox's uid:
-    its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
+    Every run gets new mount, pid, uts, ipc, net and cgroup namespaces, and (when the policy
+    asks for a limit that needs one, a name or a cgroup parent) a cgroup of its own.  With
+    ``reuse_userns`` (the default) the runs of one Sandbox share one user namespace, made on the
+    first run: that saves creating it and, rootless with a subuid range, two newuidmap/newgidmap
+    processes per run (about 3 ms here).  What runs share through it is per-user kernel state of
+    the sandbox's uid: its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
     ``reuse_userns=False`` for a fresh user namespace per run (``jailpy.run`` and the CLI do).
 
     With ``prefork=True`` (or N, up to 8, sandboxes kept ready; one run at a time per Sandbox)
@@ -119,32 +160,61 @@ class Sandbox:
     since (another inode) builds a new sandbox instead.  Ignored when the policy has
     ``pass_fd``; :meth:`close` ends the waiting sandbox.
 
+    ``name``: while a run is going, ``jailpy ps`` lists it under this name and ``jailpy pause``,
+    ``resume`` and ``kill`` act on it (see :mod:`jailpy.registry`).
+
     Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
     give, with the fix) from the constructor: nothing has been started then."""
 
-    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool | int = False) -> None:
+    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool | int = False,
+                 name: str | None = None) -> None:
         self.reuse_userns = reuse_userns
         self.prefork = int(prefork)
         if not 0 <= self.prefork <= 8:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._userns_fd: int | None = None
         self._ready: list[_Prepared] = []  # prefork: built and waiting for a program, oldest first
-        self.policy = (policy or Policy()).validate()
-        self.ids = userns.prepare(self.policy.uid, self.policy.gid, self.policy.id_map)
-        self.mounts = mounts.prepare(self.policy)
-        for fd in self.policy.pass_fd:
+        self.policy = pol = (policy or Policy()).validate()
+        self.name = registry.check_name(name) if name is not None else None
+        self.ids = userns.prepare(pol.uid, pol.gid, pol.id_map)
+        self.mounts = mounts.prepare(pol)
+        for fd in pol.pass_fd:
             try:
                 os.fstat(fd)
             except OSError:
                 raise PolicyError(f"pass-fd: fd {fd} is not open") from None
         self.env = self._environment()
+        self.wall_time = pol.wall_time if pol.wall_time is not None else DEFAULT_WALL_TIME
+        self.output_limit = parse_size(pol.output_limit) if pol.output_limit is not None else None
+        self.rlimits = tuple(rlimits.plan(cpu_time=pol.cpu_time,
+                                          fsize=parse_size(pol.fsize) if pol.fsize is not None else None,
+                                          nofile=pol.nofile,
+                                          stack=parse_size(pol.stack) if pol.stack is not None else None))
+        self.cgroup_plan = self._cgroup_plan()
+        self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
         self._protections = self._describe_protections()  # fixed per Sandbox: computed once, not per run
-        self._digest = self.policy.digest()
+        self._digest = pol.digest()
         self._pidfd: int | None = None
         self._setup_pidfd: int | None = None
         self._pending: list[int] = []
         self._killed = False
+        self._sv = False  # a seccomp "kill" rule fired in the current run
         self._hard_kill_at: float | None = None
+
+    def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
+        pol = self.policy
+        if pol.no_cgroup:
+            return None
+        limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
+                                pids=pol.pids, cpus=pol.cpus, cpuset=pol.cpuset)
+        if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
+            return None  # nothing asks for one: no cgroup work per run
+        parent = pol.cgroup_parent
+        if parent is None and os.environ.get("JAILPY_CGROUP_PARENT"):
+            parent = os.environ["JAILPY_CGROUP_PARENT"]
+            if not parent.startswith("/") or ".." in parent.split("/"):
+                raise PolicyError(f"JAILPY_CGROUP_PARENT: expected a cgroup path like /judge, got {parent!r}")
+        return cgroups.prepare(limits, parent=parent, required=True, cpu_accounting=pol.cpu_time is not None)
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
@@ -159,10 +229,12 @@ class Sandbox:
         return env
 
     def protections(self) -> dict:
-        """Which layers are active, for the Result: namespaces, ids, rootfs, capabilities, ..."""
+        """Which layers are active, for the Result: namespaces, ids, rootfs, capabilities, cgroup,
+        seccomp, rlimits, time and output limits."""
         return dict(self._protections)
 
     def _describe_protections(self) -> dict:
+        f = self.filter
         return {
             "namespaces": sorted(child.NAMESPACES),
             "user": self.ids.description,
@@ -173,8 +245,15 @@ class Sandbox:
             "no_new_privs": True,
             "session": "new (setsid)",
             "fds": "0-2" + "".join(f",{fd}" for fd in self.policy.pass_fd),
-            "seccomp": None,
-            "cgroup": None,
+            "seccomp": None if f is None else {
+                "policy": f.name, "hash": f.digest,
+                "mode": "log (permissive: nothing denied)" if self.policy.seccomp_log else "enforce",
+                "report": "seccomp_unotify" if f.notify else None,
+            },
+            "cgroup": self.cgroup_plan.description if self.cgroup_plan else None,
+            "rlimits": rlimits.describe(list(self.rlimits)),
+            "wall_time": {"seconds": self.wall_time, "source": "default" if self.policy.wall_time is None else "policy"},
+            "output_limit": self.output_limit,
             "landlock": None,
             "lsm": None,
         }
@@ -185,8 +264,8 @@ class Sandbox:
         return self._userns_fd
 
     def close(self) -> None:
-        """End the prepared sandbox (prefork), release the user namespace and reap finished
-        helpers (the first two are also done when the Sandbox is garbage-collected)."""
+        """End the prepared sandbox (prefork), release the user namespace, reap finished helpers
+        and remove their cgroups (the first two are also done when the Sandbox is garbage-collected)."""
         self._release()
         _reap_exiting(block=True)
 
@@ -226,7 +305,8 @@ class Sandbox:
         times spent.  If PID 1 has not reported within KILL_GRACE seconds it is SIGKILLed itself
         (the kernel then kills the whole pid namespace: pid_namespaces(7))."""
         self._killed = True
-        self._hard_kill_at = time.monotonic() + KILL_GRACE
+        if self._hard_kill_at is None:
+            self._hard_kill_at = time.monotonic() + KILL_GRACE
         if self._pidfd is None:
             self.send_signal(signal.SIGKILL)
         else:
@@ -244,10 +324,11 @@ class Sandbox:
 
         ``stdin``: None (inherit fd 0), an fd, ``DEVNULL``, or bytes fed through a pipe.
         ``stdout``/``stderr``: None (inherit), an fd, ``DEVNULL`` or ``PIPE``; ``capture_output``
-        sets both to PIPE and the bytes land in ``Result.stdout``/``stderr``.
+        sets both to PIPE and the bytes land in ``Result.stdout``/``stderr``.  With an output
+        limit, inherited and fd outputs go through a pipe that jailpy copies and counts.
         Returns a Result (also for 126/127: see ``Result.error``).  Raises PolicyError for a
-        bad argument (a directory as stdin, an empty argv) and SandboxSetupError when the
-        sandbox could not be built; nothing is left running in either case.
+        bad argument (a directory as stdin, an empty argv, a name already running) and
+        SandboxSetupError when the sandbox could not be built; nothing is left running then.
 
         The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
         thread that outlives the run."""
@@ -257,10 +338,10 @@ class Sandbox:
             stdout = stderr = PIPE
         opened: list[int] = []  # our fds to close when done
         feeds: dict[int, bytes] = {}
-        names: dict[int, str] = {}
-        captures: dict[int, bytearray] = {}  # our read end -> bytes; stdout's first
+        outputs: dict[int, _Output] = {}  # our read end -> stream; stdout's first
 
         def std(spec: StdSpec, i: int) -> int | None:
+            what = ("stdin", "stdout", "stderr")[i]
             if spec is None:
                 fd = i
                 try:
@@ -278,19 +359,23 @@ class Sandbox:
                 if i == 0:
                     feeds[mine] = bytes(spec) if isinstance(spec, bytes) else b""
                 else:
-                    captures[mine] = bytearray()
-                    names[mine] = ("stdout", "stderr")[i - 1]
+                    outputs[mine] = _Output(what, None)
                 return theirs
             elif isinstance(spec, int) and spec >= 0:
                 fd = spec
                 try:
                     st = os.fstat(fd)
                 except OSError:
-                    raise PolicyError(f"{('stdin', 'stdout', 'stderr')[i]}: fd {fd} is not open") from None
+                    raise PolicyError(f"{what}: fd {fd} is not open") from None
             else:
-                raise PolicyError(f"{('stdin', 'stdout', 'stderr')[i]}: unsupported value {spec!r}")
+                raise PolicyError(f"{what}: unsupported value {spec!r}")
             if stat.S_ISDIR(st.st_mode):
-                raise PolicyError(f"{('stdin', 'stdout', 'stderr')[i]} is a directory; give a file, a pipe or /dev/null")
+                raise PolicyError(f"{what} is a directory; give a file, a pipe or /dev/null")
+            if i > 0 and self.output_limit is not None:
+                r, w = _pipe()  # counted on the way: the limit holds for files and terminals too
+                opened.append(w)
+                outputs[r] = _Output(what, fd)
+                return w
             return fd
 
         try:
@@ -300,16 +385,21 @@ class Sandbox:
                     stdio[i] = _devnull()
                     opened.append(stdio[i])
         except BaseException:
-            for fd in opened:
+            for fd in (*opened, *feeds, *outputs):
                 os.close(fd)
             raise
         self._pending.clear()
         self._killed = False
-        self._hard_kill_at: float | None = None
+        self._hard_kill_at = None
         _reap_exiting(block=False)
-        prep = self._take_prepared()
+        entry = None
+        prep = None
         t_start = time.monotonic()
         try:
+            prep = self._take_prepared()
+            if self.name is not None:
+                entry = registry.register(self.name, list(argv), list(prep.cgroup.paths), self.cgroup_plan.version)
+            t_start = time.monotonic()
             try:
                 _send_request(prep.ctl, list(argv), self.env, stdio)
             except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
@@ -317,8 +407,11 @@ class Sandbox:
                 prep = self._prepare()
                 _send_request(prep.ctl, list(argv), self.env, stdio)
         except BaseException:
-            self._discard(prep)
-            for fd in (*opened, *feeds, *captures):
+            if prep is not None:
+                self._discard(prep)
+            if entry is not None:
+                registry.unregister(entry)
+            for fd in (*opened, *feeds, *outputs):
                 os.close(fd)
             raise
         for fd in opened:
@@ -327,9 +420,11 @@ class Sandbox:
         while not self.policy.pass_fd and len(self._ready) < self.prefork:
             self._ready.append(self._prepare())  # built while this run runs, on the cores it leaves free
         try:
-            return self._watch(prep, t_start, feeds, captures, names)
+            return self._watch(prep, t_start, feeds, outputs)
         finally:
-            for fd in (*feeds, *captures):
+            if entry is not None:
+                registry.unregister(entry)
+            for fd in (*feeds, *outputs):
                 try:
                     os.close(fd)
                 except OSError:
@@ -341,17 +436,25 @@ class Sandbox:
 
     def _prepare(self) -> "_Prepared":
         """Fork the set-up process; it builds the sandbox and then waits for the program."""
-        status_r, status_w = _pipe()
-        sync_r, sync_w = _pipe()
-        go_r, go_w = _pipe()
-        sources = self._source_ids()
-        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        child_fd = _high_fd(ctl_child.detach())
-        ctx = child.SpawnContext(
-            pass_fds=tuple(self.policy.pass_fd), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname,
-            status_w=status_w, sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(),
-            userns_fd=self._userns(),
-        )
+        cg = self.cgroup_plan.create() if self.cgroup_plan is not None else None
+        try:
+            status_r, status_w = _pipe()
+            sync_r, sync_w = _pipe()
+            go_r, go_w = _pipe()
+            sources = self._source_ids()
+            ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            child_fd = _high_fd(ctl_child.detach())
+            f = self.filter
+            ctx = child.SpawnContext(
+                pass_fds=tuple(self.policy.pass_fd), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname,
+                status_w=status_w, sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(),
+                userns_fd=self._userns(), cgroup_procs=tuple(cg.procs) if cg else (), rlimits=self.rlimits,
+                seccomp_bpf=f.bpf if f else None, seccomp_listener=bool(f and f.notify),
+            )
+        except BaseException:
+            if cg is not None:
+                cg.remove()
+            raise
         gc_was = gc.isenabled()
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         try:
@@ -361,12 +464,16 @@ class Sandbox:
                     child.setup(ctx)
                 finally:
                     os._exit(125)
+        except BaseException:
+            if cg is not None:
+                cg.remove()
+            raise
         finally:
             if gc_was:
                 gc.enable()
             for fd in (status_w, sync_w, go_r, child_fd):
                 os.close(fd)
-        return _Prepared(pid, status_r, sync_r, go_w, ctl, sources)
+        return _Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg)
 
     def _take_prepared(self) -> "_Prepared":
         while self._ready:
@@ -397,11 +504,16 @@ class Sandbox:
         except (ProcessLookupError, ChildProcessError):
             pass
         prep.close()
+        if prep.cgroup is not None:
+            with _EXITING_LOCK:
+                if not prep.cgroup.remove():
+                    _LEFTOVER.append(prep.cgroup)
 
-    def _watch(self, prep: "_Prepared", t_start: float,
-               feeds: dict[int, bytes], captures: dict[int, bytearray], names: dict[int, str]) -> Result:
+    def _watch(self, prep: "_Prepared", t_start: float, feeds: dict[int, bytes],
+               outputs: dict[int, _Output]) -> Result:
         msgs: dict = {}
         pid, status_r = prep.pid, prep.status_r
+        cg = prep.cgroup
         try:
             if self._userns_fd is None and os.read(prep.sync_r, 1) == b"u":
                 userns.write_maps(self.ids, pid)
@@ -409,12 +521,21 @@ class Sandbox:
         except BaseException:
             self._discard(prep)
             raise
-        deadline = t_start + self.policy.wall_time if self.policy.wall_time else None
+        deadline = t_start + self.wall_time  # until the program has started: bounds a set-up that hangs
+        cpu_limit = self.policy.cpu_time
+        next_cpu = None  # when to read the cgroup's CPU time next (once the program runs)
+        cpus = min(self.policy.cpus or math.inf, _cpuset_size(self.policy.cpuset) or os.cpu_count() or 1)
+        next_poll = None
         limit_fired = None
+        listener = None
+        blocked: dict | None = None
+        log: list[dict] = []
+        self._sv = False
         sel = selectors.DefaultSelector()
         buf = bytearray()
         sel.register(status_r, selectors.EVENT_READ)
-        for fd in captures:
+        sel.register(prep.ctl, selectors.EVENT_READ)  # PID 1 sends the seccomp listener over it, or closes it
+        for fd in outputs:
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
         for fd in list(feeds):  # feeds is shared with run(): what is closed here leaves it
@@ -424,21 +545,37 @@ class Sandbox:
             else:
                 os.close(fd)
                 del feeds[fd]
+
+        def fire(what: str) -> None:
+            nonlocal limit_fired
+            if limit_fired is None:
+                limit_fired = what
+            self.kill()
+
         try:
             while sel.get_map():
-                if self._hard_kill_at is not None and time.monotonic() >= self._hard_kill_at and "status" not in msgs:
-                    self._hard_kill_at = None
+                now = time.monotonic()
+                if self._hard_kill_at is not None and now >= self._hard_kill_at and "status" not in msgs:
+                    self._hard_kill_at = math.inf
                     self.send_signal(signal.SIGKILL)
-                if "status" in msgs and len(sel.get_map()) == 1 and status_r in sel.get_map():
+                if "status" in msgs and all(k.fd in (status_r, listener) for k in sel.get_map().values()):
                     break  # the program and all it started are dead and reaped: only jailpy's helpers remain
-                ends = [t for t in (deadline, self._hard_kill_at) if t is not None]
+                if now >= deadline and limit_fired is None and "status" not in msgs:
+                    fire("wall_time")
+                if next_cpu is not None and now >= next_cpu and "status" not in msgs:
+                    used = cg.cpu_seconds()
+                    if used >= cpu_limit:
+                        fire("cpu_time")
+                        next_cpu = None
+                    else:  # the tree cannot use more than `cpus` CPU-seconds per second
+                        next_cpu = now + min(0.5, max(0.005, (cpu_limit - used) / cpus))
+                if next_poll is not None and now >= next_poll:
+                    cg.poll()
+                    next_poll = now + POLL_INTERVAL
+                ends = [t for t in (deadline if limit_fired is None else None, self._hard_kill_at, next_cpu, next_poll)
+                        if t is not None and t != math.inf]
                 timeout = max(0.0, min(ends) - time.monotonic()) if ends else None
-                events = sel.select(timeout)
-                if deadline is not None and time.monotonic() >= deadline and limit_fired is None:
-                    limit_fired = "wall_time"
-                    self.kill()
-                    deadline = None
-                for key, _ in events:
+                for key, _ in sel.select(timeout):
                     fd = key.fd
                     if fd in feeds:
                         try:
@@ -450,6 +587,26 @@ class Sandbox:
                             sel.unregister(fd)
                             os.close(fd)
                             del feeds[fd]
+                        continue
+                    if fd == prep.ctl.fileno():
+                        sel.unregister(fd)
+                        try:
+                            _, fds, _, _ = socket.recv_fds(prep.ctl, 1, 1)
+                        except OSError:
+                            fds = []
+                        if fds:
+                            listener = fds[0]
+                            sel.register(listener, selectors.EVENT_READ)
+                        continue
+                    if fd == listener:
+                        state = self._notification(listener, log)
+                        if state == "hup":
+                            sel.unregister(listener)
+                        elif state is not None:
+                            if blocked is None:
+                                blocked = state  # the first denial is reported, with how many there were
+                            else:
+                                blocked["count"] += 1
                         continue
                     try:
                         data = os.read(fd, 65536)
@@ -472,61 +629,178 @@ class Sandbox:
                                 for sig in self._pending:
                                     self.send_signal(sig)
                                 self._pending.clear()
+                                if self._killed:
+                                    self.kill()
+                            if "started" in msg:
+                                deadline = time.monotonic() + self.wall_time  # the program gets all of it
+                            if "started" in msg and cg is not None:
+                                cg.baseline()
+                                next_poll = time.monotonic() + POLL_INTERVAL
+                                if cpu_limit is not None:
+                                    next_cpu = time.monotonic() + min(0.5, cpu_limit / cpus)
                             msgs.update(msg)
-                    else:
-                        captures[fd] += data
+                        continue
+                    out = outputs[fd]
+                    if self.output_limit is not None and out.count + len(data) > self.output_limit:
+                        data = data[:self.output_limit - out.count]
+                        out.truncated = True
+                        fire("output")
+                    out.count += len(data)
+                    if out.target is None:
+                        out.data += data
+                    elif data:
+                        _write_all(out.target, data)
         finally:
             sel.close()
+            if listener is not None:
+                os.close(listener)
             # done with PID 1 (no more signals for it): the set-up process may now reap it and exit
             self._pidfd, pidfd = None, self._pidfd
             if pidfd is not None:
                 os.close(pidfd)
             prep.close_go()
+            try:
+                stats = cg.stats() if cg is not None else None
+            except OSError:
+                stats = None
             ru = None
             if "status" in msgs:
                 # PID 1 reported after killing and reaping every process of the sandbox; it and the
                 # set-up process are now exiting (the kernel tears the namespaces down): reap them
-                # on the next run instead of waiting here
+                # (and remove the cgroup) on the next run instead of waiting here
                 with _EXITING_LOCK:
                     if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                        _EXITING.add(pid)
+                        _EXITING[pid] = cg
+                    elif cg is not None and not cg.remove():
+                        _LEFTOVER.append(cg)
             else:
                 _, _, ru = os.wait4(pid, 0)
+                if cg is not None:
+                    cg.kill()  # whatever of the sandbox is left (PID 1 is dead, so nothing should be)
+                    with _EXITING_LOCK:
+                        if not cg.remove():
+                            _LEFTOVER.append(cg)
+            prep.cgroup = None
         wall = time.monotonic() - t_start
-        out = {names[fd]: bytes(data) for fd, data in captures.items()}
-        return self._finish(msgs, ru, wall, limit_fired, out)
+        return self._finish(msgs, ru, wall, limit_fired, outputs, stats, blocked, log)
 
-    def _finish(self, msgs: dict, ru, wall: float, limit_fired: str | None, out: dict[str, bytes]) -> Result:
-        common: dict = dict(protections=self.protections(), jailpy_version=__version__, policy_hash=self._digest)
-        for name, data in out.items():
-            common[name] = data
-            common[name + "_bytes"] = len(data)
+    def _notification(self, listener: int, log: list[dict]) -> dict | str | None:
+        """Answer one seccomp notification (seccomp_unotify(2)): record it, then deny it with the
+        rule's errno, kill the sandbox for a "kill" rule, or (log mode) let it run.  Returns the
+        blocked_syscall record, "hup" when no process uses the filter any more, or None."""
+        p = select.poll()
+        p.register(listener, select.POLLIN)
+        ev = p.poll(0)
+        if not ev or not ev[0][1] & select.POLLIN:
+            return "hup" if ev and ev[0][1] & (select.POLLHUP | select.POLLERR) else None
+        n = seccomp.receive(listener)  # only with POLLIN: the ioctl would block otherwise
+        if n is None:
+            return None
+        d = self.filter.decide(n.nr, n.args)
+        rec = seccomp.blocked_record(n, d, 1)
+        if d.action in ("log", "allow"):  # a log rule, or --seccomp-log (permissive): record, let it run
+            for old in log:
+                if old["name"] == rec["name"] and old["args"] == rec["args"]:
+                    old["count"] += 1
+                    break
+            else:
+                if len(log) < 1000:
+                    log.append(rec)
+            seccomp.respond(listener, n.id, cont=True)
+            return None
+        if d.action == "kill":
+            # no answer: the call never runs.  The calling process dies first, then the sandbox
+            try:
+                pidfd = os.pidfd_open(n.pid)
+                try:
+                    if sc.seccomp_notif_id_valid(listener, n.id):  # the pid is still that task's
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                finally:
+                    os.close(pidfd)
+            except OSError:
+                pass
+            self._sv = True
+            self.kill()
+            return rec
+        seccomp.respond(listener, n.id, error=d.errno or errno.EPERM)
+        return rec
+
+    def _finish(self, msgs: dict, ru, wall: float, limit_fired: str | None, outputs: dict[int, _Output],
+                stats: "cgroups.Stats | None", blocked: dict | None, log: list[dict]) -> Result:
+        common: dict = dict(protections=self.protections(), jailpy_version=__version__, policy_hash=self._digest,
+                            blocked_syscall=blocked, seccomp_log=log if (log or self.policy.seccomp_log) else None)
+        for out in outputs.values():
+            if out.target is None:
+                common[out.name] = bytes(out.data)
+            common[out.name + "_bytes"] = out.count
+            common[out.name + "_truncated"] = out.truncated
+        oom = bool(stats and stats.oom_kills)
+        if stats is not None:
+            common.update(memory_peak_bytes=stats.memory_peak_bytes, pids_peak=stats.pids_peak, oom_killed=oom)
         if "error" in msgs and "exec_error" not in msgs:
+            if oom:
+                raise SandboxSetupError(f"cannot set up the sandbox: it ran out of memory before the program started "
+                                        f"(raise --memory): {msgs['error']}")
             raise SandboxSetupError(f"cannot set up the sandbox: {msgs['error']}")
         status = msgs.get("status")
-        if limit_fired == "wall_time" or (status is None and self._killed):
-            return Result(verdict=Verdict.WLE if limit_fired else Verdict.SIG, exit_code=128 + signal.SIGKILL, signal=int(signal.SIGKILL),
-                          wall_s=round(wall, 6), cpu_user_s=msgs.get("utime", ru.ru_utime if ru else 0.0),
-                          cpu_sys_s=msgs.get("stime", ru.ru_stime if ru else 0.0),
-                          limit_fired=limit_fired, **common)
         if status is None:
-            raise SandboxSetupError("the sandbox ended without reporting the program's status (killed from outside?)")
-        cpu = dict(cpu_user_s=round(msgs["utime"], 6), cpu_sys_s=round(msgs["stime"], 6), max_rss_bytes=msgs["maxrss"],
-                   wall_s=round(msgs["wall"], 6))
+            if "started" not in msgs and not self._killed:
+                if oom:
+                    raise SandboxSetupError("cannot set up the sandbox: it ran out of memory before the program "
+                                            "started (raise --memory)")
+                raise SandboxSetupError("the sandbox ended without reporting the program's status (killed from outside?)")
+            # PID 1 died before reporting: killed from outside (jailpy kill NAME), by the OOM killer, or
+            # SIGKILLed after KILL_GRACE; what the cgroup measured stands in for its report
+            status = signal.SIGKILL  # a wait status: killed by SIGKILL
+            if stats is not None:
+                common.update(cpu_user_s=round(stats.cpu_user_s, 6), cpu_sys_s=round(stats.cpu_sys_s, 6))
+            elif ru is not None:
+                common.update(cpu_user_s=ru.ru_utime, cpu_sys_s=ru.ru_stime)
+            if not (self._killed or oom):
+                common["error"] = "the sandbox was killed from outside (jailpy kill, or a signal to its PID 1)"
+            common["wall_s"] = round(wall, 6)
+        else:
+            common.update(cpu_user_s=round(msgs["utime"], 6), cpu_sys_s=round(msgs["stime"], 6),
+                          max_rss_bytes=msgs["maxrss"], wall_s=round(msgs["wall"], 6))
         if "exec_error" in msgs:
-            return Result(verdict=Verdict.RE, exit_code=msgs["exec_error"], error=msgs["error"], **cpu, **common)
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            return Result(verdict=Verdict.SIG, exit_code=128 + sig, signal=sig, **cpu, **common)
-        code = os.waitstatus_to_exitcode(status)
-        return Result(verdict=Verdict.OK if code == 0 else Verdict.RE, exit_code=code, **cpu, **common)
+            return Result(verdict=Verdict.RE, exit_code=msgs["exec_error"], error=msgs["error"], **common)
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = 128 + sig if sig else os.waitstatus_to_exitcode(status)
+        if self._sv:
+            return Result(verdict=Verdict.SV, exit_code=128 + signal.SIGSYS, signal=int(signal.SIGSYS),
+                          limit_fired="seccomp", **common)
+        if sig == signal.SIGSYS and self.filter is not None and not self.policy.seccomp_log:
+            # SECCOMP_RET_KILL_PROCESS: the filter's answer to x32 and i386 (int 0x80) system calls
+            return Result(verdict=Verdict.SV, exit_code=code, signal=sig, limit_fired="seccomp", **common)
+        if limit_fired is None and oom:
+            limit_fired = "memory"
+        if limit_fired is None and sig == signal.SIGXCPU and self.policy.cpu_time is not None:
+            limit_fired = "cpu_time"  # RLIMIT_CPU, the per-process backstop, fired first
+        verdict = {"output": Verdict.OLE, "cpu_time": Verdict.TLE, "wall_time": Verdict.WLE,
+                   "memory": Verdict.MLE}.get(limit_fired or "")
+        if verdict is None:
+            verdict = Verdict.SIG if sig else Verdict.OK if code == 0 else Verdict.RE
+        return Result(verdict=verdict, exit_code=code, signal=sig, limit_fired=limit_fired, **common)
+
+
+def _cpuset_size(spec: str | None) -> int:
+    """How many CPUs a cpuset list like ``0-2,5`` names (0 for None)."""
+    n = 0
+    for part in (spec or "").split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+    return n
 
 
 def run(argv: list[str], policy: Policy | None = None, stdin: StdSpec = None, stdout: int | None = None,
         stderr: int | None = None, capture_output: bool = False) -> Result:
     """Run ``argv`` once in a new sandbox: ``Sandbox(policy).run(argv, ...)``.  See :meth:`Sandbox.run`."""
-    return Sandbox(policy, reuse_userns=False).run(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                                   capture_output=capture_output)
+    sandbox = Sandbox(policy, reuse_userns=False)
+    try:
+        return sandbox.run(argv, stdin=stdin, stdout=stdout, stderr=stderr, capture_output=capture_output)
+    finally:
+        sandbox.close()
 
 
 __all__ = ["Sandbox", "run", "DEVNULL", "PIPE", "JailpyError"]

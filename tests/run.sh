@@ -27,7 +27,8 @@ fi
 
 log "system packages"
 need=()
-for p in python3-venv python3-pip uidmap gcc libc6-dev; do
+# compilers and runtimes the seccomp tests run under every policy (they skip what is missing)
+for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -52,7 +53,13 @@ mkdir "$work/src"
 tar -C "$repo" --exclude=./.venv --exclude='*/__pycache__' --exclude=./.pytest_cache -cf - . | tar -C "$work/src" -xf -
 chmod -R a+rX "$work"
 chown -R "$user:" "$work/src"
+# a cgroup subtree delegated to the user (as an administrator would give a judge service), so
+# the rootless run tests the limits too
+cg_parent=/jailpy-test-$user
+bash "$repo/tests/delegate-cgroup.sh" create "$user" "$cg_parent"
+trap 'rm -rf "$work"; bash "$repo/tests/delegate-cgroup.sh" remove "$cg_parent"' EXIT
 rc2=0
-runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" bash "$work/src/tests/run.sh" "$@" || rc2=$?
+runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" JAILPY_CGROUP_PARENT="$cg_parent" \
+  bash "$work/src/tests/run.sh" "$@" || rc2=$?
 log "root: exit $rc; $user: exit $rc2"
 [ "$rc" = 0 ] && [ "$rc2" = 0 ]
