@@ -31,6 +31,7 @@ from .result import Result, Verdict
 
 DEVNULL = subprocess.DEVNULL
 KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
+JAILPY_PIDS = 2  # jailpy's processes in the sandbox's cgroup: the set-up process and PID 1
 POLL_INTERVAL = 0.1  # seconds between samples of the cgroup's pids and memory (for peaks the kernel keeps none of)
 PIPE = subprocess.PIPE
 
@@ -206,7 +207,8 @@ class Sandbox:
         if pol.no_cgroup:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
-                                pids=pol.pids, cpus=pol.cpus, cpuset=pol.cpuset)
+                                pids=pol.pids + JAILPY_PIDS if pol.pids is not None else None,
+                                cpus=pol.cpus, cpuset=pol.cpuset)
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
         parent = pol.cgroup_parent
@@ -214,7 +216,14 @@ class Sandbox:
             parent = os.environ["JAILPY_CGROUP_PARENT"]
             if not parent.startswith("/") or ".." in parent.split("/"):
                 raise PolicyError(f"JAILPY_CGROUP_PARENT: expected a cgroup path like /judge, got {parent!r}")
-        return cgroups.prepare(limits, parent=parent, required=True, cpu_accounting=pol.cpu_time is not None)
+        plan = cgroups.prepare(limits, parent=parent, required=True, cpu_accounting=pol.cpu_time is not None)
+        desc = plan.description
+        if pol.pids is not None:
+            desc["limits"] = dict(desc["limits"], pids=pol.pids)
+        desc["jailpy_share"] = (f"jailpy's set-up process and the sandbox's PID 1 are in this cgroup too; "
+                                f"pids.max has {JAILPY_PIDS} more, the memory limit what they use when the "
+                                f"program starts, and the Result's peaks do not count them")
+        return plan
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
@@ -736,7 +745,11 @@ class Sandbox:
             common[out.name + "_truncated"] = out.truncated
         oom = bool(stats and stats.oom_kills)
         if stats is not None:
-            common.update(memory_peak_bytes=stats.memory_peak_bytes, pids_peak=stats.pids_peak, oom_killed=oom)
+            mem = stats.memory_peak_bytes
+            if mem is not None and stats.memory_base_bytes:
+                mem = max(0, mem - stats.memory_base_bytes)  # what jailpy's own processes held is not the program's
+            pids = None if stats.pids_peak is None else max(0, stats.pids_peak - JAILPY_PIDS)
+            common.update(memory_peak_bytes=mem, pids_peak=pids, oom_killed=oom)
         if "error" in msgs and "exec_error" not in msgs:
             if oom:
                 raise SandboxSetupError(f"cannot set up the sandbox: it ran out of memory before the program started "
