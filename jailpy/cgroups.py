@@ -815,17 +815,34 @@ class Cgroup:
             user, sys_ = total, 0
         return total, user, sys_
 
-    def baseline(self) -> None:
+    def baseline(self) -> int | None:
         """Record the CPU and memory used so far (call it when the program starts): cpu_seconds()
         and the CPU of stats() count from here; the memory charged now (the set-up process and PID
         1: jailpy Python processes forked from the supervisor, whose copy-on-write pages are charged
         to this cgroup once touched; memory.rst: charges are not moved with a task) is reported as
-        Stats.memory_base_bytes."""
+        Stats.memory_base_bytes, and returned (bytes; None without the memory controller)."""
         raw = self._cpu_raw()
         if raw is not None:
             self._base_cpu = raw
         self._base_mem = self._memory_current()
         self.poll()
+        return self._base_mem
+
+    def raise_memory_limit(self, extra: int) -> None:
+        """Add ``extra`` bytes to the memory limit set by :meth:`CgroupPlan.create` (no-op without
+        one): the supervisor gives back what jailpy's own processes hold when the program starts,
+        so the program gets the whole limit asked for.  v1 raises memory.memsw.limit_in_bytes
+        first (it may never be below memory.limit_in_bytes: memory.rst 2.4), v2 memory.max."""
+        if self.limits.memory is None or extra <= 0:
+            return
+        value = self.limits.memory + extra
+        if self.version == 2:
+            _write(self._f("memory", "memory.max"), value)
+            return
+        memsw = self._f("memory", "memory.memsw.limit_in_bytes")
+        if memsw and os.path.exists(memsw):
+            _write(memsw, value)
+        _write(self._f("memory", "memory.limit_in_bytes"), value)
 
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system) of every process that was in the cgroup, since baseline():

@@ -34,7 +34,7 @@ DEFAULT_WALL_TIME = 3600.0
 """Seconds of wall-clock time a run gets when the policy sets no wall_time: nothing runs forever by mistake."""
 CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
 """Policy fields enforced by a cgroup."""
-MIN_SIZES = {"memory": 4 << 20, "stack": 64 << 10}
+MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
 
 
 def parse_size(value: str | int, what: str = "size") -> int:

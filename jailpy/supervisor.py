@@ -643,7 +643,7 @@ class Sandbox:
                             if "started" in msg:
                                 deadline = time.monotonic() + self.wall_time  # the program gets all of it
                             if "started" in msg and cg is not None:
-                                cg.baseline()
+                                cg.raise_memory_limit(cg.baseline() or 0)
                                 next_poll = time.monotonic() + POLL_INTERVAL
                                 if cpu_limit is not None:
                                     next_cpu = time.monotonic() + min(0.5, cpu_limit / cpus)
