@@ -923,6 +923,22 @@ class Cgroup:
                     pids_peak = int(mx) if mx.isdigit() else pids_peak
         return Stats(user, sys_, mem_peak, pids_peak, oom, hits, self._base_mem)
 
+    def live(self) -> dict:
+        """What the cgroup uses now, for ``jailpy ps``: ``{"state": "running"|"frozen", "cpu_s": CPU
+        seconds since it was made, "memory_bytes": memory charged now, "pids": processes now}``
+        (keys missing where the controller is not in use)."""
+        out: dict = {"state": "frozen" if self.frozen() else "running"}
+        raw = self._cpu_raw()
+        if raw is not None:
+            out["cpu_s"] = raw[0] / (1e6 if self.version == 2 else 1e9)
+        mem = self._memory_current()
+        if mem is not None:
+            out["memory_bytes"] = mem
+        p = self._f("pids", "pids.current")
+        if p:
+            out["pids"] = int(_read(p))
+        return out
+
     def pids(self) -> list[int]:
         """The processes in the cgroup (union over the hierarchies), sorted."""
         out: set[int] = set()

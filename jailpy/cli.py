@@ -204,13 +204,17 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
     import time
 
     from . import cgroups, registry
+    from .errors import JailpyError
+    from .supervisor import JAILPY_PIDS
 
     rows = []
     for e in registry.entries():
         try:
-            live = cgroups.Cgroup.from_paths(e.cgroup, e.cgroup_version).live()
-        except OSError:
+            live = cgroups.Cgroup.from_paths(e.cgroup).live()
+        except (OSError, JailpyError):
             live = {}
+        if "pids" in live:  # the program's processes, not jailpy's set-up process and PID 1
+            live["pids"] = max(0, live["pids"] - JAILPY_PIDS)
         rows.append({"name": e.name, "pid": e.supervisor_pid, "running_s": round(time.time() - e.started, 1),
                      "command": e.argv, **live})
     if json_out:
@@ -233,7 +237,7 @@ def _control(name: str, action: str) -> None:
     from . import cgroups, registry
 
     e = registry.lookup(name)
-    cg = cgroups.Cgroup.from_paths(e.cgroup, e.cgroup_version)
+    cg = cgroups.Cgroup.from_paths(e.cgroup)
     try:
         getattr(cg, action)()
     except OSError as err:
