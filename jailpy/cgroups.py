@@ -575,6 +575,33 @@ class CgroupPlan:
         """The parent directory in each hierarchy used (one on v2)."""
         return tuple(dict.fromkeys(self._dirs.values()))
 
+    def fs_mounts(self) -> list[tuple[str, str, str]]:
+        """The cgroup filesystems to mount read-only inside the sandbox, at /sys/fs/cgroup/NAME:
+        ``(NAME, fstype, options)``; NAME is "" for v2 (the whole of /sys/fs/cgroup).  Mounted in
+        the sandbox's cgroup namespace they show its own cgroup as their root
+        (cgroup_namespaces(7)), so a runtime can read its limits (a JVM sizes its heap from them).
+        v1 options must name exactly the controllers the host hierarchy has ("cpu,cpuacct")."""
+        if self.version == 2:
+            return [("", "cgroup2", "")]
+        out: dict[str, tuple[str, str, str]] = {}
+        with open("/proc/self/mountinfo") as f:
+            mounts = []
+            for line in f:
+                left, _, right = line.partition(" - ")
+                a, b = left.split(), right.split()
+                if len(a) >= 5 and len(b) >= 3 and b[0] == "cgroup":
+                    mounts.append((_unescape(a[4]), b[2]))
+        for d in self.parent_dirs:
+            best = max((m for m in mounts if d == m[0] or d.startswith(m[0].rstrip("/") + "/")),
+                       key=lambda m: len(m[0]), default=None)
+            if best is None:
+                continue
+            opts = ",".join(o for o in best[1].split(",") if o not in ("rw", "ro"))
+            name = os.path.basename(best[0].rstrip("/"))
+            if re.fullmatch(r"[A-Za-z0-9_,.=-]+", name) and opts:
+                out[name] = (name, "cgroup", opts)
+        return sorted(out.values())
+
     def sweep(self) -> None:
         """Remove ``jailpy-<pid>-<n>`` cgroups under the parent whose supervisor ``pid`` is dead (in
         this pid namespace) and which hold no process (cgroup.procs empty), with any empty

@@ -74,6 +74,9 @@ class MountPlan:
     description: str
     cwd_note: str
     masked: list[str] = field(default_factory=list)
+    cgroup_fs: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(name, fstype, options)`` cgroup filesystems mounted read-only at /sys/fs/cgroup/NAME
+    (CgroupPlan.fs_mounts); empty without a cgroup of the sandbox's own."""
 
 
 def _mountpoints() -> list[str]:
@@ -261,6 +264,24 @@ def _tmpfs(target: str, size: int, mode: str, flags: int = sc.MS_NOSUID | sc.MS_
     sc.mount("tmpfs", target, "tmpfs", flags, f"size={size},nr_inodes={max(1024, size // 16384)},mode={mode}")
 
 
+def _cgroup_fs(mounts: list[tuple[str, str, str]]) -> None:
+    """Read-only cgroup mounts at /newroot/sys/fs/cgroup (cgroup v1: a small tmpfs holding one
+    directory per hierarchy).  Run inside the sandbox's cgroup namespace, so each shows only the
+    sandbox's own cgroup (cgroup_namespaces(7))."""
+    base = "/newroot/sys/fs/cgroup"
+    ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    if not os.path.isdir(base):
+        return  # no such directory in this sysfs: nothing to mount on
+    if len(mounts) == 1 and mounts[0][0] == "":
+        sc.mount("cgroup2", base, "cgroup2", ro)
+        return
+    _tmpfs(base, 65536, "0755", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name, fstype, opts in mounts:
+        os.mkdir(f"{base}/{name}", 0o755)
+        sc.mount("cgroup", f"{base}/{name}", fstype, ro, opts)
+    sc.mount(None, base, None, sc.MS_REMOUNT | sc.MS_BIND | ro)
+
+
 def open_sources(plan: MountPlan) -> list[int]:
     """Child side, before the ids change: open every bind source (O_PATH) with the caller's
     own credentials, so a source only the caller may traverse (a 0700 home, root's pytest
@@ -341,6 +362,8 @@ def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
         sc.mount("sysfs", "/newroot/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     except OSError:
         step("read-only bind of /sys", _bind, old, "sys", root, "sys", ro | sc.MOUNT_ATTR_NOEXEC, True)
+    if plan.cgroup_fs:
+        step("cgroup filesystems at /sys/fs/cgroup", _cgroup_fs, plan.cgroup_fs)
     for m in SYS_MASKED:
         if os.path.isdir("/newroot/sys/" + m):
             _tmpfs("/newroot/sys/" + m, 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)

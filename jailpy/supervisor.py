@@ -192,6 +192,8 @@ class Sandbox:
                                           nofile=pol.nofile,
                                           stack=parse_size(pol.stack) if pol.stack is not None else None))
         self.cgroup_plan = self._cgroup_plan()
+        if self.cgroup_plan is not None:
+            self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
         self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
         self._protections = self._describe_protections()  # fixed per Sandbox: computed once, not per run
         self._digest = pol.digest()
