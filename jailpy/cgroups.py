@@ -985,14 +985,21 @@ class Cgroup:
         """Stop every process in the cgroup and wait (up to WAIT seconds) until the kernel says they
         are: v1 freezer.state FROZEN (freezer-subsystem.rst), v2 cgroup.freeze 1 and cgroup.events
         "frozen 1".  Raises HostError without a freezer or when it does not complete."""
-        if self.version == 2:
-            _write(os.path.join(self.paths[0], "cgroup.freeze"), 1)
-        else:
-            _write(os.path.join(self._need_freezer(), "freezer.state"), "FROZEN")
+        def request() -> None:
+            if self.version == 2:
+                _write(os.path.join(self.paths[0], "cgroup.freeze"), 1)
+            else:
+                _write(os.path.join(self._need_freezer(), "freezer.state"), "FROZEN")
+
+        request()
         end = time.monotonic() + WAIT
         while not self.frozen():
+            if not self.pids():
+                return  # nothing left to freeze (all exited)
             if time.monotonic() > end:
                 raise HostError(f"cgroup: {self.paths[0]} did not freeze within {WAIT:g} s")
+            if self.version == 1 and _read(os.path.join(self._need_freezer(), "freezer.state")).strip() == "THAWED":
+                request()  # another process (jailpy resume, or kill's thaw) thawed it meanwhile: ask again
             time.sleep(0.001)
 
     def thaw(self) -> None:
