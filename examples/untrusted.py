@@ -120,7 +120,8 @@ def try_shadow() -> None:
 def try_network() -> None:
     """Is there an interface other than lo, and a route out?  No packet is sent."""
     try:
-        ifaces = [name for _, name in socket.if_nameindex()]
+        with open("/proc/net/dev") as f:  # (socket.if_nameindex() asks over netlink, which seccomp denies)
+            ifaces = [line.split(":", 1)[0].strip() for line in f.readlines()[2:]]
     except OSError as e:
         ifaces = [f"? ({why(e)})"]
     others = [i for i in ifaces if i != "lo"]

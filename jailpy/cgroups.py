@@ -461,14 +461,16 @@ def _prepare_v2(limits: Limits, parent: str | None, h: _Hierarchy, need: list[st
             raise HostError(f"cgroup: cannot create {d} (cgroup v2): {e.strerror}") from None
     else:
         if own_dir is None:
-            raise HostError(f"cgroup: this process's cgroup v2 path is not visible under {h.mount}: {_SYSTEMD_FIX}")
+            raise HostError(f"cgroup: this process's cgroup v2 path is not visible under {h.mount}, so the "
+                            f"{' and '.join(need2) or 'needed'} controller cannot be used: {_SYSTEMD_FIX}")
         d = own_dir
         rel = os.path.relpath(d, h.mount)
         name = "/" + ("" if rel == "." else rel)
         if os.stat(d).st_uid != euid or not os.access(os.path.join(d, "cgroup.procs"), os.W_OK) \
                 or not os.access(os.path.join(d, "cgroup.subtree_control"), os.W_OK):
             raise HostError(f"cgroup: {d} (this process's cgroup, cgroup v2) is not delegated to uid {euid} "
-                            f"(owned by uid {os.stat(d).st_uid}); {_SYSTEMD_FIX}, "
+                            f"(owned by uid {os.stat(d).st_uid}), so the {' and '.join(need2) or 'needed'} "
+                            f"controller cannot be used there; {_SYSTEMD_FIX}, "
                             "or pass --cgroup-parent with a subtree root delegated to you")
     try:
         avail = set(_read(os.path.join(d, "cgroup.controllers")).split())

@@ -112,6 +112,7 @@ def exec_(
 ) -> None:
     global _exit_code
     from . import policy as policy_mod
+    from .errors import JailpyError
     from .supervisor import Sandbox
 
     pol = policy_mod.load(policy or "default")
@@ -133,12 +134,26 @@ def exec_(
             report_file = open(report, "wb")
         except OSError as e:
             raise policy_mod.PolicyError(f"--report: cannot write {report}: {e.strerror}") from None
-    sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
-    _forward_signals(sandbox)
     try:
-        result = sandbox.run(command)
-    finally:
-        sandbox.close()  # reap jailpy's helpers and remove the cgroup
+        sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
+        _forward_signals(sandbox)
+        try:
+            result = sandbox.run(command)
+        finally:
+            sandbox.close()  # reap jailpy's helpers and remove the cgroup
+    except JailpyError as e:
+        if report is not None:  # a judge reading the report learns that jailpy, not the program, failed
+            from . import __version__
+            from .result import Result, Verdict
+
+            xx = Result(verdict=Verdict.XX, exit_code=e.exit_code, error=str(e), jailpy_version=__version__,
+                        policy_hash=pol.digest()).to_json() + b"\n"
+            if report_file is not None:
+                with report_file:
+                    report_file.write(xx)
+            else:
+                sys.stderr.buffer.write(xx)
+        raise
     if result.error:
         print(f"jailpy: {result.error}", file=sys.stderr)
     if result.seccomp_log is not None:

@@ -177,6 +177,8 @@ class Sandbox:
         self._ready: list[_Prepared] = []  # prefork: built and waiting for a program, oldest first
         self.policy = pol = (policy or Policy()).validate()
         self.name = registry.check_name(name) if name is not None else None
+        if self.name is not None and pol.no_cgroup:
+            raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
         self.ids = userns.prepare(pol.uid, pol.gid, pol.id_map)
         self.mounts = mounts.prepare(pol)
         for fd in pol.pass_fd:
@@ -784,7 +786,7 @@ class Sandbox:
         if self._sv:
             return Result(verdict=Verdict.SV, exit_code=128 + signal.SIGSYS, signal=int(signal.SIGSYS),
                           limit_fired="seccomp", **common)
-        if sig == signal.SIGSYS and self.filter is not None and not self.policy.seccomp_log:
+        if sig == signal.SIGSYS and self.filter is not None:
             # SECCOMP_RET_KILL_PROCESS: the filter's answer to x32 and i386 (int 0x80) system calls
             return Result(verdict=Verdict.SV, exit_code=code, signal=sig, limit_fired="seccomp", **common)
         if limit_fired is None and oom:

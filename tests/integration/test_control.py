@@ -132,6 +132,7 @@ def test_ps_lists_a_named_sandbox(named):
     assert row["pid"] == named.p.pid
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 def test_pause_stops_cpu_use_and_resume_continues(named):
     assert named.cpu() > 0
@@ -153,6 +154,7 @@ def test_pause_stops_cpu_use_and_resume_continues(named):
     assert out, "a resumed sandbox printed nothing"
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 def test_kill_ends_the_sandbox_137(named):
     t0 = time.monotonic()

@@ -30,6 +30,7 @@ from limits_helpers import (
 MEMORY_BOMB = "x = b'1' * ({mib} << 20)\nprint('survived', flush=True)\n"
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 def test_memory_bomb_is_MLE_and_jailpy_survives(report_path):
     cp = run_jail(report_path, "--memory", "64M", "--wall-time", "20", "--",
@@ -112,6 +113,7 @@ else:
 """
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 def test_fork_bomb_is_contained(report_path):
     marker = unique_marker()
@@ -197,6 +199,7 @@ def test_pids_limit_fork_fails_with_EAGAIN():
     "os.wait()\n"
     "time.sleep(60)\n",
 ], ids=["parent-and-child", "threads", "daemonised-grandchild"])
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 def test_cpu_time_limit_is_TLE_summed_over_the_tree(report_path, code):
     marker = unique_marker()
     cp = run_jail(report_path, "--cpu-time", "1", "--wall-time", "10", "--", "python3", "-c", code, marker)
@@ -401,6 +404,31 @@ def test_cpus_half_a_cpu(report_path):
     assert 0.4 <= cpu_s(rep) <= 0.7, cpu_s(rep)
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
+@NEEDS_CGROUP
+def test_cpus_quota_and_limits_are_visible_read_only_inside(report_path):
+    # the kernel's own record of the limits, read where the program sees its cgroup (its cgroup
+    # namespace root, mounted read-only at /sys/fs/cgroup): timing-free, so it holds under emulation too
+    code = ("import os\n"
+            "v2 = os.path.exists('/sys/fs/cgroup/cgroup.controllers')\n"
+            "cpu = open('/sys/fs/cgroup/cpu.max' if v2 else '/sys/fs/cgroup/cpu/cpu.cfs_quota_us').read().split()[0]\n"
+            "pids = open('/sys/fs/cgroup/pids.max' if v2 else '/sys/fs/cgroup/pids/pids.max').read().strip()\n"
+            "cg = open('/proc/self/cgroup').read().split()\n"
+            "try:\n"
+            "    open('/sys/fs/cgroup/pids.max' if v2 else '/sys/fs/cgroup/pids/pids.max', 'w').write('max')\n"
+            "    w = 'writable'\n"
+            "except OSError as e:\n"
+            "    w = os.strerror(e.errno).replace(' ', '-')\n"
+            "print(cpu, pids, w, all(line.endswith(':/') for line in cg))\n")
+    cp = run_jail(report_path, "--cpus", "0.5", "--pids", "30", "--", "python3", "-c", code)
+    assert cp.returncode == 0, cp.stderr
+    cpu, pids, writable, root = cp.stdout.decode().split()
+    assert cpu == "50000"  # µs per 100000 µs period: half a CPU
+    assert int(pids) >= 30  # the program's 30 (jailpy's two helpers are added on top)
+    assert writable == "Read-only-file-system" and root == "True"
+
+
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 @pytest.mark.parametrize("cpuset,want", [("0", {0}), ("1", {1}), ("0-1", {0, 1})])
 def test_cpuset_is_the_affinity_the_program_sees(cpuset, want):
@@ -478,6 +506,7 @@ def test_core_dumps_are_off_by_default():
 
 # ------------------------------------------------------- where the processes are ----
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 def test_only_the_sandbox_is_in_the_cgroup_and_it_is_its_root():
     marker = unique_marker()
@@ -536,6 +565,7 @@ def test_bad_cgroup_parent_is_refused(parent):
     assert_one_line_error(p, "cgroup")
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 def test_cgroup_parent_not_delegated_to_the_user_is_refused():
     # "/" exists in every hierarchy and is root's: an unprivileged user (uid 1001 in a forked child
     # when the tests run as root, else the current user) may not make cgroups there

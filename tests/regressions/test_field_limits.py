@@ -53,6 +53,7 @@ def test_F10_cpu_time_summed_over_parent_and_child(report_path):
     assert_nothing_left(cp, marker)
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 def test_F12_unprivileged_without_a_delegated_cgroup_refuses():
     # root: a forked child that drops to uid 1001; rootless: the current user.  Either way no
     # JAILPY_CGROUP_PARENT and no --cgroup-parent, on a host where / of the cgroup tree is root's
@@ -145,6 +146,7 @@ def test_F22_jailpy_survives_a_limit_its_own_size_would_not_fit(report_path):
     assert_nothing_left(cp)
 
 
+@pytest.mark.cgroup_v2  # also run in the cgroup v2 VM lane (tests/vm)
 @NEEDS_CGROUP
 def test_F24_verdict_from_the_oom_event_not_the_exit_code(tmp_path):
     cp = run_jail(tmp_path / "oom.json", "--memory", "128M", "--wall-time", "20", "--",
