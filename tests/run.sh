@@ -17,6 +17,8 @@ setup_venv() {  # $1: repo dir; runs as the current user
   cd "$1"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  # bytecode now: with PYTHONDONTWRITEBYTECODE set, every jailpy command would compile it again
+  .venv/bin/python -m compileall -q jailpy >/dev/null
 }
 
 if [ "$(id -u)" != 0 ]; then
