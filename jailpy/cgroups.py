@@ -488,7 +488,8 @@ def _prepare_v2(limits: Limits, parent: str | None, h: _Hierarchy, need: list[st
     if own_dir is not None and euid != 0:
         common = os.path.commonpath([own_dir, d])
         if not os.access(os.path.join(common, "cgroup.procs"), os.W_OK):
-            raise HostError(f"cgroup: joining {d} needs write access to {common}/cgroup.procs (the common ancestor "
+            raise HostError(f"cgroup: {' and '.join(need2) or 'a'} controller(s) cannot be used here: "
+                            f"joining {d} needs write access to {common}/cgroup.procs (the common ancestor "
                             f"with this process's cgroup {own_dir}; cgroup v2 delegation containment): run jailpy "
                             f"inside {d} (e.g. its own leaf), or {_SYSTEMD_FIX}")
     enabled = _enable_here(d, need2, want2)
