@@ -280,6 +280,10 @@ from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` def
 
 app.add_typer(seccomp_app, name="seccomp")
 
+from .cli_audit import audit_command  # noqa: E402
+
+app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through).")(audit_command)
+
 
 def _forward_signals(sandbox) -> None:
     import signal

@@ -345,6 +345,7 @@ def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
             continue  # not present in this root: nothing to hide
         os.close(fd)
         step(f"hide {h}", _tmpfs, "/newroot" + h, 4096, "0755", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    step("a machine id of its own", _machine_id, root)
     _build_dev(plan, old, root, step)
     os.mkdir("/newroot/proc", 0o555)
     step("mount /proc", sc.mount, "proc", "/newroot/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
@@ -386,6 +387,32 @@ def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
         step(f"make {path[8:] or '/'} read-only", sc.mount_setattr, -100, path, 0, sc.MOUNT_ATTR_RDONLY)
     for fd in (old, lower, root):
         os.close(fd)
+
+
+MACHINE_ID_FILES = ("etc/machine-id", "var/lib/dbus/machine-id")
+
+
+def _machine_id(root: int) -> None:
+    """Bind a random machine id, read-only, over each of MACHINE_ID_FILES the new root has: the
+    host's identifies the machine for good (machine-id(5)).  The file lives on the scaffolding
+    tmpfs; policy binds come later and win."""
+    with open("/machine-id", "x") as f:
+        f.write(os.urandom(16).hex() + "\n")
+    scaffold = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for rel in MACHINE_ID_FILES:
+            try:
+                fd = sc.openat2(root, rel, os.O_PATH | os.O_CLOEXEC, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+            finally:
+                os.close(fd)
+            _bind(scaffold, "machine-id", root, rel, sc.MOUNT_ATTR_RDONLY | _NOSUIDDEV, False)
+    finally:
+        os.close(scaffold)
 
 
 def _build_dev(plan: MountPlan, old: int, root: int, step) -> None:

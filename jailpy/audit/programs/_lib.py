@@ -42,7 +42,8 @@ NR = {
     "finit_module": 313, "sched_setattr": 314, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434,
-    "pidfd_getfd": 438, "mount_setattr": 442, "ptrace": 101, "syslog": 103, "iopl": 172,
+    "pidfd_getfd": 438, "mount_setattr": 442, "ptrace": 101, "syslog": 103, "iopl": 172, "ioperm": 173,
+    "adjtimex": 159, "mq_open": 240, "access": 21,
 }
 REACHED = ("EFAULT", "EBADF", "EINVAL")
 """errnos of a call that reached the kernel code behind it (harmless arguments, no filter)."""
@@ -89,7 +90,7 @@ def sysc(what, name, *args, through=None, layer=None, **extra):
     host's seccomp judgement; pointers as 0)."""
     r, e = raw(name, *args)
     if r >= 0 and name in ("socket", "open_tree", "fsopen", "pidfd_open", "userfaultfd", "io_uring_setup",
-                           "perf_event_open", "fspick", "fsmount"):
+                           "perf_event_open", "fspick", "fsmount", "open_by_handle_at", "memfd_secret"):
         os.close(r)  # an fd that should not have been given: drop it at once
     return attempt(what, name, r, e, through=through, layer=layer, args=list(args), **extra)
 
