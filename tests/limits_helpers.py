@@ -173,3 +173,8 @@ def proc_cgroups(pid: int) -> dict[str, str]:
             _, ctrls, path = line.rstrip("\n").split(":", 2)
             out[ctrls] = path
     return out
+
+
+TIME_FACTOR = float(os.environ.get("JAILPY_TEST_TIME_FACTOR", "1"))
+"""Scales "promptly" bounds of the tests for slow machines: the VM lane runs under emulation, 10-50x
+slower than the host, and sets 5 (tests/vm/smoke_v2.sh)."""

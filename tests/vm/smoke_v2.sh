@@ -67,10 +67,10 @@ ok "subuid $(grep "^$user:" /etc/subuid); JAILPY_CGROUP_PARENT=/$deleg ($(cat $c
 as_user() {
   sh -c 'echo $$ >"$0" && exec "$@"' "$cg/$deleg/runner/cgroup.procs" \
     runuser -u "$user" -- env -i HOME="/home/$user" LANG=C.UTF-8 PATH="$venv/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    JAILPY_CGROUP_PARENT="/$deleg" "$@"
+    JAILPY_CGROUP_PARENT="/$deleg" JAILPY_TEST_TIME_FACTOR=5 "$@"
 }
 as_root() {
-  env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/sbin:/usr/bin:/sbin:/bin" "$@"
+  env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/sbin:/usr/bin:/sbin:/bin" JAILPY_TEST_TIME_FACTOR=5 "$@"
 }
 
 step "jailpy exec -- /bin/true"
