@@ -115,19 +115,24 @@ def exec_(
     from .errors import JailpyError
     from .supervisor import Sandbox
 
-    pol = policy_mod.load(policy or "default")
-    changes = {k: v for k, v in {
-        "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
-        "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
-        "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
-        "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
-        "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
-    }.items() if v is not None}
-    for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
-        if flag:
-            changes[key] = key != "cwd"
-    if changes:
-        pol = pol.replace(**changes)
+    try:
+        pol = policy_mod.load(policy or "default")
+        changes = {k: v for k, v in {
+            "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
+            "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
+            "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
+            "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
+            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
+        }.items() if v is not None}
+        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
+            if flag:
+                changes[key] = key != "cwd"
+        if changes:
+            pol = pol.replace(**changes)
+    except JailpyError as e:
+        if report is not None:  # no stale report from an earlier run may stay
+            _write_xx(report, e, None)
+        raise
     report_file = None
     if report is not None and report != "-":
         try:
@@ -143,16 +148,7 @@ def exec_(
             sandbox.close()  # reap jailpy's helpers and remove the cgroup
     except JailpyError as e:
         if report is not None:  # a judge reading the report learns that jailpy, not the program, failed
-            from . import __version__
-            from .result import Result, Verdict
-
-            xx = Result(verdict=Verdict.XX, exit_code=e.exit_code, error=str(e), jailpy_version=__version__,
-                        policy_hash=pol.digest()).to_json() + b"\n"
-            if report_file is not None:
-                with report_file:
-                    report_file.write(xx)
-            else:
-                sys.stderr.buffer.write(xx)
+            _write_xx(report, e, pol.digest(), report_file)
         raise
     if result.error:
         print(f"jailpy: {result.error}", file=sys.stderr)
@@ -167,6 +163,24 @@ def exec_(
         with report_file:
             report_file.write(result.to_json() + b"\n")
     _exit_code = result.exit_code
+
+
+def _write_xx(report: str, err: Exception, policy_hash: str | None, f=None) -> None:
+    """Write a Result with verdict XX (jailpy failed) to ``report`` (a path, or - for stderr)."""
+    from . import __version__
+    from .result import Result, Verdict
+
+    data = Result(verdict=Verdict.XX, exit_code=125, error=str(err), jailpy_version=__version__,
+                  policy_hash=policy_hash or "").to_json() + b"\n"
+    if report == "-":
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+        return
+    try:
+        with (f or open(report, "wb")) as out:
+            out.write(data)
+    except OSError:
+        pass  # the error itself is reported on stderr
 
 
 def _print_seccomp_log(entries: list[dict]) -> None:

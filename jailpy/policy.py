@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
+import typing
 from typing import Literal
 
 import msgspec
@@ -35,6 +36,7 @@ DEFAULT_WALL_TIME = 3600.0
 CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
 """Policy fields enforced by a cgroup."""
 MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
+MAX_SECONDS = 365 * 86400
 
 
 def parse_size(value: str | int, what: str = "size") -> int:
@@ -187,13 +189,13 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise bad("env_pass", f"not a variable name: {k!r}")
         for fd in self.pass_fd:
             if fd < 3:
-                raise bad("pass_fd", f"fds 0, 1 and 2 are always passed; got {fd}")
+                raise bad("pass_fd", f"expected a file descriptor above 2 (0, 1 and 2 are always passed), got {fd}")
         for key in ("uid", "gid"):
             v = getattr(self, key)
             if v is not None and not 0 <= v < 65534:
                 raise bad(key, f"must be between 0 and 65533, got {v}")
-        if self.wall_time is not None and not 0 < self.wall_time <= 365 * 86400:
-            raise bad("wall_time", f"must be more than 0 seconds, got {self.wall_time}")
+        if self.wall_time is not None and not 0 < self.wall_time <= MAX_SECONDS:
+            raise bad("wall_time", f"must be more than 0 and at most {MAX_SECONDS} seconds (a year), got {self.wall_time}")
         for key in ("memory", "output_limit", "fsize", "stack"):
             v = getattr(self, key)
             if v is not None:
@@ -211,8 +213,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("cpus", f"must be between 0.01 and 1024 CPUs, got {self.cpus}")
         if self.cpuset is not None and not _CPUSET_RE.match(self.cpuset):
             raise bad("cpuset", f"expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
-        if self.cpu_time is not None and not 0 < self.cpu_time <= 365 * 86400:
-            raise bad("cpu_time", f"must be more than 0 seconds, got {self.cpu_time}")
+        if self.cpu_time is not None and not 0 < self.cpu_time <= MAX_SECONDS:
+            raise bad("cpu_time", f"must be more than 0 and at most {MAX_SECONDS} seconds (a year), got {self.cpu_time}")
         if self.cgroup_parent is not None:
             parts = self.cgroup_parent.split("/")
             if not self.cgroup_parent.startswith("/") or ".." in parts or any(p in (".",) for p in parts):
@@ -254,6 +256,9 @@ def from_dict(raw: dict, source: str) -> Policy:
         m = re.match(r"(.*?) - at `\$\.(\w+)", msg)
         if m:
             msg = f"{_key_name(m.group(2), source)}: {m.group(1)}"
+            choices = typing.get_args(typing.get_type_hints(Policy).get(m.group(2), ""))
+            if m.group(1).startswith("Invalid enum value") and choices:
+                msg += f" (expected one of: {', '.join(map(str, choices))})"
         m = re.match(r"Object contains unknown field `(\w+)`", msg)
         if m:
             msg = f"{m.group(1)}: unknown key"
@@ -265,6 +270,8 @@ def find(name_or_path: str) -> Path:
     """Resolve a policy name (``default``) or path to a file; PolicyError if there is none."""
     if "/" in name_or_path or name_or_path.endswith(".toml"):
         p = Path(name_or_path)
+        if p.is_dir():
+            raise PolicyError(f"{name_or_path} is a directory, not a policy file")
         if not p.is_file():
             raise PolicyError(f"policy file not found: {name_or_path}")
         return p
@@ -299,7 +306,10 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
     merged: dict = {}
     for inc in includes:
         is_path = "/" in inc or inc.endswith(".toml")
-        target = (path.parent / inc) if is_path else find(inc)
+        try:
+            target = (path.parent / inc) if is_path else find(inc)
+        except PolicyError as e:
+            raise PolicyError(f"{path}: include: {e}") from None
         if is_path and not target.is_file():
             raise PolicyError(f"{path}: include: policy file not found: {target}")
         merged.update(_read(target, seen + (real,)))

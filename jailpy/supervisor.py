@@ -345,6 +345,8 @@ class Sandbox:
 
         The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
         thread that outlives the run."""
+        if isinstance(argv, (str, bytes)):
+            raise PolicyError(f"argv must be a list of strings, like [{argv!r}], not a string")
         if not argv:
             raise PolicyError("no command given")
         if capture_output:
@@ -587,7 +589,8 @@ class Sandbox:
                     next_poll = now + POLL_INTERVAL
                 ends = [t for t in (deadline if limit_fired is None else None, self._hard_kill_at, next_cpu, next_poll)
                         if t is not None and t != math.inf]
-                timeout = max(0.0, min(ends) - time.monotonic()) if ends else None
+                # at most a day: poll(2) takes no more than 2**31 ms, and a wall_time may be a year
+                timeout = min(86400.0, max(0.0, min(ends) - time.monotonic())) if ends else None
                 for key, _ in sel.select(timeout):
                     fd = key.fd
                     if fd in feeds:
@@ -795,6 +798,10 @@ class Sandbox:
             limit_fired = "cpu_time"  # RLIMIT_CPU, the per-process backstop, fired first
         verdict = {"output": Verdict.OLE, "cpu_time": Verdict.TLE, "wall_time": Verdict.WLE,
                    "memory": Verdict.MLE}.get(limit_fired or "")
+        if verdict in (Verdict.OLE, Verdict.TLE, Verdict.WLE) and sig is None:
+            # jailpy killed the sandbox for it, but the program finished on its own in the moment
+            # before: the run still failed, and exits like the others (128 + SIGKILL)
+            sig, code = int(signal.SIGKILL), 128 + signal.SIGKILL
         if verdict is None:
             verdict = Verdict.SIG if sig else Verdict.OK if code == 0 else Verdict.RE
         return Result(verdict=verdict, exit_code=code, signal=sig, limit_fired=limit_fired, **common)
