@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import click
 import typer
 
-app = typer.Typer(
+_APP_SETTINGS = dict(
     name="jailpy",
     help="Run an untrusted program in a sandbox: it sees a read-only copy of this machine, no network, "
     "no other processes and none of your private files, and has no privileges.  No root needed.",
@@ -21,10 +21,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app = typer.Typer(**_APP_SETTINGS)
+_exec_app = typer.Typer(**_APP_SETTINGS)
+"""Only ``exec``: what `jailpy exec ...` builds, so its start-up does not pay for every command's options."""
 
 _exit_code = 0
 
 
+@_exec_app.callback()
 @app.callback()
 def _root() -> None:
     """Run an untrusted program in a sandbox (see: jailpy exec --help)."""
@@ -34,13 +38,16 @@ PROC = "Program"
 OUT = "Limits and report"
 
 
-@app.command(
-    "exec",
+_EXEC_SETTINGS = dict(
     context_settings={"allow_interspersed_args": False},
     help="Run COMMAND [ARGS]... in a new sandbox and exit with its exit status.\n\n"
     "Example: jailpy exec -- python3 untrusted.py\n\n"
     "Put -- before the command so its own options are not read as jailpy's.",
 )
+
+
+@_exec_app.command("exec", **_EXEC_SETTINGS)
+@app.command("exec", **_EXEC_SETTINGS)
 def exec_(
     command: Annotated[list[str], typer.Argument(help="The program and its arguments.", show_default=False)],
     policy: Annotated[Optional[str], typer.Option("--policy", "-p", metavar="NAME|PATH",
@@ -264,14 +271,17 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
 
 def _control(name: str, action: str) -> None:
     from . import cgroups, registry
+    from .errors import HostError
 
     e = registry.lookup(name)
     cg = cgroups.Cgroup.from_paths(e.cgroup)
     try:
         getattr(cg, action)()
+    except FileNotFoundError:
+        if action == "kill":
+            return  # it died and jailpy removed its cgroup while we were killing it: done
+        raise HostError(f"sandbox {name!r} ended meanwhile") from None
     except OSError as err:
-        from .errors import HostError
-
         raise HostError(f"cannot {action} sandbox {name!r} ({', '.join(e.cgroup)}): {err.strerror}") from None
 
 
@@ -335,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     _exit_code = 0
     _fill_std_fds()
     try:
-        rv = app(args=argv, prog_name="jailpy", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else argv
+        which = _exec_app if args[:1] == ["exec"] else app
+        rv = which(args=args, prog_name="jailpy", standalone_mode=False)
     except JailpyError as e:
         print(f"jailpy: error: {e}", file=sys.stderr)
         return e.exit_code

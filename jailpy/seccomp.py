@@ -46,7 +46,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1236,6 +1235,8 @@ def _write_private(path: Path, data: bytes) -> None:
     (the next run compiles again)."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import tempfile  # only when the cache is written: not on the start-up path
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with open(fd, "wb") as f:

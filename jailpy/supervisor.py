@@ -276,11 +276,15 @@ class Sandbox:
             self._userns_fd = userns.create(self.ids)
         return self._userns_fd
 
-    def close(self) -> None:
+    def close(self, wait: bool | None = None) -> None:
         """End the prepared sandbox (prefork), release the user namespace, reap finished helpers
-        and remove their cgroups (the first two are also done when the Sandbox is garbage-collected)."""
+        and remove their cgroups (the first two are also done when the Sandbox is garbage-collected).
+
+        ``wait``: wait for jailpy's helper processes of finished runs to exit (a few ms), so their
+        cgroups can be removed now; None (the default) waits only when this Sandbox uses cgroups.
+        Without waiting they are reaped by a later run (or by init when this process exits)."""
         self._release()
-        _reap_exiting(block=True)
+        _reap_exiting(block=self.cgroup_plan is not None if wait is None else wait)
 
     def _release(self) -> None:
         while self._ready:
