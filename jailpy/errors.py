@@ -10,6 +10,14 @@ class JailpyError(Exception):
 
     exit_code = 125
 
+    def __str__(self) -> str:
+        msg = super().__str__()
+        if msg.isprintable():
+            return msg
+        # one line, always: control and format characters (a newline in a key or a file name,
+        # U+202E) are shown escaped, as repr() would
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+
 
 class PolicyError(JailpyError):
     """A policy file, a CLI flag or an API argument is invalid (bad key, bad value, missing path)."""

@@ -155,6 +155,11 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         def bad(key: str, msg: str) -> PolicyError:
             return PolicyError(f"{source}: {_key_name(key, source)}: {msg}")
 
+        for key in self.__struct_fields__:  # no path, name or value can hold a NUL byte (execve(2), open(2))
+            v = getattr(self, key)
+            for item in (v if isinstance(v, list) else [v]):
+                if isinstance(item, str) and "\0" in item:
+                    raise bad(key, f"contains a NUL byte: {item!r}")
         if not _HOSTNAME_RE.match(self.hostname) or len(self.hostname) > 64:
             raise bad("hostname", f"not a valid host name: {self.hostname!r}")
         for key in ("bind", "ro_bind"):
@@ -190,6 +195,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for fd in self.pass_fd:
             if fd < 3:
                 raise bad("pass_fd", f"expected a file descriptor above 2 (0, 1 and 2 are always passed), got {fd}")
+            if fd >= 1 << 31:
+                raise bad("pass_fd", f"not a file descriptor number: {fd}")
         for key in ("uid", "gid"):
             v = getattr(self, key)
             if v is not None and not 0 <= v < 65534:
@@ -259,27 +266,43 @@ def from_dict(raw: dict, source: str) -> Policy:
             choices = typing.get_args(typing.get_type_hints(Policy).get(m.group(2), ""))
             if m.group(1).startswith("Invalid enum value") and choices:
                 msg += f" (expected one of: {', '.join(map(str, choices))})"
-        m = re.match(r"Object contains unknown field `(\w+)`", msg)
+        m = re.fullmatch(r"Object contains unknown field `(.*)`", msg, re.S)
         if m:
-            msg = f"{m.group(1)}: unknown key"
+            key = m.group(1)
+            msg = f"{key if re.fullmatch(r'[A-Za-z0-9_-]+', key) else repr(key)}: unknown key"
         raise PolicyError(f"{source}: {msg}") from None
     return policy.validate(source)
 
+
+def _is_file(p: Path) -> bool:
+    """Path.is_file(), False too for a name the kernel refuses (ENAMETOOLONG, ELOOP, a NUL byte)."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(p: Path) -> bool:
+    """Path.is_dir(), False too for a name the kernel refuses."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 def find(name_or_path: str) -> Path:
     """Resolve a policy name (``default``) or path to a file; PolicyError if there is none."""
     if "/" in name_or_path or name_or_path.endswith(".toml"):
         p = Path(name_or_path)
-        if p.is_dir():
+        if _is_dir(p):
             raise PolicyError(f"{name_or_path} is a directory, not a policy file")
-        if not p.is_file():
+        if not _is_file(p):
             raise PolicyError(f"policy file not found: {name_or_path}")
         return p
     if not re.match(r"^[A-Za-z0-9_-]+$", name_or_path):
         raise PolicyError(f"bad policy name {name_or_path!r}: use a name from policies/ or a path")
     for d in POLICY_DIRS:
         p = d / f"{name_or_path}.toml"
-        if p.is_file():
+        if _is_file(p):
             return p
     names = sorted({p.stem for d in POLICY_DIRS if d.is_dir() for p in d.glob("*.toml")})
     raise PolicyError(f"no policy named {name_or_path!r} (known: {', '.join(names) or 'none'})")
@@ -296,6 +319,10 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise PolicyError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     except OSError as e:
         raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
     includes = data.pop("include", [])  # names from policies/, or paths relative to this file
@@ -310,7 +337,7 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
             target = (path.parent / inc) if is_path else find(inc)
         except PolicyError as e:
             raise PolicyError(f"{path}: include: {e}") from None
-        if is_path and not target.is_file():
+        if is_path and not _is_file(target):
             raise PolicyError(f"{path}: include: policy file not found: {target}")
         merged.update(_read(target, seen + (real,)))
     merged.update(data)

@@ -86,6 +86,10 @@ _EXTRA_SYSCALLS = {
 _EXTRA_NR = {v: k for k, v in _EXTRA_SYSCALLS.items()}
 
 
+def _shown(key: object) -> str:
+    """A key or label as written when it is plain, else its repr (so a message stays one line)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w .,:/+-]+", key) else repr(key)
+
 class SeccompError(PolicyError):
     """A seccomp policy or profile is invalid: unknown syscall, key, action or condition, a
     malformed OCI profile, an include loop.  One line naming the file and the key (exit 125)."""
@@ -579,6 +583,13 @@ def _wrap(words: list[str], indent: str, width: int = 100) -> list[str]:
 
 # ------------------------------------------------------------------ loading ----
 
+def _is_file(p: Path) -> bool:
+    """Path.is_file(), False too for a name the kernel refuses (ENAMETOOLONG, ELOOP, a NUL byte)."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
 def find(name_or_path: str) -> Path:
     """Resolve a policy name (``policies/seccomp/NAME.toml``, then ``profiles/seccomp/NAME.json``)
     or a path ending in .toml or .json.  Raises SeccompError when there is none."""
@@ -586,7 +597,7 @@ def find(name_or_path: str) -> Path:
         raise SeccompError("'none' is not a policy: --seccomp none means no filter at all (the caller skips seccomp)")
     if "/" in name_or_path or name_or_path.endswith((".toml", ".json")):
         p = Path(name_or_path)
-        if not p.is_file():
+        if not _is_file(p):
             raise SeccompError(f"seccomp policy file not found: {name_or_path}")
         return p
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name_or_path):
@@ -594,7 +605,7 @@ def find(name_or_path: str) -> Path:
     for dirs, ext in ((POLICY_DIRS, ".toml"), (PROFILE_DIRS, ".json")):
         for d in dirs:
             p = d / f"{name_or_path}{ext}"
-            if p.is_file():
+            if _is_file(p):
                 return p
     raise SeccompError(f"no seccomp policy named {name_or_path!r} (known: {', '.join(known_names()) or 'none'})")
 
@@ -634,12 +645,16 @@ def _read_toml(path: Path, seen: tuple[Path, ...], state: dict) -> None:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise SeccompError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SeccompError(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise SeccompError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     except OSError as e:
         raise SeccompError(f"{path}: cannot read: {e.strerror}") from None
     state["sources"].append(str(path))
     for key in data:
         if key not in _TOP_KEYS:
-            raise SeccompError(f"{path}: {key}: unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+            raise SeccompError(f"{path}: {_shown(key)}: unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
     includes = data.get("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -648,7 +663,7 @@ def _read_toml(path: Path, seen: tuple[Path, ...], state: dict) -> None:
     for inc in includes:
         if "/" in inc or inc.endswith(".toml"):
             target = path.parent / inc
-            if not target.is_file():
+            if not _is_file(target):
                 raise SeccompError(f"{path}: include: file not found: {target}")
         else:
             try:
@@ -666,10 +681,10 @@ def _read_toml(path: Path, seen: tuple[Path, ...], state: dict) -> None:
         raise SeccompError(f"{path}: rules: expected [[rules]] tables")
     file_rules: dict[int, list[Rule]] = {}
     for i, raw in enumerate(rules):
-        where = f"{path}: rules[{i}]" + (f" ({raw['group']})" if isinstance(raw.get("group"), str) else "")
+        where = f"{path}: rules[{i}]" + (f" ({_shown(raw['group'])})" if isinstance(raw.get("group"), str) else "")
         for key in raw:
             if key not in _RULE_KEYS:
-                raise SeccompError(f"{where}: {key}: unknown key (known: {', '.join(sorted(_RULE_KEYS))})")
+                raise SeccompError(f"{where}: {_shown(key)}: unknown key (known: {', '.join(sorted(_RULE_KEYS))})")
         action = raw.get("action")
         if action not in _ACTIONS:
             raise SeccompError(f"{where}: action: expected one of {', '.join(_ACTIONS)}, got {action!r}")
@@ -834,22 +849,29 @@ def _load_oci(path: Path, name: str) -> SeccompPolicy:
         raise SeccompError(f"{src}: cannot read: {e.strerror}") from None
     except ValueError as e:
         raise SeccompError(f"{src}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise SeccompError(f"{src}: not valid JSON: arrays or objects nested too deeply") from None
     if not isinstance(data, dict):
         raise SeccompError(f"{src}: expected a JSON object with defaultAction and syscalls")
     for key in data:
         if key not in _OCI_TOP:
-            raise SeccompError(f"{src}: {key}: unknown key (known: {', '.join(sorted(_OCI_TOP))})")
+            raise SeccompError(f"{src}: {_shown(key)}: unknown key (known: {', '.join(sorted(_OCI_TOP))})")
     if "defaultAction" not in data:
         raise SeccompError(f"{src}: defaultAction: missing")
     default, derr = _oci_action(data["defaultAction"], data.get("defaultErrnoRet"), f"{src}: defaultAction")
     notes = []
     arches = data.get("architectures") or []
+    if not isinstance(arches, list):
+        raise SeccompError(f"{src}: architectures: expected a list of SCMP_ARCH_* names")
     if "archMap" in data:
         amap = data["archMap"]
         if not isinstance(amap, list) or not all(isinstance(a, dict) for a in amap):
             raise SeccompError(f"{src}: archMap: expected a list of objects")
         for a in amap:
-            arches = arches + [a.get("architecture")] + list(a.get("subArchitectures") or [])
+            subs = a.get("subArchitectures") or []
+            if not isinstance(subs, list):
+                raise SeccompError(f"{src}: archMap: subArchitectures: expected a list of SCMP_ARCH_* names")
+            arches = arches + [a.get("architecture")] + subs
     if not isinstance(arches, list) or not all(isinstance(a, str) for a in arches):
         raise SeccompError(f"{src}: architectures: expected a list of SCMP_ARCH_* names")
     if arches:
@@ -860,7 +882,7 @@ def _load_oci(path: Path, name: str) -> SeccompPolicy:
         if others:
             notes.append(f"architectures {', '.join(others)} listed by the profile are refused (x86_64 only)")
     flags = data.get("flags") or []
-    if not isinstance(flags, list) or any(f not in _OCI_FLAGS for f in flags):
+    if not isinstance(flags, list) or any(not isinstance(f, str) or f not in _OCI_FLAGS for f in flags):
         raise SeccompError(f"{src}: flags: expected SECCOMP_FILTER_FLAG_* names, got {flags!r}")
     if flags:
         notes.append(f"flags {', '.join(flags)} ignored (jailpy chooses its own)")
@@ -877,7 +899,7 @@ def _load_oci(path: Path, name: str) -> SeccompPolicy:
             raise SeccompError(f"{where}: expected an object")
         for key in entry:
             if key not in _OCI_SYSCALL:
-                raise SeccompError(f"{where}: {key}: unknown key (known: {', '.join(sorted(_OCI_SYSCALL))})")
+                raise SeccompError(f"{where}: {_shown(key)}: unknown key (known: {', '.join(sorted(_OCI_SYSCALL))})")
         names = entry.get("names", [entry["name"]] if "name" in entry else None)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise SeccompError(f"{where}: names: expected a non-empty list of syscall names")
@@ -915,6 +937,9 @@ def _oci_applies(entry: dict, where: str) -> bool:
             continue
         if not isinstance(cond, dict) or set(cond) - {"caps", "arches", "minKernel"}:
             raise SeccompError(f"{where}: {key}: expected an object with caps, arches or minKernel")
+        for k in ("caps", "arches"):
+            if cond.get(k) is not None and not (isinstance(cond[k], list) and all(isinstance(x, str) for x in cond[k])):
+                raise SeccompError(f"{where}: {key}: {k}: expected a list of names")
         hits = []
         if cond.get("caps"):
             hits.append(False)  # the sandbox holds no capabilities
@@ -945,11 +970,11 @@ def _oci_args(args: object, where: str) -> tuple[tuple[Alt, ...] | None, list[st
             raise SeccompError(f"{w}: expected an object with index, value, op")
         for key in a:
             if key not in _OCI_ARG:
-                raise SeccompError(f"{w}: {key}: unknown key (known: index, op, value, valueTwo)")
+                raise SeccompError(f"{w}: {_shown(key)}: unknown key (known: index, op, value, valueTwo)")
         idx, op = a.get("index"), a.get("op")
         if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx <= 5:
             raise SeccompError(f"{w}: index: expected 0 to 5, got {idx!r}")
-        if op not in _OCI_OPS:
+        if not isinstance(op, str) or op not in _OCI_OPS:
             raise SeccompError(f"{w}: op: expected one of {', '.join(_OCI_OPS)}, got {op!r}")
         vals = []
         for key in ("value", "valueTwo"):

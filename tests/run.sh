@@ -16,7 +16,7 @@ log() { printf '\n=== %s\n' "$*"; }
 setup_venv() {  # $1: repo dir; runs as the current user
   cd "$1"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,fuzz]'
   # bytecode now: with PYTHONDONTWRITEBYTECODE set, every jailpy command would compile it again
   .venv/bin/python -m compileall -q jailpy >/dev/null
 }
