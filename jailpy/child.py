@@ -66,6 +66,9 @@ class SpawnContext:
     """The seccomp filter PID 1 installs on itself just before it starts the program (inherited)."""
     seccomp_listener: bool = False
     """Ask the kernel for a notification listener (seccomp_unotify(2)); PID 1 sends it to the supervisor."""
+    handshake: bool = False
+    """PID 1 reports ``ready`` and waits for the supervisor's go (b"G" on ``ctl_fd``) before it starts
+    the program: the supervisor measures the cgroup's baseline in between (jailpy's own share)."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -217,6 +220,11 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         step = "apply the rlimits"
         for res, soft, hard in ctx.rlimits:
             resource.setrlimit(res, (soft, hard))
+        if ctx.handshake:
+            step = "wait for the supervisor"
+            _send(ctx, ready=1)
+            if ctl.recv(1) != b"G":
+                os._exit(0)  # the supervisor gave up on this run
         if ctx.seccomp_bpf is not None:
             step = "install the seccomp filter"
             listener = seccomp.install(ctx.seccomp_bpf, ctx.seccomp_listener)

@@ -468,7 +468,7 @@ class Sandbox:
                 pass_fds=tuple(self.policy.pass_fd), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname,
                 status_w=status_w, sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(),
                 userns_fd=self._userns(), cgroup_procs=tuple(cg.procs) if cg else (), rlimits=self.rlimits,
-                seccomp_bpf=f.bpf if f else None, seccomp_listener=bool(f and f.notify),
+                seccomp_bpf=f.bpf if f else None, seccomp_listener=bool(f and f.notify), handshake=cg is not None,
             )
         except BaseException:
             if cg is not None:
@@ -653,8 +653,15 @@ class Sandbox:
                                     self.kill()
                             if "started" in msg:
                                 deadline = time.monotonic() + self.wall_time  # the program gets all of it
-                            if "started" in msg and cg is not None:
+                            if "ready" in msg and cg is not None:
+                                # PID 1 is about to start the program: what the cgroup holds now is
+                                # jailpy's own share, given back on top of the memory limit
                                 cg.raise_memory_limit(cg.baseline() or 0)
+                                try:
+                                    prep.ctl.sendall(b"G")
+                                except OSError:
+                                    pass  # PID 1 died: its status pipe says the rest
+                            if "started" in msg and cg is not None:
                                 next_poll = time.monotonic() + POLL_INTERVAL
                                 if cpu_limit is not None:
                                     next_cpu = time.monotonic() + min(0.5, cpu_limit / cpus)
