@@ -68,6 +68,7 @@ import syscall_gen as gen  # noqa: E402
 
 import jailpy  # noqa: E402
 from jailpy import seccomp  # noqa: E402
+from jailpy.audit.host import marker_pids  # noqa: E402
 from jailpy.errors import HostError, JailpyError  # noqa: E402
 from jailpy.result import Verdict  # noqa: E402
 
@@ -185,21 +186,6 @@ class CanaryProcess:
         if self.p.poll() is None:
             self.p.kill()
         self.p.wait(timeout=10)
-
-
-def marker_pids(marker: str) -> list[int]:
-    """Host pids with ``marker`` as one of their argv words."""
-    want = marker.encode()
-    found = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if want in f.read().split(b"\0"):
-                        found.append(int(d))
-            except OSError:
-                pass
-    return found
 
 
 def _cmdline(pid: int) -> bytes:
@@ -468,7 +454,7 @@ def run(args) -> int:
         if rw_changes:
             report["notes"].append(f"rw/ (writable) changed: {'; '.join(rw_changes[:10])}")
         inv["signals"] = canary.problems()
-        left = [p for p in marker_pids(marker)]
+        left = marker_pids(marker)
         end = time.monotonic() + 5
         while left and time.monotonic() < end:
             time.sleep(0.05)

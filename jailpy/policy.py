@@ -308,23 +308,29 @@ def find(name_or_path: str) -> Path:
     raise PolicyError(f"no policy named {name_or_path!r} (known: {', '.join(names) or 'none'})")
 
 
-def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+def read_toml(path: Path, error: type[PolicyError] = PolicyError) -> dict:
+    """Parse the TOML file ``path`` (tomllib); every way it can be unreadable or invalid (not
+    UTF-8, nested too deeply, an OSError) raises ``error`` with one line naming the file."""
     import tomllib
 
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise error(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror}") from None
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> dict:
     real = path.resolve()
     if real in seen:
         raise PolicyError(f"{path}: include loop through {real}")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError(f"{path}: not valid TOML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise PolicyError(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
-    except RecursionError:
-        raise PolicyError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
-    except OSError as e:
-        raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
+    data = read_toml(path)
     includes = data.pop("include", [])  # names from policies/, or paths relative to this file
     if isinstance(includes, str):
         includes = [includes]

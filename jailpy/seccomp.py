@@ -635,22 +635,12 @@ _RULE_KEYS = {"group", "why", "action", "errno", "syscalls", "when"}
 
 
 def _read_toml(path: Path, seen: tuple[Path, ...], state: dict) -> None:
-    import tomllib
+    from .policy import read_toml
 
     real = path.resolve()
     if real in seen:
         raise SeccompError(f"{path}: include loop through {real}")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise SeccompError(f"{path}: not valid TOML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise SeccompError(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
-    except RecursionError:
-        raise SeccompError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
-    except OSError as e:
-        raise SeccompError(f"{path}: cannot read: {e.strerror}") from None
+    data = read_toml(path, SeccompError)
     state["sources"].append(str(path))
     for key in data:
         if key not in _TOP_KEYS:

@@ -543,7 +543,8 @@ class Sandbox:
         deadline = t_start + self.wall_time  # until the program has started: bounds a set-up that hangs
         cpu_limit = self.policy.cpu_time
         next_cpu = None  # when to read the cgroup's CPU time next (once the program runs)
-        cpus = min(self.policy.cpus or math.inf, _cpuset_size(self.policy.cpuset) or os.cpu_count() or 1)
+        cpuset = len(cgroups.parse_cpulist(self.policy.cpuset or ""))
+        cpus = min(self.policy.cpus or math.inf, cpuset or os.cpu_count() or 1)
         next_poll = None
         limit_fired = None
         listener = None
@@ -816,16 +817,6 @@ class Sandbox:
         if verdict is None:
             verdict = Verdict.SIG if sig else Verdict.OK if code == 0 else Verdict.RE
         return Result(verdict=verdict, exit_code=code, signal=sig, limit_fired=limit_fired, **common)
-
-
-def _cpuset_size(spec: str | None) -> int:
-    """How many CPUs a cpuset list like ``0-2,5`` names (0 for None)."""
-    n = 0
-    for part in (spec or "").split(","):
-        if part:
-            lo, _, hi = part.partition("-")
-            n += int(hi or lo) - int(lo) + 1
-    return n
 
 
 def run(argv: list[str], policy: Policy | None = None, stdin: StdSpec = None, stdout: int | None = None,

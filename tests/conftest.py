@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from jailpy.audit.host import marker_pids  # noqa: F401 - tests import it from here
+
 REPO = Path(__file__).resolve().parent.parent
 JAILPY = [sys.executable, "-m", "jailpy", "exec"]
 TIMEOUT = 30  # seconds, for every subprocess
@@ -77,22 +79,6 @@ def last_json(stderr: bytes) -> tuple[bytes, dict]:
 def unique_marker() -> str:
     """A sleep(1) duration no other process on this (shared) machine will have: e.g. 987.123456789."""
     return f"{secrets.randbelow(900) + 100}.{secrets.randbelow(10**9):09d}"
-
-
-def marker_pids(marker: str) -> list[int]:
-    """Host pids whose argv contains ``marker`` as a whole argument."""
-    want = marker.encode()
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if want in f.read().split(b"\0"):
-                    found.append(int(d))
-        except OSError:
-            pass
-    return found
 
 
 def wait_for_marker(marker: str, count: int = 1, seconds: float = 10.0) -> list[int]:
