@@ -16,18 +16,24 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import HostError, JailpyError, PolicyError, SandboxSetupError
-from .policy import Policy
-from .result import Result, Verdict
 
 __all__ = [
     "HostError", "JailpyError", "Policy", "PolicyError", "Result", "Sandbox", "SandboxSetupError", "Verdict", "run",
     "DEVNULL", "PIPE", "__version__",
 ]
 
+_LAZY = {"Policy": "policy", "Result": "result", "Verdict": "result", "Sandbox": "supervisor", "run": "supervisor",
+         "DEVNULL": "supervisor", "PIPE": "supervisor"}
 
-def __getattr__(name: str):  # the supervisor pulls in more modules: load it on first use
-    if name in ("Sandbox", "run", "DEVNULL", "PIPE"):
-        from . import supervisor
 
-        return getattr(supervisor, name)
+def __getattr__(name: str):
+    """Load the rest on first use (PEP 562): the sandbox's side of the fork (jailpy.forkserver)
+    imports this package and must not pull in the policy and result code."""
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in ("audit", "cgroups", "child", "cli", "errors", "mounts", "policy", "registry", "result", "rlimits",
+                "seccomp", "supervisor", "userns"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jailpy' has no attribute {name!r}")

@@ -69,6 +69,14 @@ class SpawnContext:
     handshake: bool = False
     """PID 1 reports ``ready`` and waits for the supervisor's go (b"G" on ``ctl_fd``) before it starts
     the program: the supervisor measures the cgroup's baseline in between (jailpy's own share)."""
+    template_fd: int | None = None
+    """A rootfs template's mount namespace (see ``build_template``): the set-up process joins it
+    before it unshares, so the run's mount namespace starts as a copy of the template's and PID 1
+    adds only what every run gets afresh (mounts.refresh_rootfs).  Needs ``userns_fd``."""
+    build_template: bool = False
+    """This process tree builds a rootfs template instead of running a program: PID 1 builds it
+    (mounts.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
+    over ``ctl_fd``."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -96,34 +104,51 @@ def setup(ctx: SpawnContext) -> None:
         if null > 2:
             os.close(null)
         keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds)
-        _close_all_but(keep + ((ctx.userns_fd,) if ctx.userns_fd is not None else ()))
+        _close_all_but(keep + tuple(fd for fd in (ctx.userns_fd, ctx.template_fd) if fd is not None))
         if ctx.cgroup_procs:
             step = "join the sandbox's cgroup"
             cgroups.join(ctx.cgroup_procs)
         step = "unshare the namespaces"
+        sources = None
         try:
             flags = 0
             for f in NAMESPACES.values():
                 flags |= f
+            if ctx.build_template:
+                flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET  # for its own proc and sysfs
             if ctx.userns_fd is not None:
                 sc.setns(ctx.userns_fd, sc.CLONE_NEWUSER)
                 os.close(ctx.userns_fd)
                 flags &= ~sc.CLONE_NEWUSER
-            sc.unshare(flags)
+            if ctx.template_fd is not None:
+                if any(b.late for b in ctx.mounts.binds):
+                    step = "open the bind sources"
+                    sc.unshare(sc.CLONE_NEWNS)  # the host's files, in a mount namespace this user namespace owns
+                    sources = mounts.clone_late_sources(ctx.mounts, mounts.open_sources(ctx.mounts, "late"))
+                else:
+                    sources = []
+                step = "join the rootfs template"
+                sc.setns(ctx.template_fd, sc.CLONE_NEWNS)  # root and cwd: the template's root
+                os.close(ctx.template_fd)
+                step = "unshare the namespaces"
+            sc.unshare(flags)  # with CLONE_NEWNS: a copy of the mount namespace joined above
         except OSError as e:
-            raise OSError(e.errno, userns.unshare_hint(e)) from None
+            raise OSError(e.errno, userns.unshare_hint(e) if step == "unshare the namespaces" else e.strerror) from None
         if ctx.userns_fd is None:
             os.write(ctx.sync_w, b"u")
             if os.read(ctx.go_r, 1) != b"g":
                 os._exit(125)  # the supervisor refused (it reports why) or died
-        step = "open the bind sources"
-        sources = mounts.open_sources(ctx.mounts)
+        if sources is None:
+            step = "open the bind sources"
+            sources = mounts.open_sources(ctx.mounts, "early" if ctx.build_template else "all")
         step = "switch to the sandbox ids"
         userns.become(ctx.ids)
         # a change of credentials clears the parent-death signal (prctl(2) PR_SET_PDEATHSIG): set it again
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
         pid = os.fork()
         if pid == 0:
+            if ctx.build_template:
+                _template_init(ctx, sources)
             init(ctx, sources)
         _send(ctx, pid1=pid)
         for fd in (0, 1, 2, ctx.ctl_fd, ctx.status_w, ctx.sync_w, *sources):
@@ -186,17 +211,23 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         # the id switch made this process non-dumpable, so its /proc/self files belong to the host's
         # root (proc(5)); dumpable for a moment (nothing else runs in the sandbox yet) to open its
         # oom_score_adj, kept open: after PR_SET_DUMPABLE 0 below it could not be opened again
+        # (in a template's copy, /proc is the run's own only once refresh_rootfs mounted it)
+        step = "build the rootfs"
+        if ctx.template_fd is not None:
+            mounts.refresh_rootfs(ctx.mounts, sources)
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
         oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        step = "build the rootfs"
-        mounts.build_rootfs(ctx.mounts, sources)
+        if ctx.template_fd is None:
+            mounts.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
         sc.sethostname(ctx.hostname)
         step = "bring up loopback"
         net.loopback_up()
-        step = "pivot_root into the rootfs"
-        mounts.enter_rootfs(ctx.mounts)
+        if ctx.template_fd is None:
+            step = "pivot_root into the rootfs"
+            mounts.enter_rootfs(ctx.mounts)
+        mounts.enter_workdir(ctx.mounts)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "restrict the program"
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -274,6 +305,23 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
                 break
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         _send(ctx, status=status, utime=ru.ru_utime, stime=ru.ru_stime, maxrss=ru.ru_maxrss * 1024, wall=t1 - t0)
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        _send(ctx, error=f"{step}: {_describe(e)}")
+        os._exit(125)
+
+
+def _template_init(ctx: SpawnContext, sources: list[int]) -> None:
+    """PID 1 of a template builder's throwaway pid namespace: build the template's rootfs, pivot
+    into it and send an fd of this mount namespace (/proc/self/ns/mnt, namespaces(7)) over
+    ``ctl_fd``; the fd keeps the namespace alive after this process exits.  Never returns."""
+    step = "build the rootfs template"
+    try:
+        _die_with_parent(lambda: not _hup(ctx.go_r))
+        mounts.build_rootfs(ctx.mounts, sources, template=True)
+        mounts.enter_rootfs(ctx.mounts)
+        fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        socket.send_fds(socket.socket(fileno=ctx.ctl_fd), [b"T"], [fd])
         os._exit(0)
     except BaseException as e:  # noqa: BLE001
         _send(ctx, error=f"{step}: {_describe(e)}")

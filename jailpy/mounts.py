@@ -28,10 +28,13 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import _syscalls as sc
 from .errors import PolicyError
-from .policy import Policy, parse_size
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 # /proc entries that leak host kernel state or accept dangerous writes (the set of
 # docker/runc's maskedPaths and readonlyPaths, plus kmsg, kallsyms and key-users)
@@ -55,6 +58,9 @@ class BindSpec:
     dst: str
     rw: bool
     is_dir: bool
+    late: bool = False
+    """The destination lies under a mount every run makes afresh (/tmp, /dev, /sys or a ``--tmpfs``):
+    a rootfs template (see :func:`build_rootfs`) leaves it to :func:`refresh_rootfs`."""
 
 
 @dataclass
@@ -116,9 +122,15 @@ def _split_spec(spec: str) -> tuple[str, str]:
     return src, dst if sep and dst else ""
 
 
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
 def prepare(policy: Policy) -> MountPlan:
     """Host side: check paths and build the plan.  Raises PolicyError for a missing bind
     source or rootfs, or a destination that is not absolute."""
+    from .policy import parse_size  # the sandbox's side of the fork needs none of the policy code
+
     if policy.rootfs is not None:
         lower = os.path.realpath(policy.rootfs)
         if not os.path.isdir(lower):
@@ -185,6 +197,9 @@ def prepare(policy: Policy) -> MountPlan:
     for spec in policy.tmpfs:
         dst, _, size = spec.partition(":")
         tmpfs.append((os.path.normpath(dst), parse_size(size) if size else 64 << 20))
+    per_run = ["/tmp", "/dev", "/sys"] + [dst for dst, _ in tmpfs]
+    for b in binds:
+        b.late = any(_under(b.dst, p) for p in per_run)
     desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
         f", hidden: {' '.join(hide)}" if hide else "")
     return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
@@ -264,11 +279,11 @@ def _tmpfs(target: str, size: int, mode: str, flags: int = sc.MS_NOSUID | sc.MS_
     sc.mount("tmpfs", target, "tmpfs", flags, f"size={size},nr_inodes={max(1024, size // 16384)},mode={mode}")
 
 
-def _cgroup_fs(mounts: list[tuple[str, str, str]]) -> None:
-    """Read-only cgroup mounts at /newroot/sys/fs/cgroup (cgroup v1: a small tmpfs holding one
+def _cgroup_fs(base: str, mounts: list[tuple[str, str, str]]) -> None:
+    """Read-only cgroup mounts at ``base``/sys/fs/cgroup (cgroup v1: a small tmpfs holding one
     directory per hierarchy).  Run inside the sandbox's cgroup namespace, so each shows only the
     sandbox's own cgroup (cgroup_namespaces(7))."""
-    base = "/newroot/sys/fs/cgroup"
+    base += "/sys/fs/cgroup"
     ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     if not os.path.isdir(base):
         return  # no such directory in this sysfs: nothing to mount on
@@ -282,13 +297,16 @@ def _cgroup_fs(mounts: list[tuple[str, str, str]]) -> None:
     sc.mount(None, base, None, sc.MS_REMOUNT | sc.MS_BIND | ro)
 
 
-def open_sources(plan: MountPlan) -> list[int]:
-    """Child side, before the ids change: open every bind source (O_PATH) with the caller's
+def open_sources(plan: MountPlan, which: str = "all") -> list[int]:
+    """Child side, before the ids change: open the bind sources (O_PATH) with the caller's
     own credentials, so a source only the caller may traverse (a 0700 home, root's pytest
-    dir) can still be bound after the switch to unprivileged ids.  Returns fds in
-    ``plan.binds`` order.  Raises OSError naming the source."""
+    dir) can still be bound after the switch to unprivileged ids.  ``which``: ``"all"``, or
+    ``"early"``/``"late"`` (see ``BindSpec.late``).  Returns fds in ``plan.binds`` order.
+    Raises OSError naming the source."""
     fds = []
     for b in plan.binds:
+        if which != "all" and b.late != (which == "late"):
+            continue
         try:
             # b.src was resolved (realpath) when the plan was made: a symlink in it now means the
             # path was changed since, so refuse rather than follow it (ELOOP)
@@ -302,23 +320,31 @@ def open_sources(plan: MountPlan) -> list[int]:
     return fds
 
 
-def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
+def _step(what: str, fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError as e:
+        raise OSError(e.errno, f"{what}: {e.strerror}") from None
+
+
+def build_rootfs(plan: MountPlan, source_fds: list[int], template: bool = False) -> None:
     """Child side: assemble the new root at /newroot (see the module docstring).  The host
     root stays reachable at /oldroot until :func:`enter_rootfs`.  ``source_fds`` come from
-    :func:`open_sources`.  Raises OSError with a message naming the mount that failed."""
-    def step(what: str, fn, *args) -> None:
-        try:
-            fn(*args)
-        except OSError as e:
-            raise OSError(e.errno, f"{what}: {e.strerror}") from None
+    :func:`open_sources` (``"all"``, or ``"early"`` for a template).
 
-    step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    step("tmpfs for the new root", _tmpfs, "/tmp", 1 << 20, "0755")
+    ``template``: build only what every run of a Sandbox can share, read-only: the overlays,
+    the hidden directories, /dev's nodes and the binds that are not ``late``.  /proc and /sys
+    get a proc and a sysfs of the builder's own pid and network namespaces, which each run
+    covers with its own (:func:`refresh_rootfs`): in a user namespace the kernel mounts a new
+    proc or sysfs only where one is already fully visible in the mount namespace (mount(2)
+    EPERM; fs/namespace.c mount_too_revealing).  Raises OSError naming the mount that failed."""
+    _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    _step("tmpfs for the new root", _tmpfs, "/tmp", 1 << 20, "0755")
     for d in ("/tmp/newroot", "/tmp/oldroot", "/tmp/empty"):
         os.mkdir(d, 0o755)
-    step("pivot_root to the scaffolding", sc.pivot_root, "/tmp", "/tmp/oldroot")
+    _step("pivot_root to the scaffolding", sc.pivot_root, "/tmp", "/tmp/oldroot")
     os.chdir("/")
-    step("tmpfs at /newroot", _tmpfs, "/newroot", 1 << 20, "0755")
+    _step("tmpfs at /newroot", _tmpfs, "/newroot", 1 << 20, "0755")
     old = os.open("/oldroot", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     lower_rel = plan.lower
     lower = os.open(lower_rel.lstrip("/"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=old) \
@@ -334,59 +360,135 @@ def build_rootfs(plan: MountPlan, source_fds: list[int]) -> None:
             os.mkdir(dst, 0o755)
         elif kind == "overlay":
             os.mkdir(dst, 0o755)
-            step(f"overlay at /{name}", sc.mount, "overlay", dst, "overlay", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
-                 f"lowerdir={_esc(lower_path + '/' + name)}:/empty")
+            _step(f"overlay at /{name}", sc.mount, "overlay", dst, "overlay", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV,
+                  f"lowerdir={_esc(lower_path + '/' + name)}:/empty")
         elif kind in ("rbind", "file"):
-            step(f"read-only bind of /{name}", _bind, lower, name, root, name, ro, kind == "rbind")
+            _step(f"read-only bind of /{name}", _bind, lower, name, root, name, ro, kind == "rbind")
     for h in plan.hidden_nested:
         try:
             fd = _mkdirs_in_root(root, h)
         except OSError:
             continue  # not present in this root: nothing to hide
         os.close(fd)
-        step(f"hide {h}", _tmpfs, "/newroot" + h, 4096, "0755", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    step("a machine id of its own", _machine_id, root)
-    _build_dev(plan, old, root, step)
-    os.mkdir("/newroot/proc", 0o555)
-    step("mount /proc", sc.mount, "proc", "/newroot/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    proc = os.open("/newroot/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    for m in PROC_MASKED:
-        _mask(proc, m, "/newroot/proc/" + m)
-    for m in PROC_READONLY:  # the kernel's own fresh proc: mounted by path
-        path = "/newroot/proc/" + m
-        if os.path.exists(path):
-            step(f"read-only /proc/{m}", sc.mount, path, path, None, sc.MS_BIND | sc.MS_REC)
-            step(f"read-only /proc/{m}", sc.mount_setattr, -100, path, sc.AT_RECURSIVE, ro)
-    os.close(proc)
-    os.mkdir("/newroot/sys", 0o555)
+        _step(f"hide {h}", _tmpfs, "/newroot" + h, 4096, "0755", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _step("a machine id of its own", _machine_id, root)
+    _build_dev()
+    for d, mode in (("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777)):
+        os.mkdir(f"/newroot/{d}", mode)
+    if template:
+        _step("mount /proc", sc.mount, "proc", "/newroot/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        _sysfs("/newroot", old)
+        for dst, _ in plan.tmpfs:  # mount points that no per-run mount will hold
+            if not any(_under(dst, p) for p in ("/tmp", "/dev", "/sys")):
+                _step(f"mount point {dst}", lambda dst=dst: os.close(_mkdirs_in_root(root, dst)))
+        binds = [b for b in plan.binds if not b.late]
+    else:
+        binds = []
+        _per_run("/newroot", root, plan, list(zip(plan.binds, source_fds)), old)
+    for b, fd in zip(binds, source_fds):
+        _bind_fd(root, b, fd)
+    # the scaffolding goes read-only; only what was mounted writable stays so
+    for path in ["/newroot/dev", "/newroot"] + ["/newroot" + h for h in plan.hidden_nested if os.path.isdir("/newroot" + h)]:
+        _step(f"make {path[8:] or '/'} read-only", sc.mount_setattr, -100, path, 0, sc.MOUNT_ATTR_RDONLY)
+    for fd in (old, lower, root):
+        os.close(fd)
+
+
+def clone_late_sources(plan: MountPlan, fds: list[int]) -> list[int]:
+    """Child side, in a mount namespace of the sandbox's user namespace that still shows the
+    host's files: turn the ``late`` binds' source fds (:func:`open_sources` ``"late"``, closed
+    here) into detached bind mounts (open_tree(2) OPEN_TREE_CLONE) with their final
+    attributes, for :func:`refresh_rootfs` to attach in the run's own mount namespace: the
+    kernel clones only mounts of the caller's mount namespace.  Raises OSError."""
+    trees = []
+    for b, fd in zip([b for b in plan.binds if b.late], fds):
+        try:
+            attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
+            _step(f"bind {b.src} at {b.dst}", lambda: trees.append(_clone(fd, "", attrs)))
+        finally:
+            os.close(fd)
+    return trees
+
+
+def refresh_rootfs(plan: MountPlan, late_trees: list[int]) -> None:
+    """Child side, in a copy of a template's mount namespace (root: the template's rootfs; see
+    :func:`build_rootfs`), as PID 1 of the run's pid namespace: mount what each run gets afresh
+    (devpts, /dev/shm, mqueue, proc with its masks, sysfs, cgroup filesystems, /tmp, the
+    ``--tmpfs`` mounts and the ``late`` binds, from :func:`clone_late_sources`).  Raises
+    OSError naming the mount that failed."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        sc.mount("sysfs", "/newroot/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        _per_run("", root, plan, list(zip([b for b in plan.binds if b.late], late_trees)), None, trees=True)
+    finally:
+        os.close(root)
+
+
+def _bind_fd(root: int, b: BindSpec, fd: int, tree: bool = False) -> None:
+    """Bind ``fd`` (a source opened by :func:`open_sources`, or with ``tree`` a detached mount from
+    :func:`clone_late_sources`) at ``b.dst`` below ``root``; closes ``fd``."""
+    attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
+    try:
+        _step(f"bind {b.src} at {b.dst}", lambda: _attach(fd if tree else _clone(fd, "", attrs), root, b.dst, b.is_dir))
+    finally:
+        if not tree:
+            os.close(fd)
+
+
+def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, int]], old: int | None,
+             trees: bool = False) -> None:
+    """The mounts each run makes afresh, below ``base`` ("/newroot" while building a whole root,
+    "" inside a template's copy), whose O_PATH fd is ``root``."""
+    noexec = sc.MS_NOSUID | sc.MS_NOEXEC
+    _step("devpts at /dev/pts", sc.mount, "devpts", f"{base}/dev/pts", "devpts", noexec,
+          "newinstance,ptmxmode=0666,mode=0620")
+    _step("tmpfs at /dev/shm", _tmpfs, f"{base}/dev/shm", plan.tmp_size, "1777")
+    try:
+        sc.mount("mqueue", f"{base}/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     except OSError:
-        step("read-only bind of /sys", _bind, old, "sys", root, "sys", ro | sc.MOUNT_ATTR_NOEXEC, True)
+        pass  # no POSIX mqueue support compiled in: nothing to share either
+    proc = f"{base}/proc"
+    _step("mount /proc", sc.mount, "proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for m in PROC_MASKED:
+        _mask(base, f"{proc}/{m}")
+    ro = sc.MOUNT_ATTR_RDONLY | _NOSUIDDEV
+    for m in PROC_READONLY:  # the kernel's own fresh proc: mounted by path
+        path = f"{proc}/{m}"
+        if os.path.exists(path):
+            _step(f"read-only /proc/{m}", sc.mount, path, path, None, sc.MS_BIND | sc.MS_REC)
+            _step(f"read-only /proc/{m}", sc.mount_setattr, -100, path, sc.AT_RECURSIVE, ro)
+    _sysfs(base, old)
     if plan.cgroup_fs:
-        step("cgroup filesystems at /sys/fs/cgroup", _cgroup_fs, plan.cgroup_fs)
+        _step("cgroup filesystems at /sys/fs/cgroup", _cgroup_fs, base, plan.cgroup_fs)
     for m in SYS_MASKED:
-        if os.path.isdir("/newroot/sys/" + m):
-            _tmpfs("/newroot/sys/" + m, 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    os.mkdir("/newroot/tmp", 0o1777)
-    step("tmpfs at /tmp", _tmpfs, "/newroot/tmp", plan.tmp_size, "1777")
+        if os.path.isdir(f"{base}/sys/{m}"):
+            _tmpfs(f"{base}/sys/{m}", 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _step("tmpfs at /tmp", _tmpfs, f"{base}/tmp", plan.tmp_size, "1777")
     for dst, size in plan.tmpfs:
         def mk(dst=dst, size=size) -> None:
             fd = _mkdirs_in_root(root, dst)
             try:
-                _tmpfs(f"/newroot/proc/self/fd/{fd}", size, "1777")
+                _tmpfs(f"{proc}/self/fd/{fd}", size, "1777")
             finally:
                 os.close(fd)
-        step(f"tmpfs at {dst}", mk)
-    for b, fd in zip(plan.binds, source_fds):
-        attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
-        step(f"bind {b.src} at {b.dst}", lambda fd=fd, b=b, attrs=attrs: _attach(_clone(fd, "", attrs), root, b.dst, b.is_dir))
-        os.close(fd)
-    # the scaffolding goes read-only; only what was mounted writable stays so
-    for path in ["/newroot/dev", "/newroot"] + ["/newroot" + h for h in plan.hidden_nested if os.path.isdir("/newroot" + h)]:
-        step(f"make {path[8:] or '/'} read-only", sc.mount_setattr, -100, path, 0, sc.MOUNT_ATTR_RDONLY)
-    for fd in (old, lower, root):
-        os.close(fd)
+        _step(f"tmpfs at {dst}", mk)
+    for b, fd in binds:
+        _bind_fd(root, b, fd, trees)
+
+
+def _sysfs(base: str, old: int | None) -> None:
+    """A read-only sysfs of the sandbox's network namespace at ``base``/sys.  Where the kernel
+    refuses one, a read-only bind of the host's /sys (``old``: the host root) or, in a template's
+    copy, the template's."""
+    try:
+        sc.mount("sysfs", f"{base}/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    except OSError:
+        if old is not None:
+            ro = sc.MOUNT_ATTR_RDONLY | _NOSUIDDEV | sc.MOUNT_ATTR_NOEXEC
+            root = os.open(f"{base}/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _step("read-only bind of /sys", _bind, old, "sys", root, "sys", ro, True)
+            finally:
+                os.close(root)
 
 
 MACHINE_ID_FILES = ("etc/machine-id", "var/lib/dbus/machine-id")
@@ -396,8 +498,11 @@ def _machine_id(root: int) -> None:
     """Bind a random machine id, read-only, over each of MACHINE_ID_FILES the new root has: the
     host's identifies the machine for good (machine-id(5)).  The file lives on the scaffolding
     tmpfs; policy binds come later and win."""
-    with open("/machine-id", "x") as f:
-        f.write(os.urandom(16).hex() + "\n")
+    fd = os.open("/machine-id", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        os.write(fd, os.urandom(16).hex().encode() + b"\n")
+    finally:
+        os.close(fd)
     scaffold = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for rel in MACHINE_ID_FILES:
@@ -415,9 +520,10 @@ def _machine_id(root: int) -> None:
         os.close(scaffold)
 
 
-def _build_dev(plan: MountPlan, old: int, root: int, step) -> None:
+def _build_dev() -> None:
+    """/dev's tmpfs with the nodes, symlinks and the mount points of what each run adds."""
     os.mkdir("/newroot/dev", 0o755)
-    step("tmpfs at /dev", _tmpfs, "/newroot/dev", 1 << 20, "0755", sc.MS_NOSUID | sc.MS_NOEXEC)
+    _step("tmpfs at /dev", _tmpfs, "/newroot/dev", 1 << 20, "0755", sc.MS_NOSUID | sc.MS_NOEXEC)
     for node in DEV_NODES:
         try:
             st = os.stat(f"/oldroot/dev/{node}")
@@ -425,24 +531,17 @@ def _build_dev(plan: MountPlan, old: int, root: int, step) -> None:
             continue
         if stat.S_ISCHR(st.st_mode):  # on our own new tmpfs: mounted by path, nothing to resolve
             os.close(os.open(f"/newroot/dev/{node}", os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC, 0o666))
-            step(f"/dev/{node}", sc.mount, f"/oldroot/dev/{node}", f"/newroot/dev/{node}", None, sc.MS_BIND)
+            _step(f"/dev/{node}", sc.mount, f"/oldroot/dev/{node}", f"/newroot/dev/{node}", None, sc.MS_BIND)
     os.mkdir("/newroot/dev/pts", 0o755)
-    step("devpts at /dev/pts", sc.mount, "devpts", "/newroot/dev/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
-         "newinstance,ptmxmode=0666,mode=0620")
     os.symlink("pts/ptmx", "/newroot/dev/ptmx")
     os.mkdir("/newroot/dev/shm", 0o1777)
-    step("tmpfs at /dev/shm", _tmpfs, "/newroot/dev/shm", plan.tmp_size, "1777")
     os.mkdir("/newroot/dev/mqueue", 0o1777)
-    try:
-        sc.mount("mqueue", "/newroot/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    except OSError:
-        pass  # no POSIX mqueue support compiled in: nothing to share either
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
         os.symlink(target, f"/newroot/dev/{name}")
 
 
-def _mask(proc: int, name: str, path: str) -> None:
+def _mask(base: str, path: str) -> None:
     try:
         st = os.lstat(path)
     except OSError:
@@ -450,16 +549,19 @@ def _mask(proc: int, name: str, path: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         _tmpfs(path, 4096, "0555", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     else:
-        sc.mount("/newroot/dev/null", path, None, sc.MS_BIND)  # reads give EOF, writes vanish
+        sc.mount(f"{base}/dev/null", path, None, sc.MS_BIND)  # reads give EOF, writes vanish
 
 
 def enter_rootfs(plan: MountPlan) -> None:
-    """Child side: pivot_root into /newroot, detach the old root, chdir to the work dir
-    (``/`` when it does not exist inside)."""
+    """Child side: pivot_root into /newroot and detach the old root."""
     os.chdir("/newroot")
     sc.pivot_root(".", ".")
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
+
+
+def enter_workdir(plan: MountPlan) -> None:
+    """Child side, inside the rootfs: chdir to the work dir (``/`` when it does not exist inside)."""
     try:
         os.chdir(plan.workdir)
     except OSError:
