@@ -21,6 +21,7 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 # syscall numbers, x86_64
+NR_clone = 56
 NR_capget = 125
 NR_capset = 126
 NR_pivot_root = 155
@@ -103,6 +104,20 @@ def _cstr(path: str | bytes | None) -> bytes | None:
 def unshare(flags: int) -> None:
     """unshare(2): move the caller into new namespaces given by ``CLONE_NEW*`` flags."""
     _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def clone(flags: int) -> int:
+    """clone(2) as fork(2) does it (no new stack: the child continues on a copy of this one), with
+    ``CLONE_NEW*`` ``flags`` and SIGCHLD at exit: the child starts in the new namespaces (with
+    CLONE_NEWPID it is PID 1 of the new one).  Returns the child's pid (in the caller's pid
+    namespace) to the parent and 0 to the child.  Raises OSError.
+
+    Unlike os.fork() this runs none of Python's or glibc's fork handlers, and glibc's cached
+    thread id in the child stays the parent's (raise(3) and pthread_kill(3) aim at it): only
+    for a single-threaded process whose child never returns into code that relies on either
+    (jailpy.forkserver)."""
+    return _check(_syscall(NR_clone, ctypes.c_ulong(flags | 17), ctypes.c_void_p(0), ctypes.c_void_p(0),
+                           ctypes.c_void_p(0), ctypes.c_ulong(0)))  # 17: SIGCHLD
 
 
 def setns(fd: int, nstype: int) -> None:

@@ -169,6 +169,46 @@ def setup(ctx: SpawnContext) -> None:
         os._exit(125)
 
 
+def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
+    """PID 1 cloned by the fork server (jailpy.forkserver: clone(2) with new mount, pid, net, uts
+    and ipc namespaces, from inside the sandbox's user namespace and, for a run, a copy of the
+    rootfs template's mount namespace): what the set-up process does for a forked sandbox,
+    then :func:`init` (or, with ``ctx.build_template``, the template's build).  ``sources``:
+    the late binds' detached mounts (mounts.clone_late_sources), made by the fork server.
+    Never returns."""
+    step = "set-up"
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the fork server
+        signal.set_wakeup_fd(-1)  # the fork server's
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if _hup(ctx.go_r):
+            os._exit(125)  # the supervisor is gone
+        null = os.open("/dev/null", os.O_RDWR)
+        for i in (0, 1, 2):
+            if null != i:
+                os.dup2(null, i)
+        if null > 2:
+            os.close(null)
+        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources))
+        if ctx.cgroup_procs:
+            step = "join the sandbox's cgroup"
+            cgroups.join(ctx.cgroup_procs)  # with the caller's uid still: see setup()
+        if not ctx.build_template:
+            step = "unshare the cgroup namespace"
+            sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at the cgroup just joined
+        else:
+            step = "open the bind sources"
+            sources = mounts.open_sources(ctx.mounts, "early")
+        step = "switch to the sandbox ids"
+        userns.become(ctx.ids)
+    except BaseException as e:  # noqa: BLE001 - must never return into the fork server
+        _send(ctx, error=f"{step}: {_describe(e)}")
+        os._exit(125)
+    if ctx.build_template:
+        _template_init(ctx, sources)
+    init(ctx, sources)
+
+
 def _close_all_but(keep: tuple[int, ...]) -> None:
     """Close every fd above 2 not in ``keep``.  The supervisor's process may hold any number of
     fds (other threads' runs, a service's sockets); this process never execs, so close-on-exec

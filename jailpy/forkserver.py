@@ -1,29 +1,33 @@
-"""A fork server: a small process that forks the set-up processes of one Sandbox's runs.
+"""A fork server: a small process that starts the sandboxes of one Sandbox's runs.
 
-Each run needs two new processes (:mod:`jailpy.child`: the set-up process and the sandbox's
-PID 1).  Forked from the caller, they start as copies of the caller's whole address space:
-fork(2) copies its page tables, and every page Python then touches (reference counts are
-writes) is copied on write, in the child and in the caller alike.  With a caller of 20 MB that
-was most of a run's cost.  The fork server is a fresh interpreter (``python -I -S``) that
-imports only the sandbox's side of jailpy, so runs fork from about 10 MB of compact memory,
-and the caller's memory (its secrets too) is never copied into a sandbox.
+Forked from the caller, a run needs two new processes (:mod:`jailpy.child`: a set-up process
+that unshares the namespaces, then the sandbox's PID 1), and both start as copies of the
+caller's whole address space: fork(2) copies its page tables, and every page Python then
+touches (reference counts are writes) is copied on write, in the child and in the caller
+alike.  That was most of a run's cost.  The fork server is a fresh interpreter
+(``python -I -S``) that imports only the sandbox's side of jailpy; it joins the Sandbox's user
+namespace once and starts each sandbox's PID 1 itself, with clone(2) and the namespace flags,
+from inside a copy of the rootfs template's mount namespace (:func:`jailpy.child.start_pid1`).
+One process per run instead of two, copied from a small process, and the caller's memory (its
+secrets too) is never copied into a sandbox.
 
-:class:`ForkServer` is the caller's handle (used by :class:`jailpy.supervisor.Sandbox` for
-runs that share a user namespace); :func:`main` is the server.  They speak over a
-SOCK_SEQPACKET socket pair (unix(7)): one message per packet, fds passed with SCM_RIGHTS.
+:class:`ForkServer` is the caller's handle (used by :class:`jailpy.supervisor.Sandbox`);
+:func:`main` is the server.  They speak over a SOCK_SEQPACKET socket pair (unix(7)): one
+message per packet, fds passed with SCM_RIGHTS.
 
-    server -> caller   b"R"                              ready (sent once, after the imports)
-    caller -> server   b"C" + pickle(dict)               SpawnContext fields every run shares
-    caller -> server   b"S" + pickle(dict), fds          fork one set-up process: the dict holds
-                                                         the run's own fields and "fds", the
-                                                         names of the fd fields, in the order
-                                                         of the fds sent
-    server -> caller   b"P" + pid (8 bytes), [pidfd]     its pid and a pidfd (pidfd_open(2)),
-                       or b"E" + message                 or why the fork failed
+    server -> caller   b"R"                          ready (sent once, after the imports)
+    caller -> server   b"C" + pickle(dict), [userns] SpawnContext fields every run shares; the
+                                                     first also brings the user namespace fd
+    caller -> server   b"S" + pickle(dict), fds      start one sandbox: the dict holds the run's
+                                                     own fields and "fds", the names of the fd
+                                                     fields (status_w, go_r, ctl_fd,
+                                                     template_fd), in the order of the fds sent
+    server -> caller   b"P" + pid (8 bytes), [pidfd] PID 1's pid and a pidfd (pidfd_open(2)),
+                       or b"E" + message             or why it could not be started
 
-The server forks nothing else and never reads from the sandbox.  It exits when the caller's
-socket closes or the caller's process ends (a pidfd of its parent polls readable); its
-set-up processes then die by their parent-death signal, and with them the sandboxes.
+The server never reads from a sandbox.  It exits when the caller's socket closes or the
+caller's process ends (a pidfd of its parent polls readable); the sandboxes' PID 1s then die
+by their parent-death signal (prctl(2) PR_SET_PDEATHSIG), and their pid namespaces with them.
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ import pickle
 import select
 import signal
 import socket
-import subprocess
 import sys
 
-_MAX_MSG = 1 << 20
+_MAX_MSG = 1 << 18
 
 
 class ForkServer:
@@ -46,6 +49,8 @@ class ForkServer:
     for a set-up process.  Raises OSError when the interpreter cannot be started."""
 
     def __init__(self) -> None:
+        import subprocess  # the caller's side only: the server never imports it
+
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = "import sys; sys.path.insert(0, sys.argv[2]); from jailpy import forkserver; forkserver.main(int(sys.argv[1]))"
@@ -64,10 +69,11 @@ class ForkServer:
         self._config: dict | None = None
         self.dead = False
 
-    def ready(self) -> bool:
-        """True once the server has said it is ready; never blocks."""
+    def ready(self, wait: bool = False) -> bool:
+        """True once the server has said it is ready.  ``wait``: wait for that (up to 10 s) instead
+        of answering at once."""
         if not self._ready and not self.dead:
-            if select.select([self.sock], [], [], 0)[0]:
+            if select.select([self.sock], [], [], 10.0 if wait else 0)[0]:
                 try:
                     self._ready = self.sock.recv(16) == b"R"
                 except OSError:
@@ -76,14 +82,16 @@ class ForkServer:
                     self.dead = True
         return self._ready and not self.dead
 
-    def spawn(self, config: dict, run: dict, fds: list[int]) -> tuple[int, int]:
-        """Fork a set-up process with the SpawnContext fields ``config`` (shared by every run; sent
-        again only when it changes) and ``run`` (with ``"fds"``: the names of the fields ``fds``
-        fill).  Returns ``(pid, pidfd)``; the pidfd is the caller's to close.  Raises OSError (the
-        server is gone: :attr:`dead` is then set) or ChildProcessError (the fork failed)."""
+    def spawn(self, config: dict, userns_fd: int, run: dict, fds: list[int]) -> tuple[int, int]:
+        """Start PID 1 of a sandbox (child.start_pid1) with the SpawnContext fields ``config``
+        (shared by every run; sent again only when it changes; the first time with the user
+        namespace ``userns_fd``, which the server joins) and ``run`` (with ``"fds"``: the names of
+        the fields ``fds`` fill).  Returns ``(pid, pidfd)``; the pidfd is the caller's to close.
+        Raises OSError (the server is gone: :attr:`dead` is then set) or ChildProcessError (it
+        could not start the sandbox)."""
         try:
             if config is not self._config:
-                self.sock.sendall(b"C" + pickle.dumps(config))
+                socket.send_fds(self.sock, [b"C" + pickle.dumps(config)], [userns_fd] if self._config is None else [])
                 self._config = config
             socket.send_fds(self.sock, [b"S" + pickle.dumps(run)], fds)
             msg, got, _, _ = socket.recv_fds(self.sock, 4096, 1)
@@ -114,7 +122,8 @@ def main(sock_fd: int) -> None:
     """The server's loop (see the module docstring).  Never returns."""
     import gc
 
-    from . import child
+    from . import _syscalls as sc
+    from . import child, mounts
 
     sock = socket.socket(fileno=sock_fd)
     parent = os.pidfd_open(os.getppid())
@@ -125,7 +134,7 @@ def main(sock_fd: int) -> None:
     gc.freeze()  # nothing loaded so far is ever scanned again: forked copies stay shared
     gc.disable()
     sock.sendall(b"R")
-    config: dict = {}
+    state = _State(sc, child, mounts)
     poller = select.poll()
     for fd in (sock.fileno(), parent, wake_r):
         poller.register(fd, select.POLLIN)
@@ -148,37 +157,88 @@ def main(sock_fd: int) -> None:
             if not msg:
                 os._exit(0)  # the caller closed its end
             if msg[:1] == b"C":
-                config = pickle.loads(msg[1:])
-            elif msg[:1] == b"S":
-                _spawn(sock, config, pickle.loads(msg[1:]), fds, child)
+                try:
+                    state.configure(pickle.loads(msg[1:]), fds)
+                except Exception:  # noqa: BLE001 - the caller sees the socket close and forks itself
+                    os._exit(1)
+            try:
+                if msg[:1] == b"S":
+                    state.spawn(sock, pickle.loads(msg[1:]), fds)
+            except Exception as e:  # noqa: BLE001 - reported to the caller, who raises it
+                sock.sendall(b"E" + f"{type(e).__name__}: {e}".encode())
             for fd in fds:
                 os.close(fd)
 
 
-def _spawn(sock: socket.socket, config: dict, run: dict, fds: list[int], child) -> None:
-    fields = dict(config)
-    names = run.pop("fds")
-    fields.update(run)
-    fields.update(zip(names, fds))
-    fields["supervisor_pid"] = os.getpid()  # the parent the set-up process watches
-    try:
+class _State:
+    """The server's side: in the sandbox's user namespace, with a mount namespace of its own that
+    shows the host's files (``host``) and the current rootfs template's (``template``)."""
+
+    def __init__(self, sc, child, mounts) -> None:
+        self.sc, self.child, self.mounts = sc, child, mounts
+        self.config: dict = {}
+        self.host: int | None = None
+        self.template: int | None = None
+        self.template_id: tuple = ()
+        self.where = "host"
+
+    def configure(self, config: dict, fds: list[int]) -> None:
+        """b"C": the fields every run shares; the first one brings the user namespace (fds[0])."""
+        sc = self.sc
+        self.config = config
+        if self.host is None:
+            sc.setns(fds[0], sc.CLONE_NEWUSER)  # full capabilities there; ids unchanged (user_namespaces(7))
+            sc.unshare(sc.CLONE_NEWNS)  # a mount namespace this user namespace owns, for open_tree(2)
+            self.host = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+
+    def _enter(self, where: str) -> None:
+        if self.where != where:
+            self.sc.setns(self.host if where == "host" else self.template, self.sc.CLONE_NEWNS)
+            self.where = where
+
+    def spawn(self, sock: socket.socket, run: dict, fds: list[int]) -> None:
+        """b"S": clone PID 1 of a run (or of a template's build) and report it."""
+        sc, child, mounts = self.sc, self.child, self.mounts
+        fields = dict(self.config)
+        names = run.pop("fds")
+        fields.update(run)
+        fields.update(zip(names, fds))
+        fields.setdefault("sync_w", -1)
+        fields["supervisor_pid"] = os.getpid()
         ctx = child.SpawnContext(**fields)
-        pid = os.fork()
-    except Exception as e:  # noqa: BLE001 - reported to the caller, who raises it
-        sock.sendall(b"E" + f"{type(e).__name__}: {e}".encode())
-        return
-    if pid == 0:
+        trees: list[int] = []
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET
         try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            child.setup(ctx)
+            if ctx.build_template:
+                self._enter("host")
+            else:
+                flags |= sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+                st = os.fstat(ctx.template_fd)
+                if (st.st_dev, st.st_ino) != self.template_id:
+                    if self.where == "template":
+                        self._enter("host")
+                    if self.template is not None:
+                        os.close(self.template)
+                    self.template = os.dup(ctx.template_fd)
+                    self.template_id = (st.st_dev, st.st_ino)
+                if any(b.late for b in ctx.mounts.binds):
+                    self._enter("host")
+                    trees = mounts.clone_late_sources(ctx.mounts, mounts.open_sources(ctx.mounts, "late"))
+                self._enter("template")
+            pid = sc.clone(flags)
+            if pid == 0:
+                try:
+                    child.start_pid1(ctx, trees)
+                finally:
+                    os._exit(125)
         finally:
-            os._exit(125)
-    pidfd = os.pidfd_open(pid)  # our own child, not reaped yet: it is this process
-    try:
-        socket.send_fds(sock, [b"P" + pid.to_bytes(8, "little")], [pidfd])
-    finally:
-        os.close(pidfd)
+            for fd in trees:
+                os.close(fd)
+        pidfd = os.pidfd_open(pid)  # our own child, not reaped yet: it is this process
+        try:
+            socket.send_fds(sock, [b"P" + pid.to_bytes(8, "little")], [pidfd])
+        finally:
+            os.close(pidfd)
 
 
 def _reap() -> None:

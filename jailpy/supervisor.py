@@ -20,10 +20,11 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 
-from . import __version__, cgroups, child, mounts, registry, rlimits, seccomp, userns
+from . import __version__, cgroups, child, forkserver, mounts, registry, rlimits, seccomp, userns
 from . import _syscalls as sc
 from .errors import JailpyError, PolicyError, SandboxSetupError
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
@@ -39,15 +40,48 @@ PIPE = subprocess.PIPE
 StdSpec = int | bytes | None
 
 
+def _pidfd_exited(pidfd: int, timeout: float | None) -> bool:
+    """Whether the process of ``pidfd`` has exited (pidfd_open(2): readable then), waiting up to
+    ``timeout`` seconds (None: until it has)."""
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else int(timeout * 1000)))
+
+
 class _Prepared:
-    """A forked set-up process and the supervisor's ends of its pipes and control socket."""
+    """A set-up process and the supervisor's ends of its pipes and control socket.  ``pidfd``
+    None: our own child (forked here); else a pidfd for the sandbox's PID 1, a child of the
+    fork server."""
 
     def __init__(self, pid: int, status_r: int, sync_r: int, go_w: int, ctl: socket.socket,
-                 sources: tuple, cgroup: "cgroups.Cgroup | None") -> None:
+                 sources: tuple, cgroup: "cgroups.Cgroup | None", pidfd: int | None = None) -> None:
         self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
         self.sources = sources  # (st_dev, st_ino) of each bind source when this sandbox was built
         self.cgroup = cgroup  # the sandbox's own cgroup, removed once its processes are gone
-        self.pidfd = os.pidfd_open(pid)  # our own child: not reaped before we wait, so it is this process
+        self.own = pidfd is None
+        self.is_pid1 = not self.own  # the fork server starts the sandbox's PID 1 itself (no set-up process)
+        self.built = time.monotonic()
+        # our own child is not reaped before we wait, so the pid is this process's
+        self.pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
+
+    def exited(self) -> bool:
+        """Whether the set-up process has exited (our own child is then reaped); never blocks."""
+        if not self.own:
+            return _pidfd_exited(self.pidfd, 0)
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
+
+    def wait(self):
+        """Wait until the set-up process has exited; its resource usage (our own child) or None."""
+        if not self.own:
+            _pidfd_exited(self.pidfd, None)
+            return None
+        try:
+            return os.wait4(self.pid, 0)[2]
+        except ChildProcessError:
+            return None
 
     def close_go(self) -> None:
         if self.go_w >= 0:
@@ -74,7 +108,9 @@ def _send_request(ctl: socket.socket, argv: list[str], env: dict[str, str], stdi
     ctl.sendall(head[sent:] + data[65536 - 8:])
 
 
-_EXITING: dict[int, "cgroups.Cgroup | None"] = {}  # set-up processes that reported and are exiting, to reap
+# set-up processes that reported and are exiting, to reap: pid -> (a pidfd for a child of a fork
+# server, None for our own child; the sandbox's cgroup)
+_EXITING: dict[int, tuple[int | None, "cgroups.Cgroup | None"]] = {}
 _LEFTOVER: list["cgroups.Cgroup"] = []  # cgroups whose processes were still exiting when we tried to remove them
 _EXITING_LOCK = threading.Lock()  # runs may come from many threads
 
@@ -83,11 +119,16 @@ def _reap_exiting(block: bool) -> None:
     """Reap set-up processes of earlier runs (see Sandbox._watch) and remove their cgroups.  Under
     the lock, so no two threads wait for one pid (whose number could meanwhile belong to a new run)."""
     with _EXITING_LOCK:
-        for pid, cg in list(_EXITING.items()):
-            try:
-                done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
-            except ChildProcessError:
-                done = pid  # reaped already by the caller's own wait()
+        for pid, (pidfd, cg) in list(_EXITING.items()):
+            if pidfd is not None:  # the fork server reaps it
+                done = _pidfd_exited(pidfd, None if block else 0)
+                if done:
+                    os.close(pidfd)
+            else:
+                try:
+                    done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
+                except ChildProcessError:
+                    done = pid  # reaped already by the caller's own wait()
             if done:
                 del _EXITING[pid]
                 if cg is not None:
@@ -154,6 +195,23 @@ class Sandbox:
     the sandbox's uid: its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
     ``reuse_userns=False`` for a fresh user namespace per run (``jailpy.run`` and the CLI do).
 
+    With ``reuse_userns``, two more things are shared to make a run cheap:
+
+    * a rootfs template: the read-only part of the rootfs (the overlays, the hidden directories,
+      /dev's nodes, the binds) is built once, in a mount namespace of its own, and each run's
+      mount namespace starts as a copy of it, adding only /proc, /sys, /tmp, devpts, /dev/shm,
+      mqueue, the ``tmpfs`` mounts and the binds below them.  It is built again when it is
+      older than ``TEMPLATE_MAX_AGE`` (1 s) or a bind source was replaced: an overlay keeps
+      serving a host file that was replaced by rename (as package managers do) until it is
+      mounted again, so a run sees such a change up to a second late.
+    * a fork server (``forkserver``, :mod:`jailpy.forkserver`): a small Python process that
+      starts each run's PID 1 itself, so runs are not forked from the caller's process (its
+      memory is not copied into the sandbox, and a run costs about half).  ``None`` (the
+      default): started at the second run, used once it is ready, never waited for; ``True``:
+      started and waited for at the first run (about 50 ms); ``False``: never.  Not used with
+      ``pass_fd``.  It exits when the Sandbox is closed or the caller's process ends, and if it
+      dies runs fork from the caller again.
+
     With ``prefork=True`` (or N, up to 8, sandboxes kept ready; one run at a time per Sandbox)
     each run also forks the set-up of the next sandbox, which builds its
     rootfs while this one runs and then waits (two helper processes) for the next :meth:`run`,
@@ -169,13 +227,18 @@ class Sandbox:
     give, with the fix) from the constructor: nothing has been started then."""
 
     def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool | int = False,
-                 name: str | None = None) -> None:
+                 name: str | None = None, forkserver: bool | None = None) -> None:
         self.reuse_userns = reuse_userns
+        self.forkserver = forkserver
         self.prefork = int(prefork)
         if not 0 <= self.prefork <= 8:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._userns_fd: int | None = None
         self._template_fd: int | None = None  # the rootfs template's mount namespace (reuse_userns only)
+        self._forkserver: forkserver.ForkServer | None = None
+        self._forkserver_config: dict | None = None
+        self._forkserver_failed = False
+        self._spawned = 0
         self._template_key: tuple = ()  # (when it was built, bind sources' ids then)
         self._ready: list[_Prepared] = []  # prefork: built and waiting for a program, oldest first
         self.policy = pol = (policy or Policy()).validate()
@@ -313,18 +376,14 @@ class Sandbox:
             pass_fds=(), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname, status_w=status_w,
             sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(), userns_fd=self._userns(),
             build_template=True)
-        gc_was = gc.isenabled()
-        gc.disable()
         try:
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    child.setup(ctx)
-                finally:
-                    os._exit(125)
+            pid, pidfd = self._spawn(ctx)
+        except BaseException:
+            for fd in (status_r, go_w):
+                os.close(fd)
+            ctl.close()
+            raise
         finally:
-            if gc_was:
-                gc.enable()
             for fd in (status_w, sync_r, sync_w, go_r, child_fd):
                 os.close(fd)
         try:
@@ -341,7 +400,10 @@ class Sandbox:
                 os.close(go_w)
             ctl.close()
             os.close(status_r)
-            os.waitpid(pid, 0)
+            if pidfd is None:
+                os.waitpid(pid, 0)
+            else:
+                os.close(pidfd)  # the fork server reaps it
 
     def close(self, wait: bool | None = None) -> None:
         """End the prepared sandbox (prefork), release the user namespace, reap finished helpers
@@ -362,6 +424,9 @@ class Sandbox:
         if self._template_fd is not None:
             os.close(self._template_fd)
             self._template_fd = None
+        if self._forkserver is not None:
+            self._forkserver.close()
+            self._forkserver = None
 
     def __del__(self) -> None:
         try:
@@ -545,6 +610,43 @@ class Sandbox:
             if cg is not None:
                 cg.remove()
             raise
+        try:
+            pid, pidfd = self._spawn(ctx)
+        except BaseException:
+            if cg is not None:
+                cg.remove()
+            for fd in (status_r, sync_r, go_w):
+                os.close(fd)
+            ctl.close()
+            raise
+        finally:
+            for fd in (status_w, sync_w, go_r, child_fd):
+                os.close(fd)
+        return _Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg, pidfd)
+
+    _FD_FIELDS = ("status_w", "go_r", "ctl_fd", "template_fd")
+    _RUN_FIELDS = ("cgroup_procs", "handshake", "build_template")
+
+    def _spawn(self, ctx: "child.SpawnContext") -> tuple[int, int | None]:
+        """Start a sandbox for ``ctx``: its PID 1 cloned by this Sandbox's fork server when that is
+        ready (see :mod:`jailpy.forkserver`), else a set-up process forked here
+        (``child.setup(ctx)``).  Returns the pid and, for PID 1 from the fork server, a pidfd
+        (None: our own child).  Raises SandboxSetupError when the fork server could not start
+        it, OSError when this process cannot fork."""
+        fs = self._ready_forkserver() if ctx.userns_fd is not None else None
+        if fs is not None:
+            if self._forkserver_config is None:
+                self._forkserver_config = {k: getattr(ctx, k) for k in (
+                    "pass_fds", "ids", "mounts", "hostname", "rlimits", "seccomp_bpf", "seccomp_listener")}
+            names = [k for k in self._FD_FIELDS if getattr(ctx, k) is not None]
+            run = {k: getattr(ctx, k) for k in self._RUN_FIELDS}
+            run["fds"] = names
+            try:
+                return fs.spawn(self._forkserver_config, ctx.userns_fd, run, [getattr(ctx, k) for k in names])
+            except ChildProcessError as e:
+                raise SandboxSetupError(f"cannot set up the sandbox: the fork server could not fork: {e}") from None
+            except OSError:
+                pass  # it died (killed from outside?): fork here, start a new one next time
         gc_was = gc.isenabled()
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         try:
@@ -554,24 +656,36 @@ class Sandbox:
                     child.setup(ctx)
                 finally:
                     os._exit(125)
-        except BaseException:
-            if cg is not None:
-                cg.remove()
-            raise
         finally:
             if gc_was:
                 gc.enable()
-            for fd in (status_w, sync_w, go_r, child_fd):
-                os.close(fd)
-        return _Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg)
+        return pid, None
+
+    def _ready_forkserver(self) -> "forkserver.ForkServer | None":
+        """This Sandbox's fork server when it is ready, else None (see ``forkserver`` in the class
+        docstring).  Started at the second set-up, so a Sandbox used once never pays for it."""
+        if (not self.reuse_userns or self.policy.pass_fd or self.forkserver is False or self._forkserver_failed
+                or not sys.executable):
+            return None
+        self._spawned += 1
+        fs = self._forkserver
+        if fs is not None and fs.dead:
+            fs.close()
+            fs = self._forkserver = None
+        if fs is None and (self._spawned >= 2 or self.forkserver):
+            try:
+                fs = self._forkserver = forkserver.ForkServer()
+            except OSError:
+                self._forkserver_failed = True  # no interpreter to start: fork here from now on
+                return None
+        if fs is None:
+            return None
+        return fs if fs.ready(wait=bool(self.forkserver)) else None
 
     def _take_prepared(self) -> "_Prepared":
         while self._ready:
             prep = self._ready.pop(0)
-            try:
-                alive = os.waitpid(prep.pid, os.WNOHANG)[0] == 0
-            except ChildProcessError:
-                alive = False
+            alive = not prep.exited()
             if alive and prep.sources == self._source_ids():
                 return prep
             self._discard(prep)  # dead, or a bind source was replaced since it was built
@@ -589,10 +703,10 @@ class Sandbox:
 
     def _discard(self, prep: "_Prepared") -> None:
         try:
-            os.kill(prep.pid, signal.SIGKILL)  # its PID 1 follows (PDEATHSIG), and the namespaces with it
-            os.waitpid(prep.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+            signal.pidfd_send_signal(prep.pidfd, signal.SIGKILL)  # its PID 1 follows (PDEATHSIG), and the namespaces
+        except ProcessLookupError:
             pass
+        prep.wait()
         prep.close()
         if prep.cgroup is not None:
             with _EXITING_LOCK:
@@ -604,6 +718,13 @@ class Sandbox:
         msgs: dict = {}
         pid, status_r = prep.pid, prep.status_r
         cg = prep.cgroup
+        if prep.is_pid1:  # no set-up process to report it: PID 1 is known from the start
+            self._pidfd = os.dup(prep.pidfd)
+            for sig in self._pending:
+                self.send_signal(sig)
+            self._pending.clear()
+            if self._killed:
+                self.kill()
         try:
             if self._userns_fd is None and os.read(prep.sync_r, 1) == b"u":
                 userns.write_maps(self.ids, pid)
@@ -768,12 +889,12 @@ class Sandbox:
                 # set-up process are now exiting (the kernel tears the namespaces down): reap them
                 # (and remove the cgroup) on the next run instead of waiting here
                 with _EXITING_LOCK:
-                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                        _EXITING[pid] = cg
+                    if not prep.exited():
+                        _EXITING[pid] = (None if prep.own else os.dup(prep.pidfd), cg)
                     elif cg is not None and not cg.remove():
                         _LEFTOVER.append(cg)
             else:
-                _, _, ru = os.wait4(pid, 0)
+                ru = prep.wait()
                 if cg is not None:
                     cg.kill()  # whatever of the sandbox is left (PID 1 is dead, so nothing should be)
                     with _EXITING_LOCK:
