@@ -874,6 +874,13 @@ class Cgroup:
             _write(memsw, value)
         _write(self._f("memory", "memory.limit_in_bytes"), value)
 
+    def set_pids_max(self, n: int) -> None:
+        """Set pids.max to ``n`` processes (no-op when :meth:`CgroupPlan.create` set no pids limit):
+        the supervisor's account of jailpy's own processes in the cgroup, which depends on how
+        the sandbox was started (cgroup-v2.rst "PID", v1 pids.rst)."""
+        if self.limits.pids is not None:
+            _write(self._f("pids", "pids.max"), n)
+
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system) of every process that was in the cgroup, since baseline():
         the --cpu-time check.  One read of v1 cpuacct.usage (ns) or v2 cpu.stat usage_usec.

@@ -73,6 +73,12 @@ class SpawnContext:
     """A rootfs template's mount namespace (see ``build_template``): the set-up process joins it
     before it unshares, so the run's mount namespace starts as a copy of the template's and PID 1
     adds only what every run gets afresh (mounts.refresh_rootfs).  Needs ``userns_fd``."""
+    cgroup_fds: tuple[int, ...] = ()
+    """The same cgroup.procs files, opened by the supervisor (for PID 1 cloned by the fork server,
+    whose mount namespace is already the rootfs template's, without the host's /sys)."""
+    bounding_dropped: bool = False
+    """The capability bounding set is empty already (the fork server empties its own once, and
+    its clones inherit it: capabilities(7)), so PID 1 need not drop it again."""
     build_template: bool = False
     """This process tree builds a rootfs template instead of running a program: PID 1 builds it
     (mounts.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
@@ -189,10 +195,15 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
                 os.dup2(null, i)
         if null > 2:
             os.close(null)
-        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources))
-        if ctx.cgroup_procs:
+        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources, *ctx.cgroup_fds))
+        if ctx.cgroup_fds:
             step = "join the sandbox's cgroup"
-            cgroups.join(ctx.cgroup_procs)  # with the caller's uid still: see setup()
+            for fd, path in zip(ctx.cgroup_fds, ctx.cgroup_procs):
+                try:
+                    os.write(fd, b"0")  # with the caller's uid still: see setup()
+                except OSError as e:
+                    raise OSError(e.errno, f"{path}: {e.strerror}") from None
+                os.close(fd)
         if not ctx.build_template:
             step = "unshare the cgroup namespace"
             sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at the cgroup just joined
@@ -274,7 +285,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         sc.close_range(3, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
         for fd in ctx.pass_fds:
             os.set_inheritable(fd, True)
-        caps.drop_bounding()
+        if not ctx.bounding_dropped:
+            caps.drop_bounding()
         # PID 1 keeps CAP_KILL, only to forward signals to a payload running as another uid;
         # with the bounding set empty the payload's execve grants it nothing (capabilities(7))
         caps.drop_all(1 << sc.CAP_KILL)

@@ -21,7 +21,8 @@ message per packet, fds passed with SCM_RIGHTS.
     caller -> server   b"S" + pickle(dict), fds      start one sandbox: the dict holds the run's
                                                      own fields and "fds", the names of the fd
                                                      fields (status_w, go_r, ctl_fd,
-                                                     template_fd), in the order of the fds sent
+                                                     template_fd, and cgroup_fds once for each
+                                                     cgroup.procs file), in the order sent
     server -> caller   b"P" + pid (8 bytes), [pidfd] PID 1's pid and a pidfd (pidfd_open(2)),
                        or b"E" + message             or why it could not be started
 
@@ -176,6 +177,7 @@ class _State:
 
     def __init__(self, sc, child, mounts) -> None:
         self.sc, self.child, self.mounts = sc, child, mounts
+        self.caps = child.caps
         self.config: dict = {}
         self.host: int | None = None
         self.template: int | None = None
@@ -190,6 +192,7 @@ class _State:
             sc.setns(fds[0], sc.CLONE_NEWUSER)  # full capabilities there; ids unchanged (user_namespaces(7))
             sc.unshare(sc.CLONE_NEWNS)  # a mount namespace this user namespace owns, for open_tree(2)
             self.host = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            self.caps.drop_bounding()  # once here rather than in every PID 1 (inherited; this process never execs)
 
     def _enter(self, where: str) -> None:
         if self.where != where:
@@ -202,9 +205,14 @@ class _State:
         fields = dict(self.config)
         names = run.pop("fds")
         fields.update(run)
-        fields.update(zip(names, fds))
+        for name, fd in zip(names, fds):
+            if name == "cgroup_fds":
+                fields["cgroup_fds"] = fields.get("cgroup_fds", ()) + (fd,)
+            else:
+                fields[name] = fd
         fields.setdefault("sync_w", -1)
         fields["supervisor_pid"] = os.getpid()
+        fields["bounding_dropped"] = True
         ctx = child.SpawnContext(**fields)
         trees: list[int] = []
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET

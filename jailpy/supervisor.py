@@ -32,7 +32,8 @@ from .result import Result, Verdict
 
 DEVNULL = subprocess.DEVNULL
 KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
-JAILPY_PIDS = 2  # jailpy's processes in the sandbox's cgroup: the set-up process and PID 1
+JAILPY_PIDS = 2  # jailpy's processes in the sandbox's cgroup: the set-up process and PID 1 (only PID 1 when
+# the fork server started the sandbox: pids.max is then lowered by one, see Sandbox._prepare)
 TEMPLATE_MAX_AGE = 1.0  # seconds a Sandbox's rootfs template serves runs before it is built again
 POLL_INTERVAL = 0.1  # seconds between samples of the cgroup's pids and memory (for peaks the kernel keeps none of)
 PIPE = subprocess.PIPE
@@ -60,6 +61,7 @@ class _Prepared:
         self.cgroup = cgroup  # the sandbox's own cgroup, removed once its processes are gone
         self.own = pidfd is None
         self.is_pid1 = not self.own  # the fork server starts the sandbox's PID 1 itself (no set-up process)
+        self.jailpy_pids = 1 if self.is_pid1 else JAILPY_PIDS  # jailpy's processes in the sandbox's cgroup
         self.built = time.monotonic()
         # our own child is not reaped before we wait, so the pid is this process's
         self.pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
@@ -271,6 +273,7 @@ class Sandbox:
         self._killed = False
         self._sv = False  # a seccomp "kill" rule fired in the current run
         self._hard_kill_at: float | None = None
+        self._jailpy_pids = JAILPY_PIDS
 
     def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
         pol = self.policy
@@ -290,9 +293,10 @@ class Sandbox:
         desc = plan.description
         if pol.pids is not None:
             desc["limits"] = dict(desc["limits"], pids=pol.pids)
-        desc["jailpy_share"] = (f"jailpy's set-up process and the sandbox's PID 1 are in this cgroup too; "
-                                f"pids.max has {JAILPY_PIDS} more, the memory limit what they use when the "
-                                f"program starts, and the Result's peaks do not count them")
+        desc["jailpy_share"] = ("the sandbox's PID 1 (and, unless the fork server started it, jailpy's set-up "
+                                "process) are in this cgroup too; pids.max has one more for each, the memory "
+                                "limit what they use when the program starts, and the Result's peaks do not "
+                                "count them")
         return plan
 
     def _environment(self) -> dict[str, str]:
@@ -622,7 +626,14 @@ class Sandbox:
         finally:
             for fd in (status_w, sync_w, go_r, child_fd):
                 os.close(fd)
-        return _Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg, pidfd)
+        prep = _Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg, pidfd)
+        if cg is not None and prep.jailpy_pids != JAILPY_PIDS and self.policy.pids is not None:
+            try:  # before the program exists: PID 1 waits for the launch request
+                cg.set_pids_max(self.policy.pids + prep.jailpy_pids)
+            except BaseException:
+                self._discard(prep)
+                raise
+        return prep
 
     _FD_FIELDS = ("status_w", "go_r", "ctl_fd", "template_fd")
     _RUN_FIELDS = ("cgroup_procs", "handshake", "build_template")
@@ -640,13 +651,22 @@ class Sandbox:
                     "pass_fds", "ids", "mounts", "hostname", "rlimits", "seccomp_bpf", "seccomp_listener")}
             names = [k for k in self._FD_FIELDS if getattr(ctx, k) is not None]
             run = {k: getattr(ctx, k) for k in self._RUN_FIELDS}
-            run["fds"] = names
+            cg_fds: list[int] = []  # PID 1 joins its cgroup through these: it cannot see the host's /sys
             try:
-                return fs.spawn(self._forkserver_config, ctx.userns_fd, run, [getattr(ctx, k) for k in names])
+                for path in ctx.cgroup_procs:
+                    try:
+                        cg_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+                    except OSError as e:
+                        raise SandboxSetupError(f"cannot set up the sandbox: open {path}: {e.strerror}") from None
+                run["fds"] = names + ["cgroup_fds"] * len(cg_fds)
+                return fs.spawn(self._forkserver_config, ctx.userns_fd, run, [getattr(ctx, k) for k in names] + cg_fds)
             except ChildProcessError as e:
                 raise SandboxSetupError(f"cannot set up the sandbox: the fork server could not fork: {e}") from None
             except OSError:
                 pass  # it died (killed from outside?): fork here, start a new one next time
+            finally:
+                for fd in cg_fds:
+                    os.close(fd)
         gc_was = gc.isenabled()
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         try:
@@ -718,6 +738,7 @@ class Sandbox:
         msgs: dict = {}
         pid, status_r = prep.pid, prep.status_r
         cg = prep.cgroup
+        self._jailpy_pids = prep.jailpy_pids
         if prep.is_pid1:  # no set-up process to report it: PID 1 is known from the start
             self._pidfd = os.dup(prep.pidfd)
             for sig in self._pending:
@@ -959,7 +980,7 @@ class Sandbox:
             mem = stats.memory_peak_bytes
             if mem is not None and stats.memory_base_bytes:
                 mem = max(0, mem - stats.memory_base_bytes)  # what jailpy's own processes held is not the program's
-            pids = None if stats.pids_peak is None else max(0, stats.pids_peak - JAILPY_PIDS)
+            pids = None if stats.pids_peak is None else max(0, stats.pids_peak - self._jailpy_pids)
             common.update(memory_peak_bytes=mem, pids_peak=pids, oom_killed=oom)
         if "error" in msgs and "exec_error" not in msgs:
             if oom:
