@@ -552,8 +552,10 @@ def _enable_here(d: str, need2: list[str], want2: list[str]) -> set[str]:
 def _pids_in(procs_file: str) -> set[int]:
     try:
         return {int(x) for x in _read(procs_file).split()}
-    except FileNotFoundError:
-        return set()
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENODEV):  # removed (ENODEV: between open and read)
+            return set()
+        raise
 
 
 class CgroupPlan:
@@ -1065,7 +1067,12 @@ class Cgroup:
                 except PermissionError:
                     denied = pid
             if frozen:
-                self.thaw()
+                try:
+                    self.thaw()
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ENODEV):
+                        return  # removed meanwhile, which needs it empty: nothing is left to kill
+                    raise
             time.sleep(0.002)
 
     def remove(self) -> bool:

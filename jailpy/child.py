@@ -1,15 +1,22 @@
 """The sandbox side of the fork, in three processes.
 
 ``setup``  (forked by the supervisor, still in the host pid namespace): unshare(2) the user,
-           mount, pid, uts, ipc, net and cgroup namespaces; wait for the supervisor to write
-           the id maps; switch ids; fork ``init``; wait for it.
-``init``   (PID 1 of the new pid namespace): build the rootfs, set the hostname, bring up
-           loopback, pivot_root; fork ``payload``; then reap every process, forward signals,
-           and report the payload's wait status.  When it exits the kernel kills whatever is
-           left in the namespace (pid_namespaces(7)).
+           mount, pid, uts, ipc, net and cgroup namespaces (or join a shared user namespace
+           and a rootfs template's mount namespace with setns(2) first); wait for the
+           supervisor to write the id maps; switch ids; fork ``init``; wait for it.
+``init``   (PID 1 of the new pid namespace): build the rootfs (or, in a template's copy, add
+           what each run gets afresh), set the hostname, bring up loopback, pivot_root; fork
+           ``payload``; then reap every process, forward signals, and report the payload's
+           wait status.  When it exits the kernel kills whatever is left in the namespace
+           (pid_namespaces(7)).
 ``payload``: started by PID 1 with posix_spawn after PID 1 applied rlimits, closed fds,
            dropped capabilities and set no_new_privs (all inherited); the payload gets a new
            session and default signal dispositions.
+
+With a fork server (jailpy.forkserver) there is no ``setup``: the server clones PID 1 straight
+into the new namespaces and :func:`start_pid1` does the rest of setup's work before ``init``.
+A rootfs template is built the same way, by ``setup`` with ``build_template`` (or the fork
+server) and :func:`_template_init` as PID 1 of a throwaway pid namespace.
 
 Nothing here may return into the supervisor's code: every path ends in ``os._exit``.
 Failures are reported as one JSON line on the status pipe (writes below PIPE_BUF are atomic).
@@ -296,7 +303,10 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         request = _receive(ctl)
         if request is None:
             os._exit(0)  # the supervisor dropped this prepared sandbox
-        argv, env, fds = request
+        argv, env, fds, expect = request
+        if expect != expected(ctx.seccomp_bpf, ctx.rlimits):
+            raise OSError(errno.EPERM, f"this sandbox was prepared with other protections ({expected(ctx.seccomp_bpf, ctx.rlimits)}) "
+                                       f"than the run asks for ({expect}); refusing to start the program")
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
             os.close(fd)
@@ -386,10 +396,16 @@ def _hup(fd: int) -> bool:
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-def _receive(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int]] | None:
-    """Read the launch request the supervisor sends (supervisor.send_request): a length, JSON
-    ``{"argv": [...], "env": {...}}`` and the stdin, stdout and stderr fds (SCM_RIGHTS,
-    unix(7)).  None at EOF."""
+def expected(seccomp_bpf: bytes | None, rlimits: tuple) -> dict:
+    """What PID 1 checks against the launch request before it starts the program: the size in
+    bytes of the seccomp filter it will install (0: none) and the rlimits it will set."""
+    return {"seccomp_bytes": len(seccomp_bpf or b""), "rlimits": [list(r) for r in rlimits]}
+
+
+def _receive(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int], dict | None] | None:
+    """Read the launch request the supervisor sends (supervisor._send_request): a length, JSON
+    ``{"argv": [...], "env": {...}, "expect": {...}}`` and the stdin, stdout and stderr fds
+    (SCM_RIGHTS, unix(7)).  None at EOF."""
     data, fds, _, _ = socket.recv_fds(sock, 65536, 3)
     if not data:
         return None
@@ -403,7 +419,7 @@ def _receive(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int]]
     req = json.loads(data)
     if len(fds) != 3:
         raise OSError(errno.EBADMSG, f"expected 3 stdio fds, got {len(fds)}")
-    return req["argv"], req["env"], fds
+    return req["argv"], req["env"], fds, req.get("expect")
 
 
 def spawn_payload(argv: list[str], env: dict[str, str]) -> int:

@@ -39,6 +39,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 
 _MAX_MSG = 1 << 18
 
@@ -66,6 +67,7 @@ class ForkServer:
         finally:
             theirs.close()
         self.sock = mine
+        self._lock = threading.Lock()  # one request and its answer at a time
         self._ready = False
         self._config: dict | None = None
         self.dead = False
@@ -91,11 +93,12 @@ class ForkServer:
         Raises OSError (the server is gone: :attr:`dead` is then set) or ChildProcessError (it
         could not start the sandbox)."""
         try:
-            if config is not self._config:
-                socket.send_fds(self.sock, [b"C" + pickle.dumps(config)], [userns_fd] if self._config is None else [])
-                self._config = config
-            socket.send_fds(self.sock, [b"S" + pickle.dumps(run)], fds)
-            msg, got, _, _ = socket.recv_fds(self.sock, 4096, 1)
+            with self._lock:
+                if config is not self._config:
+                    socket.send_fds(self.sock, [b"C" + pickle.dumps(config)], [userns_fd] if self._config is None else [])
+                    self._config = config
+                socket.send_fds(self.sock, [b"S" + pickle.dumps(run)], fds)
+                msg, got, _, _ = socket.recv_fds(self.sock, 4096, 1)
         except OSError:
             self.dead = True
             raise

@@ -102,9 +102,11 @@ class _Prepared:
         self.ctl.close()
 
 
-def _send_request(ctl: socket.socket, argv: list[str], env: dict[str, str], stdio: list[int]) -> None:
-    """The launch request child._receive reads: length, JSON, and the three stdio fds."""
-    data = json.dumps({"argv": argv, "env": env}).encode()
+def _send_request(ctl: socket.socket, argv: list[str], env: dict[str, str], stdio: list[int], expect: dict) -> None:
+    """The launch request child._receive reads: length, JSON, and the three stdio fds.  ``expect``:
+    the protections PID 1 must hold before it starts the program (child.expected), from the
+    Sandbox itself, so a sandbox prepared with less is refused, never run weaker."""
+    data = json.dumps({"argv": argv, "env": env, "expect": expect}).encode()
     head = len(data).to_bytes(8, "little") + data[:65536 - 8]
     sent = socket.send_fds(ctl, [head], stdio)
     ctl.sendall(head[sent:] + data[65536 - 8:])
@@ -266,6 +268,7 @@ class Sandbox:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
         self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
         self._protections = self._describe_protections()  # fixed per Sandbox: computed once, not per run
+        self._expect = child.expected(self.filter.bpf if self.filter else None, self.rlimits)
         self._digest = pol.digest()
         self._pidfd: int | None = None
         self._setup_pidfd: int | None = None
@@ -559,11 +562,11 @@ class Sandbox:
                 entry = registry.register(self.name, list(argv), list(prep.cgroup.paths), self.cgroup_plan.version)
             t_start = time.monotonic()
             try:
-                _send_request(prep.ctl, list(argv), self.env, stdio)
+                _send_request(prep.ctl, list(argv), self.env, stdio, self._expect)
             except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
                 self._discard(prep)
                 prep = self._prepare()
-                _send_request(prep.ctl, list(argv), self.env, stdio)
+                _send_request(prep.ctl, list(argv), self.env, stdio, self._expect)
         except BaseException:
             if prep is not None:
                 self._discard(prep)
@@ -647,8 +650,13 @@ class Sandbox:
         fs = self._ready_forkserver() if ctx.userns_fd is not None else None
         if fs is not None:
             if self._forkserver_config is None:
-                self._forkserver_config = {k: getattr(ctx, k) for k in (
-                    "pass_fds", "ids", "mounts", "hostname", "rlimits", "seccomp_bpf", "seccomp_listener")}
+                # from the Sandbox, never from ctx: the first ctx may be a template builder's, which
+                # has no filter and no rlimits
+                f = self.filter
+                self._forkserver_config = {
+                    "pass_fds": tuple(self.policy.pass_fd), "ids": self.ids, "mounts": self.mounts,
+                    "hostname": self.policy.hostname, "rlimits": self.rlimits,
+                    "seccomp_bpf": f.bpf if f else None, "seccomp_listener": bool(f and f.notify)}
             names = [k for k in self._FD_FIELDS if getattr(ctx, k) is not None]
             run = {k: getattr(ctx, k) for k in self._RUN_FIELDS}
             cg_fds: list[int] = []  # PID 1 joins its cgroup through these: it cannot see the host's /sys
