@@ -38,19 +38,19 @@ import pickle
 import select
 import signal
 import socket
-import sys
 import threading
 
 _MAX_MSG = 1 << 18
 
 
 class ForkServer:
-    """The caller's end: starts the server (``sys.executable -I -S``) without waiting for it.
+    """The caller's end: starts the server (``python -I -S``, ``python`` the path of a Python
+    interpreter of the same version as the caller's) without waiting for it.
 
     :meth:`ready` says whether it has finished starting (non-blocking); :meth:`spawn` asks it
     for a set-up process.  Raises OSError when the interpreter cannot be started."""
 
-    def __init__(self) -> None:
+    def __init__(self, python: str) -> None:
         import subprocess  # the caller's side only: the server never imports it
 
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -58,7 +58,7 @@ class ForkServer:
         code = "import sys; sys.path.insert(0, sys.argv[2]); from jailpy import forkserver; forkserver.main(int(sys.argv[1]))"
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", code, str(theirs.fileno()), top], pass_fds=(theirs.fileno(),),
+                [python, "-I", "-S", "-c", code, str(theirs.fileno()), top], pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
                 env={"PATH": "/usr/bin:/bin"})
         except BaseException:
@@ -73,10 +73,10 @@ class ForkServer:
         self.dead = False
 
     def ready(self, wait: bool = False) -> bool:
-        """True once the server has said it is ready.  ``wait``: wait for that (up to 10 s) instead
+        """True once the server has said it is ready.  ``wait``: wait for that (up to 30 s) instead
         of answering at once."""
         if not self._ready and not self.dead:
-            if select.select([self.sock], [], [], 10.0 if wait else 0)[0]:
+            if select.select([self.sock], [], [], 30.0 if wait else 0)[0]:
                 try:
                     self._ready = self.sock.recv(16) == b"R"
                 except OSError:

@@ -41,6 +41,11 @@ PIPE = subprocess.PIPE
 StdSpec = int | bytes | None
 
 
+# the interpreter that can run the fork server: this one, unless Python is embedded in another
+# program (uwsgi, a C application), whose sys.executable would not take python's -I -S -c
+_PYTHON = sys.executable if sys.executable and "python" in os.path.basename(sys.executable) else None
+
+
 def _pidfd_exited(pidfd: int, timeout: float | None) -> bool:
     """Whether the process of ``pidfd`` has exited (pidfd_open(2): readable then), waiting up to
     ``timeout`` seconds (None: until it has)."""
@@ -693,7 +698,7 @@ class Sandbox:
         """This Sandbox's fork server when it is ready, else None (see ``forkserver`` in the class
         docstring).  Started at the second set-up, so a Sandbox used once never pays for it."""
         if (not self.reuse_userns or self.policy.pass_fd or self.forkserver is False or self._forkserver_failed
-                or not sys.executable):
+                or not _PYTHON):
             return None
         self._spawned += 1
         fs = self._forkserver
@@ -702,7 +707,7 @@ class Sandbox:
             fs = self._forkserver = None
         if fs is None and (self._spawned >= 2 or self.forkserver):
             try:
-                fs = self._forkserver = forkserver.ForkServer()
+                fs = self._forkserver = forkserver.ForkServer(_PYTHON)
             except OSError:
                 self._forkserver_failed = True  # no interpreter to start: fork here from now on
                 return None

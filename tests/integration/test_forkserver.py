@@ -36,6 +36,11 @@ from conftest import NAMESPACES, REPO, SANDBOX_PATH, TIMEOUT, expected_id_map, m
 from jailpy import forkserver, supervisor
 from limits_helpers import MiB, NEEDS_CGROUP, PEAK_SLACK, TIME_FACTOR, ctl, program_pids
 
+# Tests marked `vm` also run on the VM lane's older stock kernel: setns(2) into a template,
+# clone(2) with namespace flags, detached mounts moved between mount namespaces, proc and sysfs
+# mounted over covered ones (tests/vm/README.md).
+VM = pytest.mark.vm
+
 # ---------------------------------------------------------------- instrumentation ----
 
 SPAWNS: list[dict] = []
@@ -220,6 +225,7 @@ def _source_dir(tmp_path, name: str, text: str):
 
 # ------------------------------------------------------------------ the fork server ----
 
+@VM
 def test_the_program_runs_under_pid1_cloned_by_the_fork_server(box):
     b = box(_policy(wall_time=60))
     marker = unique_marker()
@@ -248,6 +254,7 @@ NS_CODE = ("import os, json; print(json.dumps({n: os.stat('/proc/self/ns/' + n).
            % (NAMESPACES,))
 
 
+@VM
 def test_every_namespace_is_new_and_each_run_gets_its_own(box):
     # a namespace's inode number is free for a new namespace once the old one is gone, so the
     # first run's namespaces are held open (from its sleeping program) while the second runs
@@ -369,6 +376,7 @@ FRESH = (
 )
 
 
+@VM
 def test_tmp_and_dev_shm_are_writable_and_fresh_each_run(box):
     name = f"jailpy-probe-{os.urandom(6).hex()}"
     b = box(_policy())
@@ -495,6 +503,7 @@ def test_denied_syscall_is_eperm_and_named(box):
     assert b["args"][:2] == [16, 1] and b["action"] == "errno" and b["errno"] == errno.EPERM, b
 
 
+@VM
 def test_default_sandbox_keeps_seccomp_and_rlimits_once_its_fork_server_builds_the_template(monkeypatch):
     # forkserver=None (the default): the fork server starts at the second set-up and is used once
     # ready.  A template older than TEMPLATE_MAX_AGE (here 0: always; by default after a second
@@ -626,6 +635,7 @@ LATE = (
 )
 
 
+@VM
 def test_late_bind_and_tmpfs_mounts_work_on_every_run(box, tmp_path):
     src = _source_dir(tmp_path, "src", "v0")
     b = box(_policy(ro_bind=[f"{src}:/tmp/data"], tmpfs=["/scratch:8M", "/tmp/sub:8M"]))
@@ -644,6 +654,7 @@ def _builds(server_pid: int) -> int:
     return sum(1 for s in SPAWNS if s["build"] and s["server"] == server_pid)
 
 
+@VM
 def test_template_is_rebuilt_when_older_than_max_age(box, tmp_path, monkeypatch):
     monkeypatch.setattr(supervisor, "TEMPLATE_MAX_AGE", 0)
     src = _source_dir(tmp_path, "data", "first")
@@ -730,6 +741,7 @@ def _gone(pid: int, start: int) -> bool:
     return st is None or st[0] in ("Z", "X") or st[2] != start
 
 
+@VM
 def test_fork_server_and_sandbox_die_with_the_supervisor():
     marker = unique_marker()
     p = subprocess.Popen([sys.executable, "-c", SUPERVISOR, marker], cwd=REPO, stdin=subprocess.DEVNULL,

@@ -3,7 +3,7 @@
 # ONCE and run jailpy's cgroup v2 tests inside, as root and then as the guest's unprivileged
 # user `tester`.  See tests/vm/README.md.
 #
-#   tests/vm/run-v2.sh [PYTEST_ARGS...]    default: -m cgroup_v2
+#   tests/vm/run-v2.sh [PYTEST_ARGS...]    default: -m "cgroup_v2 or vm"
 #   tests/vm/run-v2.sh tests/unit          e.g. a list of test files or directories
 #
 # Steps: (1) build the VM image into $VMTEST_CACHE if it is missing or was built for other
@@ -69,7 +69,7 @@ chmod -R a+rX "$work"
 left=$(( budget - (SECONDS - t_start) ))
 [ "$left" -ge 60 ] || { log "budget ${budget}s used up before boot"; exit 124; }
 export VMTEST_TIMEOUT=$left
-[ $# -gt 0 ] || set -- -m cgroup_v2
+[ $# -gt 0 ] || set -- -m "cgroup_v2 or vm"
 log "booting (VM timeout ${left}s): pytest $*"
 t=$SECONDS
 rc=0
