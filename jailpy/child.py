@@ -304,9 +304,10 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         if request is None:
             os._exit(0)  # the supervisor dropped this prepared sandbox
         argv, env, fds, expect = request
-        if expect != expected(ctx.seccomp_bpf, ctx.rlimits):
-            raise OSError(errno.EPERM, f"this sandbox was prepared with other protections ({expected(ctx.seccomp_bpf, ctx.rlimits)}) "
-                                       f"than the run asks for ({expect}); refusing to start the program")
+        held = expected(ctx.seccomp_bpf, ctx.rlimits)
+        if expect != held:
+            raise OSError(errno.EPERM, f"this sandbox was prepared with other protections ({held}) than the run "
+                                       f"asks for ({expect}); refusing to start the program")
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
             os.close(fd)

@@ -23,12 +23,16 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from . import __version__, cgroups, child, forkserver, mounts, registry, rlimits, seccomp, userns
+from . import __version__, cgroups, child, mounts, registry, rlimits, seccomp, userns
 from . import _syscalls as sc
 from .errors import JailpyError, PolicyError, SandboxSetupError
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .result import Result, Verdict
+
+if TYPE_CHECKING:
+    from . import forkserver
 
 DEVNULL = subprocess.DEVNULL
 KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
@@ -67,7 +71,6 @@ class _Prepared:
         self.own = pidfd is None
         self.is_pid1 = not self.own  # the fork server starts the sandbox's PID 1 itself (no set-up process)
         self.jailpy_pids = 1 if self.is_pid1 else JAILPY_PIDS  # jailpy's processes in the sandbox's cgroup
-        self.built = time.monotonic()
         # our own child is not reaped before we wait, so the pid is this process's
         self.pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
 
@@ -114,7 +117,9 @@ def _send_request(ctl: socket.socket, argv: list[str], env: dict[str, str], stdi
     data = json.dumps({"argv": argv, "env": env, "expect": expect}).encode()
     head = len(data).to_bytes(8, "little") + data[:65536 - 8]
     sent = socket.send_fds(ctl, [head], stdio)
-    ctl.sendall(head[sent:] + data[65536 - 8:])
+    rest = head[sent:] + data[65536 - 8:]
+    if rest:  # never an empty send: PID 1 may have read it all and closed its end (EPIPE)
+        ctl.sendall(rest)
 
 
 # set-up processes that reported and are exiting, to reap: pid -> (a pidfd for a child of a fork
@@ -214,8 +219,8 @@ class Sandbox:
       serving a host file that was replaced by rename (as package managers do) until it is
       mounted again, so a run sees such a change up to a second late.
     * a fork server (``forkserver``, :mod:`jailpy.forkserver`): a small Python process that
-      starts each run's PID 1 itself, so runs are not forked from the caller's process (its
-      memory is not copied into the sandbox, and a run costs about half).  ``None`` (the
+      starts each run's PID 1 itself, one process per run instead of two and not a copy of the
+      caller's process (whose memory is then never copied into a sandbox).  ``None`` (the
       default): started at the second run, used once it is ready, never waited for; ``True``:
       started and waited for at the first run (about 50 ms); ``False``: never.  Not used with
       ``pass_fd``.  It exits when the Sandbox is closed or the caller's process ends, and if it
@@ -244,7 +249,7 @@ class Sandbox:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._userns_fd: int | None = None
         self._template_fd: int | None = None  # the rootfs template's mount namespace (reuse_userns only)
-        self._forkserver: forkserver.ForkServer | None = None
+        self._forkserver: "forkserver.ForkServer | None" = None
         self._forkserver_config: dict | None = None
         self._forkserver_failed = False
         self._spawned = 0
@@ -706,6 +711,8 @@ class Sandbox:
             fs.close()
             fs = self._forkserver = None
         if fs is None and (self._spawned >= 2 or self.forkserver):
+            from . import forkserver  # only here: jailpy.run() and the CLI never start one
+
             try:
                 fs = self._forkserver = forkserver.ForkServer(_PYTHON)
             except OSError:

@@ -790,6 +790,23 @@ def test_prefork_with_the_fork_server(box):
     assert not os.path.exists(f"/proc/{waiting.pid}"), "close() left the prepared sandbox running"
 
 
+@pytest.mark.parametrize("fs", [True, False], ids=["forkserver", "forked"])
+def test_prefork_runs_each_program_exactly_once(tmp_path, fs):
+    # a prepared PID 1 reads the launch request, installs its filter and closes its end at
+    # once: the supervisor must not take that for a dead sandbox and run the program again
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    sb = jailpy.Sandbox(_policy(bind=[f"{out}:/out"]), prefork=True, forkserver=fs)
+    try:
+        for i in range(12):
+            r = sb.run(["sh", "-c", f"echo {i} >> /out/log"], stdin=jailpy.DEVNULL, capture_output=True)
+            assert r.exit_code == 0, r
+    finally:
+        sb.close()
+    assert (out / "log").read_text().split() == [str(i) for i in range(12)]
+
+
 def test_pass_fd_does_not_use_the_fork_server():
     r, w = os.pipe()
     sb = jailpy.Sandbox(_policy(pass_fd=[w]), forkserver=True)
