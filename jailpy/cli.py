@@ -242,8 +242,6 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
 
     from . import cgroups, registry
     from .errors import JailpyError
-    from .supervisor import JAILPY_PIDS
-
     rows = []
     for e in registry.entries():
         try:
@@ -251,7 +249,7 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
         except (OSError, JailpyError):
             live = {}
         if "pids" in live:  # the program's processes, not jailpy's set-up process and PID 1
-            live["pids"] = max(0, live["pids"] - JAILPY_PIDS)
+            live["pids"] = max(0, live["pids"] - e.jailpy_pids)
         rows.append({"name": e.name, "pid": e.supervisor_pid, "running_s": round(time.time() - e.started, 1),
                      "command": e.argv, **live})
     if json_out:

@@ -35,6 +35,9 @@ class Entry:
     argv: list[str]
     cgroup: list[str]
     cgroup_version: int
+    jailpy_pids: int = 2
+    """jailpy's own processes in the cgroup (PID 1, and the set-up process unless the fork server
+    started the sandbox): ``jailpy ps`` leaves them out of the count."""
 
 
 def check_name(name: str) -> str:
@@ -83,13 +86,13 @@ def _alive(e: Entry) -> bool:
     return _start_time(e.supervisor_pid) == e.supervisor_start
 
 
-def register(name: str, argv: list[str], cgroup: list[str], cgroup_version: int) -> str:
+def register(name: str, argv: list[str], cgroup: list[str], cgroup_version: int, jailpy_pids: int = 2) -> str:
     """Record a running sandbox under ``name`` (atomically, O_EXCL); returns the entry's path.
     PolicyError if a live sandbox already has that name."""
     check_name(name)
     path = os.path.join(directory(create=True), name + ".json")
     me = os.getpid()
-    entry = Entry(name, me, _start_time(me) or 0, time.time(), list(argv), list(cgroup), cgroup_version)
+    entry = Entry(name, me, _start_time(me) or 0, time.time(), list(argv), list(cgroup), cgroup_version, jailpy_pids)
     data = json.dumps(entry.__dict__).encode()
     for _ in range(2):
         try:

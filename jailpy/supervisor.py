@@ -423,12 +423,16 @@ class Sandbox:
                 os.close(pidfd)  # the fork server reaps it
 
     def close(self, wait: bool | None = None) -> None:
-        """End the prepared sandbox (prefork), release the user namespace, reap finished helpers
-        and remove their cgroups (the first two are also done when the Sandbox is garbage-collected).
+        """End a run that is going (as :meth:`kill` does: its :meth:`run` returns signal 9), the
+        prepared sandbox (prefork) and the fork server, release the user namespace and the rootfs
+        template, reap finished helpers and remove their cgroups (all but the last two are also
+        done when the Sandbox is garbage-collected).  A later :meth:`run` starts afresh.
 
         ``wait``: wait for jailpy's helper processes of finished runs to exit (a few ms), so their
         cgroups can be removed now; None (the default) waits only when this Sandbox uses cgroups.
         Without waiting they are reaped by a later run (or by init when this process exits)."""
+        if self._pidfd is not None or self._setup_pidfd is not None:
+            self.kill()  # a run is going (called from another thread): it ends the same way in every mode
         self._release()
         _reap_exiting(block=self.cgroup_plan is not None if wait is None else wait)
 
@@ -569,7 +573,8 @@ class Sandbox:
         try:
             prep = self._take_prepared()
             if self.name is not None:
-                entry = registry.register(self.name, list(argv), list(prep.cgroup.paths), self.cgroup_plan.version)
+                entry = registry.register(self.name, list(argv), list(prep.cgroup.paths), self.cgroup_plan.version,
+                                          prep.jailpy_pids)
             t_start = time.monotonic()
             try:
                 _send_request(prep.ctl, list(argv), self.env, stdio, self._expect)
@@ -657,7 +662,7 @@ class Sandbox:
         (``child.setup(ctx)``).  Returns the pid and, for PID 1 from the fork server, a pidfd
         (None: our own child).  Raises SandboxSetupError when the fork server could not start
         it, OSError when this process cannot fork."""
-        fs = self._ready_forkserver() if ctx.userns_fd is not None else None
+        fs = self._ready_forkserver(ctx.build_template) if ctx.userns_fd is not None else None
         if fs is not None:
             if self._forkserver_config is None:
                 # from the Sandbox, never from ctx: the first ctx may be a template builder's, which
@@ -699,13 +704,14 @@ class Sandbox:
                 gc.enable()
         return pid, None
 
-    def _ready_forkserver(self) -> "forkserver.ForkServer | None":
+    def _ready_forkserver(self, for_template: bool) -> "forkserver.ForkServer | None":
         """This Sandbox's fork server when it is ready, else None (see ``forkserver`` in the class
-        docstring).  Started at the second set-up, so a Sandbox used once never pays for it."""
+        docstring).  Started at the second run's set-up (template builds do not count), so a
+        Sandbox used once never pays for it."""
         if (not self.reuse_userns or self.policy.pass_fd or self.forkserver is False or self._forkserver_failed
                 or not _PYTHON):
             return None
-        self._spawned += 1
+        self._spawned += not for_template
         fs = self._forkserver
         if fs is not None and fs.dead:
             fs.close()

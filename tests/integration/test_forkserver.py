@@ -516,9 +516,11 @@ def test_default_sandbox_keeps_seccomp_and_rlimits_once_its_fork_server_builds_t
     sb = jailpy.Sandbox(_policy(nofile=50))
     try:
         outs = [sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True).stdout]
-        assert sb._forkserver is not None, "no fork server started at the second set-up"
+        assert sb._forkserver is None, "a fork server started at the first run (a Sandbox used once pays for it)"
+        outs.append(sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True).stdout)
+        assert sb._forkserver is not None, "no fork server started at the second run"
         assert sb._forkserver.ready(wait=True)
-        assert SPAWNS == []  # the first run was forked from the caller
+        assert SPAWNS == []  # the first two runs were forked from the caller
         for _ in range(3):
             since = len(SPAWNS)
             outs.append(sb.run(["python3", "-c", code], stdin=jailpy.DEVNULL, capture_output=True).stdout)
@@ -860,3 +862,42 @@ def test_named_sandbox_is_listed_and_killed_by_name(box):
     assert program_pids(marker, b"sleep") == []
     p = ctl("ps", "--json")
     assert name not in [row.get("name") for row in json.loads(p.stdout)]
+
+
+@pytest.mark.parametrize("fs", [True, False], ids=["forkserver", "forked"])
+def test_close_during_a_run_ends_it_like_kill(fs):
+    # close() from another thread: the run ends with signal 9 and no "killed from outside" error,
+    # whether its PID 1 came from the fork server (which close() ends) or from this process
+    sb = jailpy.Sandbox(_policy(), forkserver=fs)
+    marker = unique_marker()
+    with Background(sb, ["sleep", marker]) as bg:
+        wait_program(marker)
+        t0 = time.monotonic()
+        sb.close()
+        res = bg.finish()
+    assert res.exit_code == 137 and res.signal == 9 and res.error is None, res
+    assert time.monotonic() - t0 < 5 * TIME_FACTOR
+    assert program_pids(marker, b"sleep") == []
+
+
+@NEEDS_CGROUP
+@pytest.mark.parametrize("fs", [True, False], ids=["forkserver", "forked"])
+def test_ps_counts_only_the_programs_processes(fs):
+    # PID 1 (and the set-up process of a run forked from this process) are in the cgroup too:
+    # jailpy ps leaves out as many as the run really has
+    name = f"T-{os.urandom(6).hex()}"
+    sb = jailpy.Sandbox(_policy(pids=16, wall_time=60), name=name, forkserver=fs)
+    marker = unique_marker()
+    try:
+        with Background(sb, ["sh", "-c", f"sleep {marker} & sleep {marker} & sleep {marker} & wait"]) as bg:
+            end = time.monotonic() + 10 * TIME_FACTOR
+            while len(program_pids(marker, b"sleep")) < 3 and time.monotonic() < end:
+                time.sleep(0.01)
+            p = ctl("ps", "--json")
+            assert p.returncode == 0, p.stderr
+            rows = [row for row in json.loads(p.stdout) if row.get("name") == name]
+            assert len(rows) == 1 and rows[0]["pids"] == 4, rows  # sh and three sleeps
+            sb.kill()
+            bg.finish()
+    finally:
+        sb.close()
