@@ -67,6 +67,7 @@ class ForkServer:
         finally:
             theirs.close()
         self.sock = mine
+        self.owner = os.getpid()  # a process that forked from the caller must not use (or end) it
         self._lock = threading.Lock()  # one request and its answer at a time
         self._ready = False
         self._config: dict | None = None
@@ -112,9 +113,13 @@ class ForkServer:
         raise ChildProcessError(msg[1:].decode(errors="replace") or "the fork server could not fork")
 
     def close(self) -> None:
-        """End the server (its set-up processes die with it) and reap it."""
+        """End the server (the sandboxes it started die with it) and reap it.  In a process forked
+        from the caller (os.fork, multiprocessing) only this process's copy of the socket is
+        closed: the server is the caller's."""
         self.dead = True
         self.sock.close()
+        if os.getpid() != self.owner:
+            return
         try:
             self.proc.kill()
         except OSError:

@@ -255,6 +255,7 @@ class Sandbox:
         self._spawned = 0
         self._template_key: tuple = ()  # (when it was built, bind sources' ids then)
         self._ready: list[_Prepared] = []  # prefork: built and waiting for a program, oldest first
+        self._owner = os.getpid()  # see _after_fork
         self.policy = pol = (policy or Policy()).validate()
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
@@ -436,7 +437,23 @@ class Sandbox:
         self._release()
         _reap_exiting(block=self.cgroup_plan is not None if wait is None else wait)
 
+    def _after_fork(self) -> None:
+        """In a process forked from this Sandbox's owner (os.fork, multiprocessing): forget, without
+        ending them, the prepared sandboxes and the fork server, which are the owner's; keep the
+        user namespace and template fds (this process's own copies)."""
+        if self._owner == os.getpid():
+            return
+        self._owner = os.getpid()
+        for prep in self._ready:
+            prep.close()
+        self._ready = []
+        if self._forkserver is not None:
+            self._forkserver.close()  # only our copy of its socket (ForkServer.close)
+            self._forkserver = None
+        self._forkserver_config = None
+
     def _release(self) -> None:
+        self._after_fork()
         while self._ready:
             self._discard(self._ready.pop())
         if self._userns_fd is not None:
@@ -563,6 +580,7 @@ class Sandbox:
             for fd in (*opened, *feeds, *outputs):
                 os.close(fd)
             raise
+        self._after_fork()
         self._pending.clear()
         self._killed = False
         self._hard_kill_at = None

@@ -901,3 +901,32 @@ def test_ps_counts_only_the_programs_processes(fs):
             bg.finish()
     finally:
         sb.close()
+
+
+def test_a_process_forked_from_the_caller_leaves_its_fork_server_and_prepared_sandbox_alone():
+    # os.fork()/multiprocessing copy the Sandbox: the copy must start its own fork server and
+    # sandboxes, and must not end (close(), garbage collection) the caller's
+    sb = jailpy.Sandbox(_policy(), prefork=True, forkserver=True)
+    try:
+        assert sb.run(["true"], stdin=jailpy.DEVNULL).exit_code == 0
+        server, waiting = sb._forkserver.proc.pid, sb._ready[0].pid
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                res = sb.run(["sh", "-c", "echo child"], stdin=jailpy.DEVNULL, capture_output=True)
+                own = sb._forkserver is not None and sb._forkserver.proc.pid != server
+                sb.close()
+                os.write(w, f"{res.exit_code} {res.stdout!r} {own}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        report = os.read(r, 4096).decode()
+        os.close(r)
+        assert report == "0 b'child\\n' True", report
+        assert _ppid(server) == os.getpid() and _ppid(waiting) == server
+        res = sb.run(["sh", "-c", "echo parent"], stdin=jailpy.DEVNULL, capture_output=True)
+        assert res.stdout == b"parent\n"
+    finally:
+        sb.close()
