@@ -31,6 +31,28 @@ JAILPY = [sys.executable, "-m", "jailpy", "exec"]
 TIMEOUT = 30  # seconds, for every subprocess
 IS_ROOT = os.getuid() == 0
 NAMESPACES = ("user", "mnt", "pid", "uts", "ipc", "net", "cgroup")
+
+# the fds open in the program (listdir's own directory fd is closed again, so fstat drops it)
+OPEN_FDS = (
+    "import os, json\n"
+    "fds = []\n"
+    "for name in os.listdir('/proc/self/fd'):\n"
+    "    try: os.fstat(int(name)); fds.append(int(name))\n"
+    "    except OSError: pass\n"
+    "print(json.dumps(sorted(fds)))\n"
+)
+
+# the pids in the program's /proc, its own pid and parent, every process's command line and PID 1's
+PROCS = (
+    "import os, json\n"
+    "pids = sorted(int(d) for d in os.listdir('/proc') if d.isdigit())\n"
+    "cmds = []\n"
+    "for p in pids:\n"
+    "    try: cmds.append(open(f'/proc/{p}/cmdline', 'rb').read().decode(errors='replace'))\n"
+    "    except OSError: pass\n"
+    "print(json.dumps({'pids': pids, 'me': os.getpid(), 'ppid': os.getppid(), 'cmds': cmds,\n"
+    "    'init': open('/proc/1/cmdline', 'rb').read().decode(errors='replace')}))\n"
+)
 # jailpy's documented default for the sandbox's PATH (policy.DEFAULT_PATH)
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

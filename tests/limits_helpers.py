@@ -178,3 +178,16 @@ def proc_cgroups(pid: int) -> dict[str, str]:
 TIME_FACTOR = float(os.environ.get("JAILPY_TEST_TIME_FACTOR", "1"))
 """Scales "promptly" bounds of the tests for slow machines: the VM lane runs under emulation, 10-50x
 slower than the host, and sets 5 (tests/vm/smoke_v2.sh)."""
+
+
+# forks children that sleep until a fork fails, then prints the errno's name and how many it made
+FORK_UNTIL_REFUSED = ("import errno, os\n"
+                      "kids = []\n"
+                      "try:\n"
+                      "    while True:\n"
+                      "        pid = os.fork()\n"
+                      "        if pid == 0:\n"
+                      "            import time; time.sleep(30); os._exit(0)\n"
+                      "        kids.append(pid)\n"
+                      "except OSError as e:\n"
+                      "    print(errno.errorcode[e.errno], len(kids))\n")

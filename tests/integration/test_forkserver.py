@@ -32,9 +32,10 @@ import time
 import pytest
 
 import jailpy
-from conftest import NAMESPACES, REPO, SANDBOX_PATH, TIMEOUT, expected_id_map, marker_pids, unique_marker
+from conftest import (NAMESPACES, OPEN_FDS, PROCS, REPO, SANDBOX_PATH, TIMEOUT, expected_id_map, marker_pids,
+                      unique_marker)
 from jailpy import forkserver, supervisor
-from limits_helpers import MiB, NEEDS_CGROUP, PEAK_SLACK, TIME_FACTOR, ctl, program_pids
+from limits_helpers import FORK_UNTIL_REFUSED, MiB, NEEDS_CGROUP, PEAK_SLACK, TIME_FACTOR, ctl, program_pids
 
 # Tests marked `vm` also run on the VM lane's older stock kernel: setns(2) into a template,
 # clone(2) with namespace flags, detached mounts moved between mount namespaces, proc and sysfs
@@ -203,6 +204,14 @@ def assert_program_under(server_pid: int, marker: str) -> int:
     return prog
 
 
+def assert_program_under_server(sb: jailpy.Sandbox, marker: str) -> int:
+    """Wait for ``sb``'s fork server to exist, then :func:`assert_program_under` it."""
+    end = time.monotonic() + 10 * TIME_FACTOR
+    while sb._forkserver is None and time.monotonic() < end:
+        time.sleep(0.005)
+    return assert_program_under(sb._forkserver.proc.pid, marker)
+
+
 def _replace(path, text: str) -> None:
     """Replace the file ``path`` by rename, as a package manager does (a new inode)."""
     tmp = f"{path}.new"
@@ -311,14 +320,6 @@ def test_rlimits_apply(box):
         assert res.stdout == f"(50, 50) ({MiB}, {MiB}) (0, 0)\n".encode(), res.stdout
 
 
-OPEN_FDS = (
-    "import os, json\n"
-    "fds = []\n"
-    "for name in os.listdir('/proc/self/fd'):\n"
-    "    try: os.fstat(int(name)); fds.append(int(name))\n"
-    "    except OSError: pass\n"
-    "print(json.dumps(sorted(fds)))\n"
-)
 
 
 def test_only_fds_0_1_2_are_open(box, tmp_path):
@@ -410,15 +411,6 @@ def test_hidden_directories_are_empty(box):
     assert json.loads(res.stdout) == [[] for _ in hidden]
 
 
-PROCS = (
-    "import os, json\n"
-    "pids = sorted(int(d) for d in os.listdir('/proc') if d.isdigit())\n"
-    "cmds = []\n"
-    "for p in pids:\n"
-    "    try: cmds.append(open(f'/proc/{p}/cmdline', 'rb').read().decode(errors='replace'))\n"
-    "    except OSError: pass\n"
-    "print(json.dumps({'pids': pids, 'me': os.getpid(), 'ppid': os.getppid(), 'cmds': cmds}))\n"
-)
 
 
 def test_no_host_process_is_visible(box, host_sleep):
@@ -569,16 +561,7 @@ def test_memory_limit_is_MLE(box):
 
 @NEEDS_CGROUP
 def test_pids_limit(box):
-    code = ("import errno, os\n"
-            "kids = []\n"
-            "try:\n"
-            "    while True:\n"
-            "        pid = os.fork()\n"
-            "        if pid == 0:\n"
-            "            import time; time.sleep(30); os._exit(0)\n"
-            "        kids.append(pid)\n"
-            "except OSError as e:\n"
-            "    print(errno.errorcode[e.errno], len(kids))\n")
+    code = FORK_UNTIL_REFUSED
     res = box(_policy(pids=10, wall_time=30)).run(["python3", "-c", code])
     assert res.exit_code == 0, res.stderr
     name, n = res.stdout.split()
@@ -612,10 +595,7 @@ def test_send_signal_reaches_the_program(box):
     b = box(_policy(wall_time=60))
     marker = unique_marker()
     with Background(b.sb, ["sleep", marker]) as bg:
-        end = time.monotonic() + 10 * TIME_FACTOR
-        while b.sb._forkserver is None and time.monotonic() < end:
-            time.sleep(0.005)
-        assert_program_under(b.sb._forkserver.proc.pid, marker)
+        assert_program_under_server(b.sb, marker)
         b.sb.send_signal(signal.SIGTERM)
         res = bg.finish()
     assert res.exit_code == 143 and res.signal == signal.SIGTERM and res.verdict == jailpy.Verdict.SIG, res
@@ -846,10 +826,7 @@ def test_named_sandbox_is_listed_and_killed_by_name(box):
     b = box(_policy(wall_time=60), name=name)
     marker = unique_marker()
     with Background(b.sb, ["sleep", marker]) as bg:
-        end = time.monotonic() + 10 * TIME_FACTOR
-        while b.sb._forkserver is None and time.monotonic() < end:
-            time.sleep(0.005)
-        assert_program_under(b.sb._forkserver.proc.pid, marker)
+        assert_program_under_server(b.sb, marker)
         p = ctl("ps", "--json")
         assert p.returncode == 0, p.stderr
         rows = [row for row in json.loads(p.stdout) if row.get("name") == name]

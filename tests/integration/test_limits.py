@@ -21,7 +21,7 @@ import pytest
 import jailpy
 from conftest import IS_ROOT, JAILPY, REPO, TIMEOUT, jail, unique_marker
 from limits_helpers import (
-    MiB, NEEDS_CGROUP, PEAK_SLACK, assert_nothing_left, assert_one_line_error, cpu_s, leftover_cgroups, proc_cgroups,
+    FORK_UNTIL_REFUSED, MiB, NEEDS_CGROUP, PEAK_SLACK, assert_nothing_left, assert_one_line_error, cpu_s, leftover_cgroups, proc_cgroups,
     program_pids, report_of, run_jail, stated_limit,
 )
 
@@ -161,16 +161,7 @@ def test_fork_bomb_is_contained(report_path):
 
 @NEEDS_CGROUP
 def test_pids_limit_fork_fails_with_EAGAIN():
-    code = ("import errno, os\n"
-            "kids = []\n"
-            "try:\n"
-            "    while True:\n"
-            "        pid = os.fork()\n"
-            "        if pid == 0:\n"
-            "            import time; time.sleep(30); os._exit(0)\n"
-            "        kids.append(pid)\n"
-            "except OSError as e:\n"
-            "    print(errno.errorcode[e.errno], len(kids))\n")
+    code = FORK_UNTIL_REFUSED
     p = jail("--pids", "10", "--", "python3", "-c", code)
     assert p.returncode == 0, p.stderr
     name, n = p.stdout.split()

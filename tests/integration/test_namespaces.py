@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from conftest import NAMESPACES, jail, jail_py
+from conftest import NAMESPACES, PROCS, jail, jail_py
 
 
 # ------------------------------------------------------------------ namespaces ----
@@ -30,17 +30,7 @@ def test_every_namespace_is_new():
 
 def test_proc_shows_only_the_sandbox_pids(host_sleep):
     _, marker = host_sleep
-    code = (
-        "import os, json\n"
-        "pids = sorted(int(d) for d in os.listdir('/proc') if d.isdigit())\n"
-        "cmds = []\n"
-        "for p in pids:\n"
-        "    try: cmds.append(open(f'/proc/{p}/cmdline', 'rb').read().decode(errors='replace'))\n"
-        "    except OSError: pass\n"
-        "print(json.dumps({'pids': pids, 'me': os.getpid(), 'ppid': os.getppid(), 'cmds': cmds,\n"
-        "    'init': open('/proc/1/cmdline', 'rb').read().decode(errors='replace')}))\n"
-    )
-    p = jail_py(code)
+    p = jail_py(PROCS)
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["pids"] == sorted({1, r["me"]}), "other processes are visible in the sandbox's /proc"

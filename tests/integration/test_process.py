@@ -19,19 +19,11 @@ import time
 import pytest
 
 import jailpy
-from conftest import JAILPY, REPO, SANDBOX_PATH, TIMEOUT, jail, jail_py, jail_report, jail_sh_redirect, last_json
+from conftest import (JAILPY, OPEN_FDS, REPO, SANDBOX_PATH, TIMEOUT, jail, jail_py, jail_report, jail_sh_redirect,
+                      last_json)
 
 # ----------------------------------------------------------------------- fds ----
 
-# the fds open in the program (listdir's own directory fd is closed again, so fstat drops it)
-OPEN_FDS = (
-    "import os, json\n"
-    "fds = []\n"
-    "for name in os.listdir('/proc/self/fd'):\n"
-    "    try: os.fstat(int(name)); fds.append(int(name))\n"
-    "    except OSError: pass\n"
-    "print(json.dumps(sorted(fds)))\n"
-)
 
 
 def test_only_fds_0_1_2_are_open_even_if_the_caller_has_more(tmp_path):
