@@ -48,14 +48,15 @@ class ForkServer:
     interpreter of the same version as the caller's) without waiting for it.
 
     :meth:`ready` says whether it has finished starting (non-blocking); :meth:`spawn` asks it
-    for a set-up process.  Raises OSError when the interpreter cannot be started."""
+    to start a sandbox's PID 1.  Raises OSError when the interpreter cannot be started."""
 
     def __init__(self, python: str) -> None:
         import subprocess  # the caller's side only: the server never imports it
 
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = "import sys; sys.path.insert(0, sys.argv[2]); from jailpy import forkserver; forkserver.main(int(sys.argv[1]))"
+        code = ("import sys; sys.path.insert(0, sys.argv[2]); from jailpy import forkserver; "
+                "forkserver.main(int(sys.argv[1]))")
         try:
             self.proc = subprocess.Popen(
                 [python, "-I", "-S", "-c", code, str(theirs.fileno()), top], pass_fds=(theirs.fileno(),),
