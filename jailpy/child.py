@@ -255,7 +255,14 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
     def forward(signum: int, _frame: object) -> None:
         if payload:
             try:
-                os.kill(-1 if signum == KILL_ALL else payload, signal.SIGKILL if signum == KILL_ALL else signum)
+                if signum == KILL_ALL:
+                    os.kill(-1, signal.SIGKILL)
+                elif signum in (signal.SIGINT, signal.SIGQUIT):
+                    # as a terminal sends Ctrl-C and Ctrl-\: to the program's whole process group
+                    # (it leads one: setsid), so a shell's foreground child gets it too (termios(3))
+                    os.killpg(payload, signum)
+                else:
+                    os.kill(payload, signum)
             except OSError:
                 pass
         else:

@@ -62,7 +62,8 @@ def exec_(
     ro_bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST]", rich_help_panel=FS,
         help="Make host path SRC visible read-only at DST (default: the same path). Repeatable.")] = None,
     tmpfs: Annotated[Optional[list[str]], typer.Option(metavar="DST[:SIZE]", rich_help_panel=FS,
-        help="An empty writable directory at DST, in memory, capped at SIZE (default 64M). Repeatable.")] = None,
+        help="An empty writable directory at DST (not /, nor under /proc or /dev), in memory, capped at SIZE "
+             "(default 64M). Repeatable.")] = None,
     tmp_size: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=FS,
         help="Size cap of the writable /tmp and /dev/shm, e.g. 256M.")] = None,
     hostname: Annotated[Optional[str], typer.Option(rich_help_panel=PROC,

@@ -39,10 +39,17 @@ MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
 MAX_SECONDS = 365 * 86400
 
 
-def parse_size(value: str | int, what: str = "size") -> int:
-    """Parse ``"64M"``, ``"1.5G"``, ``"512k"``, ``"1KiB"`` or an int into bytes (powers of 1024).
+MAX_SIZE = 1 << 60
+"""The largest size accepted (1 EiB): far above any machine, and below where the kernel's own
+interfaces overflow (a tmpfs ``size=`` of 2**64 bytes wraps to 0, which means no limit:
+tmpfs(5); rlimits and cgroup limits are 64-bit)."""
 
-    Raises PolicyError for anything else, and for zero or negative sizes."""
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """Parse ``"64M"``, ``"1.5G"``, ``"512k"``, ``"1KiB"`` or an int into bytes (powers of 1024),
+    exactly (no floating point).
+
+    Raises PolicyError for anything else, for zero or negative sizes and above MAX_SIZE."""
     if isinstance(value, bool):
         raise PolicyError(f"{what}: expected a size like 64M, got {value!r}")
     if isinstance(value, int):
@@ -51,9 +58,13 @@ def parse_size(value: str | int, what: str = "size") -> int:
         m = _SIZE_RE.match(str(value))
         if not m:
             raise PolicyError(f"{what}: expected a size like 64M or 1G, got {value!r}")
-        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        whole, _, frac = m.group(1).partition(".")
+        unit = _UNITS[m.group(2).lower()]
+        n = int(whole) * unit + (int(frac) * unit // 10 ** len(frac) if frac else 0)
     if n <= 0:
         raise PolicyError(f"{what}: must be more than 0 bytes, got {value!r}")
+    if n > MAX_SIZE:
+        raise PolicyError(f"{what}: at most 1E (1 EiB), got {value!r}")
     return n
 
 
@@ -173,6 +184,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             dst, _, size = spec.partition(":")
             if not os.path.isabs(dst):
                 raise bad("tmpfs", f"destination must be an absolute path, got {spec!r}")
+            top = os.path.normpath(dst).split("/")[1]
+            if top in ("", "proc", "dev"):  # the sandbox's own /, /proc and /dev: as for binds
+                raise bad("tmpfs", f"cannot mount a tmpfs over {os.path.normpath(dst)} (/, /proc and /dev are "
+                                   f"the sandbox's own), got {spec!r}")
             if size:
                 try:
                     parse_size(size)

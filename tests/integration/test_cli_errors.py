@@ -60,6 +60,21 @@ def test_bind_over_proc_dev_or_root_is_refused(tmp_path, dst):
     assert_refused(jail("--bind", f"{tmp_path}:{dst}", *RAN))
 
 
+@pytest.mark.parametrize("dst", ["/", "/dev", "/dev/shm", "/proc", "/proc/sys"])
+def test_tmpfs_over_root_proc_or_dev_is_refused(dst):
+    # a tmpfs over /dev would take /dev/null and the rest away, read-only; over / or /proc the
+    # sandbox cannot be built: refused up front, naming the destination
+    assert_refused(jail("--tmpfs", dst, *RAN), "--tmpfs", dst)
+
+
+@pytest.mark.parametrize("flag,value", [("--memory", "16777216.00001T"), ("--tmp-size", "16777216T"),
+                                        ("--tmpfs", "/scratch:16777216T"), ("--fsize", "18446744073709551616"),
+                                        ("--stack", "9223372036854775808"), ("--output-limit", "1048577T")])
+def test_sizes_beyond_what_the_kernel_takes_are_refused(flag, value):
+    # at 2**64 bytes a tmpfs size= wraps to 0, which means no limit at all; rlimits overflow
+    assert_refused(jail(flag, value, *RAN), flag)
+
+
 def test_bind_destination_under_read_only_host_dir_is_refused(tmp_path):
     # the mount point cannot be created in the read-only /etc: jailpy refuses, nothing runs
     assert_refused(jail("--ro-bind", f"{tmp_path}:/etc/jailpy-test-dst", *RAN), "/etc/jailpy-test-dst")

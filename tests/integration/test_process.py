@@ -346,6 +346,27 @@ def test_signal_to_jailpy_is_forwarded_to_the_program(sig):
     assert p.returncode == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=lambda s: s.name)
+def test_ctrl_c_reaches_a_shells_foreground_child(sig):
+    # a terminal sends Ctrl-C and Ctrl-\ to the whole foreground process group: a shell waiting
+    # for its child must not outlive it (sh ignores nothing here, but waits for `sleep` first)
+    p = subprocess.Popen([*JAILPY, "--", "sh", "-c", "echo ready; sleep 20; echo after"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        time.sleep(0.2)  # sh has started sleep
+        t0 = time.monotonic()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert b"after" not in out, "the shell went on after its child was interrupted"
+    assert p.returncode == 128 + sig, (p.returncode, err)
+    assert time.monotonic() - t0 < 10, "the signal did not reach the foreground child"
+
+
 def _signal_masks_of_the_program() -> dict:
     p = jail("--", "cat", "/proc/self/status")
     assert p.returncode == 0, p.stderr
