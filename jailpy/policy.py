@@ -59,12 +59,15 @@ def parse_size(value: str | int, what: str = "size") -> int:
         if not m:
             raise PolicyError(f"{what}: expected a size like 64M or 1G, got {value!r}")
         whole, _, frac = m.group(1).partition(".")
+        if len(whole.lstrip("0")) > 20:  # far beyond MAX_SIZE in any unit (and no huge int parsing)
+            raise PolicyError(f"{what}: at most 1048576T (1 EiB), got {value!r}")
         unit = _UNITS[m.group(2).lower()]
+        frac = frac[:30]  # finer than a byte in any unit
         n = int(whole) * unit + (int(frac) * unit // 10 ** len(frac) if frac else 0)
     if n <= 0:
         raise PolicyError(f"{what}: must be more than 0 bytes, got {value!r}")
     if n > MAX_SIZE:
-        raise PolicyError(f"{what}: at most 1E (1 EiB), got {value!r}")
+        raise PolicyError(f"{what}: at most 1048576T (1 EiB), got {value!r}")
     return n
 
 
