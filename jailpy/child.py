@@ -110,12 +110,7 @@ def setup(ctx: SpawnContext) -> None:
     step = "set-up"
     try:
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
-        null = os.open("/dev/null", os.O_RDWR)  # the helpers hold none of the caller's stdio
-        for i in (0, 1, 2):
-            if null != i:
-                os.dup2(null, i)
-        if null > 2:
-            os.close(null)
+        _stdio_to_devnull()  # the helpers hold none of the caller's stdio
         keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds)
         _close_all_but(keep + tuple(fd for fd in (ctx.userns_fd, ctx.template_fd) if fd is not None))
         if ctx.cgroup_procs:
@@ -196,12 +191,7 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if _hup(ctx.go_r):
             os._exit(125)  # the supervisor is gone
-        null = os.open("/dev/null", os.O_RDWR)
-        for i in (0, 1, 2):
-            if null != i:
-                os.dup2(null, i)
-        if null > 2:
-            os.close(null)
+        _stdio_to_devnull()
         _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources, *ctx.cgroup_fds))
         if ctx.cgroup_fds:
             step = "join the sandbox's cgroup"
@@ -225,6 +215,16 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
     if ctx.build_template:
         _template_init(ctx, sources)
     init(ctx, sources)
+
+
+def _stdio_to_devnull() -> None:
+    """Point fds 0, 1 and 2 at /dev/null."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for i in (0, 1, 2):
+        if null != i:
+            os.dup2(null, i)
+    if null > 2:
+        os.close(null)
 
 
 def _close_all_but(keep: tuple[int, ...]) -> None:

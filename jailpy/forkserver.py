@@ -133,7 +133,7 @@ def main(sock_fd: int) -> None:
     import gc
 
     from . import _syscalls as sc
-    from . import child, mounts
+    from . import caps, child, mounts
 
     sock = socket.socket(fileno=sock_fd)
     parent = os.pidfd_open(os.getppid())
@@ -144,7 +144,7 @@ def main(sock_fd: int) -> None:
     gc.freeze()  # nothing loaded so far is ever scanned again: forked copies stay shared
     gc.disable()
     sock.sendall(b"R")
-    state = _State(sc, child, mounts)
+    state = _State(sc, caps, child, mounts)
     poller = select.poll()
     for fd in (sock.fileno(), parent, wake_r):
         poller.register(fd, select.POLLIN)
@@ -184,9 +184,8 @@ class _State:
     """The server's side: in the sandbox's user namespace, with a mount namespace of its own that
     shows the host's files (``host``) and the current rootfs template's (``template``)."""
 
-    def __init__(self, sc, child, mounts) -> None:
-        self.sc, self.child, self.mounts = sc, child, mounts
-        self.caps = child.caps
+    def __init__(self, sc, caps, child, mounts) -> None:
+        self.sc, self.caps, self.child, self.mounts = sc, caps, child, mounts
         self.config: dict = {}
         self.host: int | None = None
         self.template: int | None = None

@@ -58,6 +58,18 @@ def _pidfd_exited(pidfd: int, timeout: float | None) -> bool:
     return bool(p.poll(None if timeout is None else int(timeout * 1000)))
 
 
+def _exited(pid: int, pidfd: int | None, block: bool) -> bool:
+    """Whether a set-up process (or a fork server's PID 1) has exited, waiting for it with
+    ``block``.  ``pidfd`` None: our own child, reaped here (waitpid(2)); else a child of the fork
+    server, which reaps it, watched through its pidfd."""
+    if pidfd is not None:
+        return _pidfd_exited(pidfd, None if block else 0)
+    try:
+        return os.waitpid(pid, 0 if block else os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True  # reaped already (by the caller's own wait())
+
+
 class _Prepared:
     """A set-up process and the supervisor's ends of its pipes and control socket.  ``pidfd``
     None: our own child (forked here); else a pidfd for the sandbox's PID 1, a child of the
@@ -76,12 +88,7 @@ class _Prepared:
 
     def exited(self) -> bool:
         """Whether the set-up process has exited (our own child is then reaped); never blocks."""
-        if not self.own:
-            return _pidfd_exited(self.pidfd, 0)
-        try:
-            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            return True
+        return _exited(self.pid, None if self.own else self.pidfd, False)
 
     def wait(self):
         """Wait until the set-up process has exited; its resource usage (our own child) or None."""
@@ -134,16 +141,9 @@ def _reap_exiting(block: bool) -> None:
     the lock, so no two threads wait for one pid (whose number could meanwhile belong to a new run)."""
     with _EXITING_LOCK:
         for pid, (pidfd, cg) in list(_EXITING.items()):
-            if pidfd is not None:  # the fork server reaps it
-                done = _pidfd_exited(pidfd, None if block else 0)
-                if done:
+            if _exited(pid, pidfd, block):
+                if pidfd is not None:
                     os.close(pidfd)
-            else:
-                try:
-                    done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
-                except ChildProcessError:
-                    done = pid  # reaped already by the caller's own wait()
-            if done:
                 del _EXITING[pid]
                 if cg is not None:
                     _LEFTOVER.append(cg)
@@ -360,9 +360,10 @@ class Sandbox:
             self._userns_fd = userns.create(self.ids)
         return self._userns_fd
 
-    def _template(self) -> int | None:
+    def _template(self, key: tuple) -> int | None:
         """The mount namespace of this Sandbox's rootfs template, built now when there is none,
-        when it is older than TEMPLATE_MAX_AGE seconds, or when a bind source was replaced since.
+        when it is older than TEMPLATE_MAX_AGE seconds, or when a bind source was replaced since
+        (``key``: the sources' ids now, :meth:`_source_ids`).
 
         Each run's mount namespace starts as a copy of it (setns(2) then unshare(2) CLONE_NEWNS,
         mount_namespaces(7)), so a run mounts only what it must get afresh: about 25 mounts
@@ -371,7 +372,6 @@ class Sandbox:
         (overlayfs.rst, "Changes to underlying filesystems")."""
         if not self.reuse_userns:
             return None
-        key = self._source_ids()
         if self._template_fd is not None:
             if time.monotonic() - self._template_key[0] <= TEMPLATE_MAX_AGE and self._template_key[1] == key:
                 return self._template_fd
@@ -383,45 +383,21 @@ class Sandbox:
         return self._template_fd
 
     def _build_template(self) -> int:
-        """Fork a builder (child.setup with ``build_template``) and return the fd of the template's
-        mount namespace it sends.  Raises SandboxSetupError."""
-        status_r, status_w = _pipe()
-        sync_r, sync_w = _pipe()  # unused: the user namespace exists already
-        go_r, go_w = _pipe()
-        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        child_fd = _high_fd(ctl_child.detach())
-        ctx = child.SpawnContext(
-            pass_fds=(), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname, status_w=status_w,
-            sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(), userns_fd=self._userns(),
-            build_template=True)
+        """Start a builder (:meth:`_prepare` with ``build_template``) and return the fd of the
+        template's mount namespace it sends.  Raises SandboxSetupError."""
+        prep = self._prepare(build_template=True)
         try:
-            pid, pidfd = self._spawn(ctx)
-        except BaseException:
-            for fd in (status_r, go_w):
-                os.close(fd)
-            ctl.close()
-            raise
+            _, fds, _, _ = socket.recv_fds(prep.ctl, 1, 1)
+            if fds:
+                return fds[0]
+            prep.close_go()  # lets the set-up process (if any) exit: the status pipe then ends
+            msgs = [json.loads(line) for line in os.read(prep.status_r, 65536).splitlines() if line.strip()]
+            why = next((m["error"] for m in msgs if "error" in m), "the builder ended without a word")
+            raise SandboxSetupError(f"cannot set up the sandbox: {why}")
         finally:
-            for fd in (status_w, sync_r, sync_w, go_r, child_fd):
-                os.close(fd)
-        try:
-            _, fds, _, _ = socket.recv_fds(ctl, 1, 1)
-            if not fds:
-                os.close(go_w)
-                go_w = -1
-                msgs = [json.loads(line) for line in os.read(status_r, 65536).splitlines() if line.strip()]
-                why = next((m["error"] for m in msgs if "error" in m), "the builder ended without a word")
-                raise SandboxSetupError(f"cannot set up the sandbox: {why}")
-            return fds[0]
-        finally:
-            if go_w >= 0:
-                os.close(go_w)
-            ctl.close()
-            os.close(status_r)
-            if pidfd is None:
-                os.waitpid(pid, 0)
-            else:
-                os.close(pidfd)  # the fork server reaps it
+            prep.close_go()  # the set-up process (if any) waits for this, then exits
+            prep.wait()
+            prep.close()
 
     def close(self, wait: bool | None = None) -> None:
         """End a run that is going (as :meth:`kill` does: its :meth:`run` returns signal 9), the
@@ -628,9 +604,10 @@ class Sandbox:
                 os.close(pidfd)
             prep.close()
 
-    def _prepare(self) -> "_Prepared":
-        """Fork the set-up process; it builds the sandbox and then waits for the program."""
-        cg = self.cgroup_plan.create() if self.cgroup_plan is not None else None
+    def _prepare(self, build_template: bool = False) -> "_Prepared":
+        """Start the set-up process; it builds the sandbox and then waits for the program (with
+        ``build_template``: it builds a rootfs template and sends it, see :meth:`_build_template`)."""
+        cg = self.cgroup_plan.create() if self.cgroup_plan is not None and not build_template else None
         try:
             status_r, status_w = _pipe()
             sync_r, sync_w = _pipe()
@@ -640,11 +617,13 @@ class Sandbox:
             child_fd = _high_fd(ctl_child.detach())
             f = self.filter
             ctx = child.SpawnContext(
-                pass_fds=tuple(self.policy.pass_fd), ids=self.ids, mounts=self.mounts, hostname=self.policy.hostname,
-                status_w=status_w, sync_w=sync_w, go_r=go_r, ctl_fd=child_fd, supervisor_pid=os.getpid(),
-                userns_fd=self._userns(), template_fd=self._template(), cgroup_procs=tuple(cg.procs) if cg else (),
-                rlimits=self.rlimits,
+                pass_fds=() if build_template else tuple(self.policy.pass_fd), ids=self.ids, mounts=self.mounts,
+                hostname=self.policy.hostname, status_w=status_w, sync_w=sync_w, go_r=go_r, ctl_fd=child_fd,
+                supervisor_pid=os.getpid(), userns_fd=self._userns(),
+                template_fd=None if build_template else self._template(sources),
+                cgroup_procs=tuple(cg.procs) if cg else (), rlimits=self.rlimits,
                 seccomp_bpf=f.bpf if f else None, seccomp_listener=bool(f and f.notify), handshake=cg is not None,
+                build_template=build_template,
             )
         except BaseException:
             if cg is not None:

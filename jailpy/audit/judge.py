@@ -76,6 +76,11 @@ def _errno_name(n: int) -> str:
     return errno.errorcode.get(n, str(n))
 
 
+def _verdict(r) -> str:
+    """A Result's verdict as text ("OK", "TLE"...)."""
+    return getattr(r.verdict, "value", r.verdict)
+
+
 def seccomp_stopped(ev: Evidence, a: dict) -> bool:
     """True when the seccomp filter is what refused attempt ``a``: a process killed by SIGSYS, or
     the filter's decision for the call (``nr`` and integer ``args``) is a denial with exactly the
@@ -94,7 +99,7 @@ def seccomp_stopped(ev: Evidence, a: dict) -> bool:
         return a.get("errno") == _errno_name(d.errno)
     if d.action == "kill":
         r = ev.result
-        return r is not None and getattr(r.verdict, "value", r.verdict) == "SV"
+        return r is not None and _verdict(r) == "SV"
     return False
 
 
@@ -133,25 +138,34 @@ def no_report(ev: Evidence) -> Verdict:
     r = ev.result
     if r is None:
         return Verdict(ERROR, [], "; ".join(ev.errors)[:300] or "the probe did not run")
-    if getattr(r.verdict, "value", r.verdict) == "SV" and ev.filter is not None:
+    if _verdict(r) == "SV" and ev.filter is not None:
         what = (r.blocked_syscall or {}).get("text", "a system call")
         return Verdict(BLOCKED, ["seccomp"], f"a seccomp kill rule ended the sandbox at {what} (verdict SV)")
     tail = (r.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or [""]
-    return Verdict(ERROR, [], f"the probe reported nothing (verdict {getattr(r.verdict, 'value', r.verdict)}, "
+    return Verdict(ERROR, [], f"the probe reported nothing (verdict {_verdict(r)}, "
                               f"exit {r.exit_code}{', ' + r.error if r.error else ''}) {tail[0][:200]}".strip())
+
+
+def _no_facts(ev: Evidence) -> Verdict | None:
+    """What every judge of the probe's own report decides first: NOT BLOCKED when the host
+    changed, ERROR when the probe reported nothing or failed; else None."""
+    changed = host_changed(ev)
+    if changed:
+        return changed
+    if ev.facts is None:
+        return no_report(ev)
+    if "exception" in ev.facts:
+        return Verdict(ERROR, [], f"the probe failed: {ev.facts['exception']}"[:300])
+    return None
 
 
 def by_attempts(ev: Evidence) -> Verdict:
     """The default judge: NOT BLOCKED when the host changed or any attempt got through; else
     blocked, by the layers of the attempts (seccomp where the filter refused the call)."""
-    changed = host_changed(ev)
-    if changed:
-        return changed
+    first = _no_facts(ev)
+    if first:
+        return first
     facts = ev.facts
-    if facts is None:
-        return no_report(ev)
-    if "exception" in facts:
-        return Verdict(ERROR, [], f"the probe failed: {facts['exception']}"[:300])
     if facts.get("skip"):
         return Verdict(SKIPPED, [], facts["skip"])
     atts = facts.get("attempts") or []
@@ -180,14 +194,10 @@ def count_limited(kind: str, layer: str) -> "callable":
     """Judge of a bounded loop (fork, threads, fds, inodes): blocked when the loop stopped
     before its bound; ``layer`` names what stops it ("pids" means the cgroup's pids.max)."""
     def judge(ev: Evidence) -> Verdict:
-        changed = host_changed(ev)
-        if changed:
-            return changed
+        first = _no_facts(ev)
+        if first:
+            return first
         f = ev.facts
-        if f is None:
-            return no_report(ev)
-        if "exception" in f:
-            return Verdict(ERROR, [], f"the probe failed: {f['exception']}"[:300])
         bound = ev.params["bound"]
         if f["made"] >= bound or not f.get("errno"):
             return Verdict(NOT_BLOCKED, [], f"{f['made']} {kind} made (the probe's own bound), nothing stopped it")
@@ -204,7 +214,7 @@ def memory_bomb(ev: Evidence) -> Verdict:
     r = ev.result
     if r is None:
         return no_report(ev)
-    v = getattr(r.verdict, "value", r.verdict)
+    v = _verdict(r)
     f = ev.facts or {}
     if v == "MLE" or r.oom_killed:
         return Verdict(BLOCKED, ["cgroup"], f"verdict {v}: the OOM killer ended it in its cgroup (limit "
@@ -235,7 +245,7 @@ def output_flood(ev: Evidence) -> Verdict:
     r = ev.result
     if r is None:
         return no_report(ev)
-    v = getattr(r.verdict, "value", r.verdict)
+    v = _verdict(r)
     limit = ev.params["limit"]
     n = max(r.stdout_bytes or 0, len(r.stdout or b""))
     if v == "OLE" and n <= limit:
@@ -248,7 +258,7 @@ def cpu_hog(ev: Evidence) -> Verdict:
     r = ev.result
     if r is None:
         return no_report(ev)
-    v = getattr(r.verdict, "value", r.verdict)
+    v = _verdict(r)
     if v == "TLE":
         layer = "rlimit" if r.signal == signal.SIGXCPU else "cgroup"
         return Verdict(BLOCKED, [layer], f"verdict TLE after {r.cpu_user_s + r.cpu_sys_s:.2f} s of CPU "
@@ -268,7 +278,7 @@ def left_behind(kind: str) -> "callable":
         r = ev.result
         if r is None:
             return no_report(ev)
-        v = getattr(r.verdict, "value", r.verdict)
+        v = _verdict(r)
         if kind == "wall":
             if v != "WLE":
                 return Verdict(NOT_BLOCKED, [], f"verdict {v}: the wall-time limit did not end it")

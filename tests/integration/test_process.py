@@ -329,19 +329,29 @@ WAIT_FOR_SIGNAL = (
 )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGQUIT,
-                                 signal.SIGUSR2], ids=lambda s: s.name)
-def test_signal_to_jailpy_is_forwarded_to_the_program(sig):
-    p = subprocess.Popen([*JAILPY, "--", "python3", "-c", WAIT_FOR_SIGNAL], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+def _signal_jailpy_when_ready(argv: list[str], sig: int, settle: float = 0.0):
+    """Start ``jailpy exec -- argv``, wait for the program's first line "ready", sleep ``settle``
+    seconds, send ``sig`` to jailpy and wait.  Returns (process, stdout after "ready", stderr,
+    seconds from the signal to jailpy's exit)."""
+    p = subprocess.Popen([*JAILPY, "--", *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=REPO)
     try:
         assert p.stdout.readline() == b"ready\n"
+        time.sleep(settle)
+        t0 = time.monotonic()
         p.send_signal(sig)
         out, err = p.communicate(timeout=TIMEOUT)
+        return p, out, err, time.monotonic() - t0
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGQUIT,
+                                 signal.SIGUSR2], ids=lambda s: s.name)
+def test_signal_to_jailpy_is_forwarded_to_the_program(sig):
+    p, out, err, _ = _signal_jailpy_when_ready(["python3", "-c", WAIT_FOR_SIGNAL], sig)
     assert out == f"got {int(sig)}\n".encode(), err
     assert p.returncode == 0
 
@@ -350,21 +360,11 @@ def test_signal_to_jailpy_is_forwarded_to_the_program(sig):
 def test_ctrl_c_reaches_a_shells_foreground_child(sig):
     # a terminal sends Ctrl-C and Ctrl-\ to the whole foreground process group: a shell waiting
     # for its child must not outlive it (sh ignores nothing here, but waits for `sleep` first)
-    p = subprocess.Popen([*JAILPY, "--", "sh", "-c", "echo ready; sleep 20; echo after"], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    try:
-        assert p.stdout.readline() == b"ready\n"
-        time.sleep(0.2)  # sh has started sleep
-        t0 = time.monotonic()
-        p.send_signal(sig)
-        out, err = p.communicate(timeout=TIMEOUT)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    # (0.2 s: sh has started sleep)
+    p, out, err, took = _signal_jailpy_when_ready(["sh", "-c", "echo ready; sleep 20; echo after"], sig, 0.2)
     assert b"after" not in out, "the shell went on after its child was interrupted"
     assert p.returncode == 128 + sig, (p.returncode, err)
-    assert time.monotonic() - t0 < 10, "the signal did not reach the foreground child"
+    assert took < 10, "the signal did not reach the foreground child"
 
 
 def _signal_masks_of_the_program() -> dict:
