@@ -54,6 +54,8 @@ def _import_loaders(instrument: bool):
             importlib.import_module("tomllib")  # pure Python: its branches guide the fuzzer too
             import jailpy.policy
             import jailpy.seccomp
+            import jailpy.seccomp.bpf  # the package imports its loaders and compiler on first use:
+            import jailpy.seccomp.loaders  # instrument them now
     else:
         import jailpy.policy
         import jailpy.seccomp

@@ -397,7 +397,7 @@ def run(args) -> int:
             "seed": args.seed, "start": args.start, "count": count, "seconds": args.seconds,
             "call_timeout": args.call_timeout, "watchdog": args.watchdog, "numbers": numbers, "high": high,
             "names": names, "expect": expect, "conditional": cond, "above_max": above, "known_max_nr": kmax,
-            "x32": ["kill", 0] if policy_name else None,  # jailpy's filters kill non-native calls (seccomp.py)
+            "x32": ["kill", 0] if policy_name else None,  # jailpy's filters kill non-native calls (seccomp/bpf.py)
             "pool": pool, "limits": {"as": 1 << 30, "fsize": 16 << 20, "nofile": 128},
             "require_seccomp": args.inject != "seccomp" and args.seccomp != "none", "inject": args.inject,
         }

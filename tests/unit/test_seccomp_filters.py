@@ -28,6 +28,8 @@ import pytest
 
 from jailpy import _syscalls as sc
 from jailpy import seccomp
+from jailpy.seccomp import cache as seccomp_cache
+from jailpy.seccomp import language
 from jailpy.errors import PolicyError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,9 +45,9 @@ SHIPPED = ["default", "strict", "docker-like"]
 def _private_cache(tmp_path, monkeypatch):
     """Every test gets its own seccomp cache dir and an empty in-memory cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    seccomp._MEMO.clear()
+    seccomp_cache._MEMO.clear()
     yield
-    seccomp._MEMO.clear()
+    seccomp_cache._MEMO.clear()
 
 
 # ------------------------------------------------------------------ helpers ----
@@ -391,10 +393,10 @@ def test_conditions_parse_into_libseccomp_comparisons():
     alts = seccomp.parse_condition("arg0 & CLONE_NEWUSER|CLONE_NEWNS != 0")
     assert sorted(alts) == [((0, "&==", 0x20000, 0x20000),), ((0, "&==", 0x10000000, 0x10000000),)]
     alts = seccomp.parse_condition("arg0 not in {AF_UNIX, AF_INET, AF_INET6}")
-    match = lambda v: any(all(seccomp._cmp_match(c, (v,) + (0,) * 5) for c in a) for a in alts)  # noqa: E731
+    match = lambda v: any(all(language._cmp_match(c, (v,) + (0,) * 5) for c in a) for a in alts)  # noqa: E731
     assert [v for v in range(64) if not match(v)] == [1, 2, 10] and match(2**64 - 1) and match(1 << 32 | 1)
     alts = seccomp.parse_condition("low32(arg0) not in {0, 0xffffffff} and arg1 == 3")
-    match = lambda v, w: any(all(seccomp._cmp_match(c, (v, w, 0, 0, 0, 0)) for c in a) for a in alts)  # noqa: E731
+    match = lambda v, w: any(all(language._cmp_match(c, (v, w, 0, 0, 0, 0)) for c in a) for a in alts)  # noqa: E731
     assert not match(0, 3) and not match(0xFFFFFFFF, 3) and not match(1 << 32, 3) and match(8, 3) and not match(8, 4)
     assert match(0xFFFFFFFE, 3) and match(0x80000000, 3) and match((1 << 40) | 0x400000, 3)
 
@@ -412,9 +414,9 @@ def test_overlap_check_agrees_with_brute_force():
             else:
                 cmps.append((0, op, rnd.randrange(1, 63), 0))
         p, q = (c,), (d,) = [(c,) for c in cmps]
-        brute = any(seccomp._cmp_match(c, (x,) + (0,) * 5) and seccomp._cmp_match(d, (x,) + (0,) * 5)
+        brute = any(language._cmp_match(c, (x,) + (0,) * 5) and language._cmp_match(d, (x,) + (0,) * 5)
                     for x in list(range(130)) + [2**64 - 1, 2**63, 2**32])
-        assert seccomp._alts_overlap(p, q) == brute, (c, d)
+        assert language._alts_overlap(p, q) == brute, (c, d)
 
 
 # ------------------------------------------------------------------ real filters ----
@@ -628,7 +630,7 @@ def test_cached_bpf_equals_fresh_and_is_private(tmp_path):
     assert len(files) == 4 and len(list(seccomp.cache_dir().glob("src-*.json"))) == 4
     assert stat.S_IMODE(seccomp.cache_dir().stat().st_mode) == 0o700
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
-    seccomp._MEMO.clear()
+    seccomp_cache._MEMO.clear()
     before = {f: f.stat().st_mtime_ns for f in files}
     again = seccomp.prepare("strict")
     assert again.bpf == seccomp.compile_bpf(seccomp.load("strict"))
@@ -650,10 +652,10 @@ def test_editing_an_included_file_invalidates_the_disk_cache(tmp_path):
     write(tmp_path, "set.toml", '[[rules]]\naction = "deny"\nsyscalls = ["kcmp"]\n')
     top = write(tmp_path, "top.toml", 'include = ["./set.toml"]\nknown_max_nr = 469\ndefault_action = "allow"\n')
     a = seccomp.prepare(str(top))
-    seccomp._MEMO.clear()
+    seccomp_cache._MEMO.clear()
     assert seccomp.prepare(str(top)).digest == a.digest
     write(tmp_path, "set.toml", '[[rules]]\naction = "deny"\nsyscalls = ["bpf"]\n')
-    seccomp._MEMO.clear()
+    seccomp_cache._MEMO.clear()
     b = seccomp.prepare(str(top))
     assert b.digest != a.digest and b.decide(321, (0,) * 6).action == "errno"  # bpf
     assert b.decide(312, (0,) * 6).action == "allow"  # kcmp
@@ -678,7 +680,7 @@ def test_damaged_cache_entry_is_recompiled(tmp_path, damage):
         f.write_bytes(b"")
     else:
         f.chmod(0o620)
-    seccomp._MEMO.clear()
+    seccomp_cache._MEMO.clear()
     assert seccomp.prepare("default").bpf == fresh
     if damage != "group-writable":
         assert f.read_bytes()[:-32] == fresh, "the damaged entry was rewritten"
