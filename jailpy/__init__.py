@@ -22,8 +22,8 @@ __all__ = [
     "DEVNULL", "PIPE", "__version__",
 ]
 
-_LAZY = {"Policy": "policy", "Result": "result", "Verdict": "result", "Sandbox": "supervisor", "run": "supervisor",
-         "DEVNULL": "supervisor", "PIPE": "supervisor"}
+_LAZY = {"Policy": "policy", "Result": "result", "Verdict": "result", "Sandbox": "sandbox", "run": "sandbox",
+         "DEVNULL": "stdio", "PIPE": "stdio"}
 
 
 def __getattr__(name: str):
@@ -34,6 +34,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in ("audit", "cgroups", "child", "cli", "errors", "mounts", "policy", "registry", "result", "rlimits",
-                "seccomp", "supervisor", "userns"):
+                "seccomp", "sandbox", "pool", "watch", "verdict", "stdio", "launch", "userns"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jailpy' has no attribute {name!r}")

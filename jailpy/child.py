@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 
 from . import _syscalls as sc
-from . import caps, cgroups, mounts, net, seccomp, userns
+from . import caps, cgroups, launch, mounts, net, seccomp, userns
 
 KILL_ALL = signal.SIGRTMIN + 2
 """Sent by the supervisor to PID 1 to end the run (a time limit, Sandbox.kill): PID 1 SIGKILLs
@@ -307,7 +307,7 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         caps.no_new_privs()
         step = "receive the program"
         ctl = socket.socket(fileno=ctx.ctl_fd)
-        request = _receive(ctl)
+        request = launch.receive(ctl)
         if request is None:
             os._exit(0)  # the supervisor dropped this prepared sandbox
         argv, env, fds, expect = request
@@ -408,26 +408,6 @@ def expected(seccomp_bpf: bytes | None, rlimits: tuple) -> dict:
     """What PID 1 checks against the launch request before it starts the program: the size in
     bytes of the seccomp filter it will install (0: none) and the rlimits it will set."""
     return {"seccomp_bytes": len(seccomp_bpf or b""), "rlimits": [list(r) for r in rlimits]}
-
-
-def _receive(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int], dict | None] | None:
-    """Read the launch request the supervisor sends (supervisor._send_request): a length, JSON
-    ``{"argv": [...], "env": {...}, "expect": {...}}`` and the stdin, stdout and stderr fds
-    (SCM_RIGHTS, unix(7)).  None at EOF."""
-    data, fds, _, _ = socket.recv_fds(sock, 65536, 3)
-    if not data:
-        return None
-    size = int.from_bytes(data[:8], "little")
-    data = bytearray(data[8:])
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    req = json.loads(data)
-    if len(fds) != 3:
-        raise OSError(errno.EBADMSG, f"expected 3 stdio fds, got {len(fds)}")
-    return req["argv"], req["env"], fds, req.get("expect")
 
 
 def spawn_payload(argv: list[str], env: dict[str, str]) -> int:

@@ -122,7 +122,7 @@ def exec_(
     global _exit_code
     from . import policy as policy_mod
     from .errors import JailpyError
-    from .supervisor import Sandbox
+    from .sandbox import Sandbox
 
     try:
         pol = policy_mod.load(policy or "default")

@@ -11,7 +11,7 @@ from inside a copy of the rootfs template's mount namespace (:func:`jailpy.child
 One process per run instead of two, copied from a small process, and the caller's memory (its
 secrets too) is never copied into a sandbox.
 
-:class:`ForkServer` is the caller's handle (used by :class:`jailpy.supervisor.Sandbox`);
+:class:`ForkServer` is the caller's handle (used by :class:`jailpy.sandbox.Sandbox`);
 :func:`main` is the server.  They speak over a SOCK_SEQPACKET socket pair (unix(7)): one
 message per packet, fds passed with SCM_RIGHTS.
 

@@ -163,7 +163,7 @@ class Auditor:
 
     def __init__(self, policy: Policy, *, canary_dir: str | os.PathLike | None = None, below: bool = True,
                  jobs: int = 4) -> None:
-        from ..supervisor import Sandbox
+        from ..sandbox import Sandbox
 
         self.policy = policy.validate()
         self.below = below
@@ -235,7 +235,7 @@ class Auditor:
         return base.replace(**changes)
 
     def _one(self, probe: Probe, base: Policy, root: Path) -> Outcome:
-        from ..supervisor import DEVNULL, Sandbox
+        from ..sandbox import DEVNULL, Sandbox
 
         o = Outcome(probe.id, probe.category, probe.technique, ERROR)
         try:

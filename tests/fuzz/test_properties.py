@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import jailpy.supervisor
+import jailpy.sandbox
 from jailpy import cli, seccomp
 from jailpy.errors import JailpyError, PolicyError
 from jailpy.policy import from_dict, load
@@ -200,7 +200,7 @@ def _run_cli(argv: list[str]):
 
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jailpy.supervisor, "Sandbox", _NoSandbox)
+        mp.setattr(jailpy.sandbox, "Sandbox", _NoSandbox)
         mp.setattr(sys, "stdout", out)
         mp.setattr(sys, "stderr", err)
         try:
@@ -354,7 +354,7 @@ def test_a_loaded_policy_is_accepted_or_refused_by_sandbox_without_traceback(d):
     except PolicyError:
         return
     try:
-        box = jailpy.supervisor.Sandbox(p, reuse_userns=False)
+        box = jailpy.sandbox.Sandbox(p, reuse_userns=False)
     except JailpyError as e:
         assert "\n" not in str(e), str(e)
     else:

@@ -34,7 +34,7 @@ import pytest
 import jailpy
 from conftest import (NAMESPACES, OPEN_FDS, PROCS, REPO, SANDBOX_PATH, TIMEOUT, expected_id_map, marker_pids,
                       unique_marker)
-from jailpy import forkserver, supervisor
+from jailpy import forkserver, pool
 from limits_helpers import FORK_UNTIL_REFUSED, MiB, NEEDS_CGROUP, PEAK_SLACK, TIME_FACTOR, ctl, program_pids
 
 # Tests marked `vm` also run on the VM lane's older stock kernel: setns(2) into a template,
@@ -502,7 +502,7 @@ def test_default_sandbox_keeps_seccomp_and_rlimits_once_its_fork_server_builds_t
     # between runs) is built again before the run's sandbox, so the first thing this fork server
     # starts is a template's builder: the runs it starts after that must still get the policy's
     # seccomp filter and rlimits
-    monkeypatch.setattr(supervisor, "TEMPLATE_MAX_AGE", 0)
+    monkeypatch.setattr(pool, "TEMPLATE_MAX_AGE", 0)
     code = "import resource as r; print(open('/proc/self/status').read().split('Seccomp:')[1].split()[0], " \
            "*r.getrlimit(r.RLIMIT_NOFILE))"
     sb = jailpy.Sandbox(_policy(nofile=50))
@@ -638,7 +638,7 @@ def _builds(server_pid: int) -> int:
 
 @VM
 def test_template_is_rebuilt_when_older_than_max_age(box, tmp_path, monkeypatch):
-    monkeypatch.setattr(supervisor, "TEMPLATE_MAX_AGE", 0)
+    monkeypatch.setattr(pool, "TEMPLATE_MAX_AGE", 0)
     src = _source_dir(tmp_path, "data", "first")
     b = box(_policy(ro_bind=[f"{src}:/data"]))
     assert not b.sb.mounts.binds[0].late  # in the template, not mounted per run
@@ -651,7 +651,7 @@ def test_template_is_rebuilt_when_older_than_max_age(box, tmp_path, monkeypatch)
 
 def test_template_is_kept_within_max_age(box, tmp_path, monkeypatch):
     # an age no run reaches here: only a bind source's identity makes a new template
-    monkeypatch.setattr(supervisor, "TEMPLATE_MAX_AGE", 3600.0)
+    monkeypatch.setattr(pool, "TEMPLATE_MAX_AGE", 3600.0)
     src = _source_dir(tmp_path, "data", "first")
     b = box(_policy(ro_bind=[f"{src}:/data"]))
     assert b.run(["cat", "/data/f"]).stdout == b"first"
@@ -664,7 +664,7 @@ def test_template_is_kept_within_max_age(box, tmp_path, monkeypatch):
 @pytest.mark.parametrize("max_age", [None, 3600.0], ids=["default-age", "long-age"])
 def test_bind_source_dir_replaced_is_seen_by_the_next_run(box, tmp_path, monkeypatch, max_age):
     if max_age is not None:  # then only the source's new inode can make the next run see it
-        monkeypatch.setattr(supervisor, "TEMPLATE_MAX_AGE", max_age)
+        monkeypatch.setattr(pool, "TEMPLATE_MAX_AGE", max_age)
     src = _source_dir(tmp_path, "box", "first")
     b = box(_policy(ro_bind=[f"{src}:/data"]))
     assert b.run(["cat", "/data/f"]).stdout == b"first"
@@ -678,7 +678,7 @@ def test_bind_source_dir_replaced_is_seen_by_the_next_run(box, tmp_path, monkeyp
 
 
 def test_bind_source_file_replaced_by_rename_is_seen_by_the_next_run(box, tmp_path, monkeypatch):
-    monkeypatch.setattr(supervisor, "TEMPLATE_MAX_AGE", 3600.0)
+    monkeypatch.setattr(pool, "TEMPLATE_MAX_AGE", 3600.0)
     src = _source_dir(tmp_path, "conf", "first")
     b = box(_policy(ro_bind=[f"{src / 'f'}:/data-f"]))
     assert b.run(["cat", "/data-f"]).stdout == b"first"

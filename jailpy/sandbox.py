@@ -1,0 +1,304 @@
+"""The host side's public face: ``Sandbox(policy)`` and ``run()``.  Policy in, Result out.
+
+``Sandbox(policy)`` checks the policy and the host once (fail closed) and plans each facility:
+ids (:mod:`jailpy.userns`), mounts (:mod:`jailpy.mounts`), cgroup (:mod:`jailpy.cgroups`),
+rlimits, seccomp.  ``Sandbox.run(argv)`` then:
+
+1. opens the program's stdio (:mod:`jailpy.stdio`);
+2. takes a sandbox from its :class:`~jailpy.pool.Pool` (built now, or ahead of time);
+3. sends it the program (:mod:`jailpy.launch`);
+4. watches the run (:mod:`jailpy.watch`): output, stdin, limits, signals, seccomp notifications;
+5. turns the facts into a Result (:mod:`jailpy.verdict`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from . import __version__, cgroups, child, launch, mounts, registry, rlimits, seccomp, userns
+from .errors import JailpyError, PolicyError
+from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
+from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
+from .result import Result
+from .stdio import DEVNULL, PIPE, StdSpec, open_stdio
+from .verdict import Context, decide
+from .watch import Limits, RunControl, Watch
+
+
+class Sandbox:
+    """A prepared sandbox configuration; :meth:`run` may be called many times.
+
+    Every run gets new mount, pid, uts, ipc, net and cgroup namespaces, and (when the policy
+    asks for a limit that needs one, a name or a cgroup parent) a cgroup of its own.  With
+    ``reuse_userns`` (the default) the runs of one Sandbox share one user namespace, made on the
+    first run: that saves creating it and, rootless with a subuid range, two newuidmap/newgidmap
+    processes per run (about 3 ms here).  What runs share through it is per-user kernel state of
+    the sandbox's uid: its keyrings (keyrings(7)) and per-uid counts such as RLIMIT_NPROC.  Pass
+    ``reuse_userns=False`` for a fresh user namespace per run (``jailpy.run`` and the CLI do).
+
+    With ``reuse_userns``, two more things are shared to make a run cheap (:mod:`jailpy.pool`):
+
+    * a rootfs template: the read-only part of the rootfs (the overlays, the hidden directories,
+      /dev's nodes, the binds) is built once, in a mount namespace of its own, and each run's
+      mount namespace starts as a copy of it, adding only /proc, /sys, /tmp, devpts, /dev/shm,
+      mqueue, the ``tmpfs`` mounts and the binds below them.  It is built again when it is
+      older than ``TEMPLATE_MAX_AGE`` (1 s) or a bind source was replaced: an overlay keeps
+      serving a host file that was replaced by rename (as package managers do) until it is
+      mounted again, so a run sees such a change up to a second late.
+    * a fork server (``forkserver``, :mod:`jailpy.forkserver`): a small Python process that
+      starts each run's PID 1 itself, one process per run instead of two and not a copy of the
+      caller's process (whose memory is then never copied into a sandbox).  ``None`` (the
+      default): started at the second run, used once it is ready, never waited for; ``True``:
+      started and waited for at the first run (about 50 ms); ``False``: never.  Not used with
+      ``pass_fd``.  It exits when the Sandbox is closed or the caller's process ends, and if it
+      dies runs fork from the caller again.
+
+    With ``prefork=True`` (or N, up to 8, sandboxes kept ready; one run at a time per Sandbox)
+    each run also forks the set-up of the next sandbox, which builds its
+    rootfs while this one runs and then waits (two helper processes) for the next :meth:`run`,
+    which then only sends the program over a unix socket (argv, environment, SCM_RIGHTS for the
+    stdio fds).  Bind sources are opened when that sandbox is built; a run finding one replaced
+    since (another inode) builds a new sandbox instead.  Ignored when the policy has
+    ``pass_fd``; :meth:`close` ends the waiting sandbox.
+
+    ``name``: while a run is going, ``jailpy ps`` lists it under this name and ``jailpy pause``,
+    ``resume`` and ``kill`` act on it (see :mod:`jailpy.registry`).
+
+    Raises PolicyError (bad policy, missing path) or HostError (a protection this host cannot
+    give, with the fix) from the constructor: nothing has been started then."""
+
+    def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool | int = False,
+                 name: str | None = None, forkserver: bool | None = None) -> None:
+        self.reuse_userns = reuse_userns
+        self.forkserver = forkserver
+        self.prefork = int(prefork)
+        if not 0 <= self.prefork <= 8:
+            raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
+        self.policy = pol = (policy or Policy()).validate()
+        self.name = registry.check_name(name) if name is not None else None
+        if self.name is not None and pol.no_cgroup:
+            raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
+        self.ids = userns.prepare(pol.uid, pol.gid, pol.id_map)
+        self.mounts = mounts.prepare(pol)
+        for fd in pol.pass_fd:
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise PolicyError(f"pass-fd: fd {fd} is not open") from None
+        self.env = self._environment()
+        self.wall_time = pol.wall_time if pol.wall_time is not None else DEFAULT_WALL_TIME
+        self.output_limit = parse_size(pol.output_limit) if pol.output_limit is not None else None
+        self.rlimits = tuple(rlimits.plan(cpu_time=pol.cpu_time,
+                                          fsize=parse_size(pol.fsize) if pol.fsize is not None else None,
+                                          nofile=pol.nofile,
+                                          stack=parse_size(pol.stack) if pol.stack is not None else None))
+        self.cgroup_plan = self._cgroup_plan()
+        if self.cgroup_plan is not None:
+            self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
+        self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
+        f = self.filter
+        self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
+                                seccomp_log=pol.seccomp_log, filtered=f is not None, cpu_time=pol.cpu_time is not None)
+        self._expect = child.expected(f.bpf if f else None, self.rlimits)
+        cpuset = len(cgroups.parse_cpulist(pol.cpuset or ""))
+        self._limits = Limits(self.wall_time, self.output_limit, pol.cpu_time,
+                              min(pol.cpus or math.inf, cpuset or os.cpu_count() or 1))
+        self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
+                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids),
+                          reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork)
+        self._control = RunControl()
+
+    def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
+        pol = self.policy
+        if pol.no_cgroup:
+            return None
+        limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
+                                pids=pol.pids + JAILPY_PIDS if pol.pids is not None else None,
+                                cpus=pol.cpus, cpuset=pol.cpuset)
+        if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
+            return None  # nothing asks for one: no cgroup work per run
+        parent = pol.cgroup_parent
+        if parent is None and os.environ.get("JAILPY_CGROUP_PARENT"):
+            parent = os.environ["JAILPY_CGROUP_PARENT"]
+            if not parent.startswith("/") or ".." in parent.split("/"):
+                raise PolicyError(f"JAILPY_CGROUP_PARENT: expected a cgroup path like /judge, got {parent!r}")
+        plan = cgroups.prepare(limits, parent=parent, required=True, cpu_accounting=pol.cpu_time is not None)
+        desc = plan.description
+        if pol.pids is not None:
+            desc["limits"] = dict(desc["limits"], pids=pol.pids)
+        desc["jailpy_share"] = ("the sandbox's PID 1 (and, unless the fork server started it, jailpy's set-up "
+                                "process) are in this cgroup too; pids.max has one more for each, the memory "
+                                "limit what they use when the program starts, and the Result's peaks do not "
+                                "count them")
+        return plan
+
+    def _environment(self) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
+        if "TERM" in os.environ:
+            env["TERM"] = os.environ["TERM"]
+        for k in self.policy.env_pass:
+            if k in os.environ:
+                env[k] = os.environ[k]
+        for kv in self.policy.env:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        return env
+
+    def protections(self) -> dict:
+        """Which layers are active, for the Result: namespaces, ids, rootfs, capabilities, cgroup,
+        seccomp, rlimits, time and output limits."""
+        return dict(self._context.protections)
+
+    def _describe_protections(self) -> dict:
+        f = self.filter
+        return {
+            "namespaces": sorted(child.NAMESPACES),
+            "user": self.ids.description,
+            "rootfs": self.mounts.description,
+            "cwd": self.mounts.cwd_note,
+            "network": "none (loopback only)",
+            "capabilities": "none (effective, permitted, inheritable, bounding and ambient empty)",
+            "no_new_privs": True,
+            "session": "new (setsid)",
+            "fds": "0-2" + "".join(f",{fd}" for fd in self.policy.pass_fd),
+            "seccomp": None if f is None else {
+                "policy": f.name, "hash": f.digest,
+                "mode": "log (permissive: nothing denied)" if self.policy.seccomp_log else "enforce",
+                "report": "seccomp_unotify" if f.notify else None,
+            },
+            "cgroup": self.cgroup_plan.description if self.cgroup_plan else None,
+            "rlimits": rlimits.describe(list(self.rlimits)),
+            "wall_time": {"seconds": self.wall_time, "source": "default" if self.policy.wall_time is None else "policy"},
+            "output_limit": self.output_limit,
+            "landlock": None,
+            "lsm": None,
+        }
+
+    def run(
+        self,
+        argv: list[str],
+        stdin: StdSpec = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        capture_output: bool = False,
+    ) -> Result:
+        """Run ``argv`` (``argv[0]`` looked up in the sandbox's PATH) and wait for it.
+
+        ``stdin``: None (inherit fd 0), an fd, ``DEVNULL``, or bytes fed through a pipe.
+        ``stdout``/``stderr``: None (inherit), an fd, ``DEVNULL`` or ``PIPE``; ``capture_output``
+        sets both to PIPE and the bytes land in ``Result.stdout``/``stderr``.  With an output
+        limit, inherited and fd outputs go through a pipe that jailpy copies and counts.
+        Returns a Result (also for 126/127: see ``Result.error``).  Raises PolicyError for a
+        bad argument (a directory as stdin, an empty argv, a name already running) and
+        SandboxSetupError when the sandbox could not be built; nothing is left running then.
+
+        The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
+        thread that outlives the run."""
+        if isinstance(argv, (str, bytes)):
+            raise PolicyError(f"argv must be a list of strings, like [{argv!r}], not a string")
+        if not argv:
+            raise PolicyError("no command given")
+        if capture_output:
+            stdout = stderr = PIPE
+        io = open_stdio(stdin, stdout, stderr, self.output_limit)
+        pool, control = self._pool, self._control
+        pool.after_fork()
+        control.reset()
+        reap_exiting(block=False)
+        entry = None
+        prep = None
+        t_start = time.monotonic()
+        try:
+            prep = pool.take()
+            if self.name is not None:
+                entry = registry.register(self.name, list(argv), list(prep.cgroup.paths), self.cgroup_plan.version,
+                                          prep.jailpy_pids)
+            t_start = time.monotonic()
+            try:
+                launch.send(prep.ctl, list(argv), self.env, io.fds, self._expect)
+            except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
+                pool.discard(prep)
+                prep = pool.prepare()
+                launch.send(prep.ctl, list(argv), self.env, io.fds, self._expect)
+        except BaseException:
+            if prep is not None:
+                pool.discard(prep)
+            if entry is not None:
+                registry.unregister(entry)
+            io.close()
+            raise
+        io.close_sent()
+        control.setup_pidfd = prep.pidfd
+        pool.fill()
+        try:
+            watch = Watch(prep, control, self._limits, io, t_start, self.ids, pool.userns_fd is None,
+                          self.filter.decide if self.filter else None)
+            try:
+                watch.start()
+            except BaseException:
+                pool.discard(prep)
+                raise
+            facts = watch.run()
+        finally:
+            if entry is not None:
+                registry.unregister(entry)
+            io.close()
+            pidfd, control.pidfd, control.setup_pidfd = control.pidfd, None, None  # before the fds close
+            if pidfd is not None:
+                os.close(pidfd)
+            prep.close()
+        return decide(facts, self._context)
+
+    def send_signal(self, sig: int) -> None:
+        """Forward ``sig`` to the running program (through the sandbox's PID 1).  No-op when
+        nothing runs."""
+        self._control.send_signal(sig)
+
+    def kill(self) -> None:
+        """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them
+        and reports, so :meth:`run` returns a Result with signal 9 (exit code 137) and the CPU
+        times spent.  If PID 1 has not reported within KILL_GRACE seconds it is SIGKILLed itself
+        (the kernel then kills the whole pid namespace: pid_namespaces(7))."""
+        self._control.kill()
+
+    def close(self, wait: bool | None = None) -> None:
+        """End a run that is going (as :meth:`kill` does: its :meth:`run` returns signal 9), the
+        prepared sandbox (prefork) and the fork server, release the user namespace and the rootfs
+        template, reap finished helpers and remove their cgroups (all but the last two are also
+        done when the Sandbox is garbage-collected).  A later :meth:`run` starts afresh.
+
+        ``wait``: wait for jailpy's helper processes of finished runs to exit (a few ms), so their
+        cgroups can be removed now; None (the default) waits only when this Sandbox uses cgroups.
+        Without waiting they are reaped by a later run (or by init when this process exits)."""
+        if self._control.active():
+            self.kill()  # a run is going (called from another thread): it ends the same way in every mode
+        self._pool.release()
+        reap_exiting(block=self.cgroup_plan is not None if wait is None else wait)
+
+    def __del__(self) -> None:
+        try:
+            self._pool.release()
+        except Exception:  # noqa: BLE001 - interpreter shutdown, or a constructor that raised
+            pass
+
+    # the pool's state under the names the tests use to look inside (not an API)
+    _forkserver = property(lambda self: self._pool._server)
+    _ready = property(lambda self: self._pool._ready)
+    _template_fd = property(lambda self: self._pool._template_fd)
+    _forkserver_config = property(lambda self: self._pool._server_config,
+                                  lambda self, value: setattr(self._pool, "_server_config", value))
+
+
+def run(argv: list[str], policy: Policy | None = None, stdin: StdSpec = None, stdout: int | None = None,
+        stderr: int | None = None, capture_output: bool = False) -> Result:
+    """Run ``argv`` once in a new sandbox: ``Sandbox(policy).run(argv, ...)``.  See :meth:`Sandbox.run`."""
+    sandbox = Sandbox(policy, reuse_userns=False)
+    try:
+        return sandbox.run(argv, stdin=stdin, stdout=stdout, stderr=stderr, capture_output=capture_output)
+    finally:
+        sandbox.close()
+
+
+__all__ = ["Sandbox", "run", "DEVNULL", "PIPE", "JailpyError"]

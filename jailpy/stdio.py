@@ -1,0 +1,152 @@
+"""Host side: the program's stdin, stdout and stderr as the supervisor sees them.
+
+:func:`open_stdio` turns the caller's wishes (inherit, an fd, ``DEVNULL``, ``PIPE``, bytes to
+feed) into the three fds the sandbox's PID 1 receives, plus the supervisor's own ends: pipes it
+feeds (stdin bytes) and pipes it reads (captured output, or output copied to the caller's fd
+and counted when an output limit must hold for files and terminals too).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import stat
+import subprocess
+
+from .errors import PolicyError
+
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+
+StdSpec = int | bytes | None
+
+
+def high_fd(fd: int) -> int:
+    """Move ``fd`` to a number >= 3 (close-on-exec), so the child's dup2 onto 0-2 cannot clobber it."""
+    if fd >= 3:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return new
+
+
+def devnull() -> int:
+    """/dev/null, read-write, close-on-exec, at an fd >= 3."""
+    return high_fd(os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC))
+
+
+def pipe() -> tuple[int, int]:
+    """A close-on-exec pipe (pipe2(2)) whose ends are both >= 3."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    return high_fd(r), high_fd(w)
+
+
+class Output:
+    """One of the program's output streams as the supervisor sees it: captured (``target`` None)
+    or copied to the caller's fd ``target`` (when an output limit must be enforced), counting bytes."""
+
+    def __init__(self, name: str, target: int | None) -> None:
+        self.name, self.target = name, target
+        self.data = bytearray()
+        self.count = 0
+        self.truncated = False
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the caller's ``fd`` (which may be non-blocking); give up quietly if
+    the reader went away (EPIPE): the program's output then goes nowhere, as it would without jailpy."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+        except OSError:
+            return
+
+
+class Stdio:
+    """The fds of one run: ``fds`` the three the program gets (closed here once sent), ``feeds``
+    our write ends of stdin pipes with the bytes still to write, ``outputs`` our read ends of
+    output pipes (stdout's first)."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.opened: list[int] = []  # the program's ends we made, to close once sent
+        self.feeds: dict[int, bytes] = {}
+        self.outputs: dict[int, Output] = {}
+
+    def close_sent(self) -> None:
+        """Close the ends handed to the sandbox (it holds its own copies now)."""
+        for fd in self.opened:
+            os.close(fd)
+        self.opened = []
+
+    def close(self) -> None:
+        """Close every fd still open here; safe to call twice."""
+        self.close_sent()
+        for fd in (*self.feeds, *self.outputs):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.feeds.clear()
+        self.outputs.clear()
+
+
+def open_stdio(stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, output_limit: int | None) -> Stdio:
+    """The three stdio fds of a run (see the module docstring).  ``stdin``: None (inherit fd 0),
+    an fd, ``DEVNULL`` or bytes; ``stdout``/``stderr``: None (inherit), an fd, ``DEVNULL`` or
+    ``PIPE``.  A closed inherited fd becomes /dev/null.  Raises PolicyError for an fd that is not
+    open, a directory, or an unsupported value; nothing is left open then."""
+    io = Stdio()
+
+    def std(spec: StdSpec, i: int) -> int | None:
+        what = ("stdin", "stdout", "stderr")[i]
+        if spec is None:
+            fd = i
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                return None
+        elif spec == DEVNULL:
+            fd = devnull()
+            io.opened.append(fd)
+            return fd
+        elif spec == PIPE or isinstance(spec, bytes):
+            r, w = pipe()
+            mine, theirs = (w, r) if i == 0 else (r, w)
+            io.opened.append(theirs)
+            if i == 0:
+                io.feeds[mine] = bytes(spec) if isinstance(spec, bytes) else b""
+            else:
+                io.outputs[mine] = Output(what, None)
+            return theirs
+        elif isinstance(spec, int) and spec >= 0:
+            fd = spec
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                raise PolicyError(f"{what}: fd {fd} is not open") from None
+        else:
+            raise PolicyError(f"{what}: unsupported value {spec!r}")
+        if stat.S_ISDIR(st.st_mode):
+            raise PolicyError(f"{what} is a directory; give a file, a pipe or /dev/null")
+        if i > 0 and output_limit is not None:
+            r, w = pipe()  # counted on the way: the limit holds for files and terminals too
+            io.opened.append(w)
+            io.outputs[r] = Output(what, fd)
+            return w
+        return fd
+
+    try:
+        io.fds = [std(stdin, 0), std(stdout, 1), std(stderr, 2)]
+        for i, fd in enumerate(io.fds):
+            if fd is None:  # the caller has it closed: the program gets /dev/null there
+                io.fds[i] = devnull()
+                io.opened.append(io.fds[i])
+    except BaseException:
+        io.close()
+        raise
+    return io

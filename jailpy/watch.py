@@ -1,0 +1,359 @@
+"""Host side: one run's event loop, from the launch request to PID 1's report.
+
+:class:`Watch` waits on PID 1's status pipe, its control socket (which brings the seccomp
+notification listener), the seccomp listener, the program's output pipes and the stdin feeds,
+and on four clocks: the wall-time deadline, the grace after a kill, the next check of the
+cgroup's CPU time and the next sample of its peaks.  Each event has a short handler; the loop
+ends when PID 1 has reported and only jailpy's own fds are left, or when every fd is closed.
+It returns the run's :class:`~jailpy.verdict.Facts`.
+
+:class:`RunControl` is how other threads (Sandbox.kill, send_signal, a CLI's signal handler)
+reach the run: signals go to PID 1 through its pidfd (pidfd_send_signal(2)), or wait until
+PID 1 is known.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import select
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import child, seccomp, userns
+from . import _syscalls as sc
+from .stdio import Output, Stdio, write_all
+from .verdict import Facts
+
+if TYPE_CHECKING:
+    from .pool import Prepared
+
+KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
+POLL_INTERVAL = 0.1  # seconds between samples of the cgroup's pids and memory (for peaks the kernel keeps none of)
+
+
+class RunControl:
+    """Signals for the run that is going, from any thread.  ``pidfd``: PID 1's, once known;
+    ``setup_pidfd``: the set-up process's (or PID 1's, from the fork server), while the run lasts."""
+
+    def __init__(self) -> None:
+        self.pidfd: int | None = None
+        self.setup_pidfd: int | None = None
+        self.pending: list[int] = []
+        self.killed = False
+        self.hard_kill_at: float | None = None
+
+    def reset(self) -> None:
+        """A new run starts."""
+        self.pending.clear()
+        self.killed = False
+        self.hard_kill_at = None
+
+    def active(self) -> bool:
+        return self.pidfd is not None or self.setup_pidfd is not None
+
+    def pid1_known(self, pidfd: int | None) -> None:
+        """PID 1's pidfd is known now: deliver what waited for it."""
+        self.pidfd = pidfd
+        for sig in self.pending:
+            self.send_signal(sig)
+        self.pending.clear()
+        if self.killed:
+            self.kill()
+
+    def send_signal(self, sig: int) -> None:
+        """Forward ``sig`` to the program through PID 1 (see Sandbox.send_signal)."""
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except OSError:
+                pass
+        elif self.setup_pidfd is not None:
+            if sig == signal.SIGKILL:  # PID 1 not known yet: its parent's death takes it (PDEATHSIG)
+                try:
+                    signal.pidfd_send_signal(self.setup_pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+            else:
+                self.pending.append(sig)
+
+    def kill(self) -> None:
+        """End the run (see Sandbox.kill)."""
+        self.killed = True
+        if self.hard_kill_at is None:
+            self.hard_kill_at = time.monotonic() + KILL_GRACE
+        if self.pidfd is None:
+            self.send_signal(signal.SIGKILL)
+        else:
+            self.send_signal(child.KILL_ALL)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the watch enforces: ``wall_time`` (seconds, from the program's start), ``output_limit``
+    (bytes per stream, None: none), ``cpu_time`` (seconds of the cgroup, None: none), ``cpus``
+    (how many CPU-seconds the tree can use per second, to pace the CPU checks)."""
+
+    wall_time: float
+    output_limit: int | None
+    cpu_time: float | None
+    cpus: float
+
+
+class Watch:
+    """One run's event loop (see the module docstring).  ``prep``: the sandbox, its program
+    already sent; ``ids``: the id maps to write when the sandbox makes its own user namespace
+    (``write_maps``); ``decide``: the seccomp filter's decision function (None: no filter)."""
+
+    def __init__(self, prep: "Prepared", control: RunControl, limits: Limits, stdio: Stdio, t_start: float,
+                 ids: userns.IdPlan, write_maps: bool, decide) -> None:
+        self.prep, self.control, self.limits, self.io = prep, control, limits, stdio
+        self.ids, self.write_maps, self.decide = ids, write_maps, decide
+        self.cg = prep.cgroup
+        self.t_start = t_start
+        self.msgs: dict = {}
+        self.deadline = t_start + limits.wall_time  # until the program has started: bounds a set-up that hangs
+        self.next_cpu: float | None = None  # when to read the cgroup's CPU time next (once the program runs)
+        self.next_poll: float | None = None
+        self.limit_fired: str | None = None
+        self.listener: int | None = None
+        self.blocked: dict | None = None
+        self.log: list[dict] = []
+        self.seccomp_kill = False
+        self.buf = bytearray()
+        self.sel = selectors.DefaultSelector()
+
+    # ---- the loop
+    def start(self) -> None:
+        """The run's first steps: PID 1 known at once when the fork server started it; the id maps
+        written when the sandbox made its own user namespace.  Raises HostError (the maps): the
+        caller then discards the sandbox."""
+        prep = self.prep
+        if prep.is_pid1:  # no set-up process to report it: PID 1 is known from the start
+            self.control.pid1_known(os.dup(prep.pidfd))
+        if self.write_maps and os.read(prep.sync_r, 1) == b"u":
+            userns.write_maps(self.ids, prep.pid)
+            os.write(prep.go_w, b"g")
+
+    def run(self) -> Facts:
+        """Watch the run to its end (after :meth:`start`) and return its facts; the set-up
+        process is retired (:meth:`Prepared.retire`) whatever happens."""
+        prep, sel = self.prep, self.sel
+        sel.register(prep.status_r, selectors.EVENT_READ)
+        sel.register(prep.ctl, selectors.EVENT_READ)  # PID 1 sends the seccomp listener over it, or closes it
+        for fd in self.io.outputs:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        feeds = self.io.feeds
+        for fd in list(feeds):  # what is closed here leaves io.feeds
+            os.set_blocking(fd, False)
+            if feeds[fd]:
+                sel.register(fd, selectors.EVENT_WRITE)
+            else:
+                os.close(fd)
+                del feeds[fd]
+        try:
+            while sel.get_map():
+                if self._timers(time.monotonic()):
+                    break
+                for key, _ in sel.select(self._timeout()):
+                    self._dispatch(key.fd)
+        finally:
+            facts = self._finish()
+        return facts
+
+    def _dispatch(self, fd: int) -> None:
+        if fd in self.io.feeds:
+            self._on_feed(fd)
+        elif fd == self.prep.ctl.fileno():
+            self._on_ctl()
+        elif fd == self.listener:
+            self._on_listener()
+        else:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                self.sel.unregister(fd)
+            elif fd == self.prep.status_r:
+                self._on_status(data)
+            else:
+                self._on_output(self.io.outputs[fd], data)
+
+    def _timers(self, now: float) -> bool:
+        """Act on the clocks that are due; True when the loop is done (PID 1 reported, and only
+        jailpy's own fds are left)."""
+        control, reported = self.control, "status" in self.msgs
+        if control.hard_kill_at is not None and now >= control.hard_kill_at and not reported:
+            control.hard_kill_at = math.inf
+            control.send_signal(signal.SIGKILL)
+        if reported and all(k.fd in (self.prep.status_r, self.listener) for k in self.sel.get_map().values()):
+            return True  # the program and all it started are dead and reaped: only jailpy's helpers remain
+        if now >= self.deadline and self.limit_fired is None and not reported:
+            self._fire("wall_time")
+        if self.next_cpu is not None and now >= self.next_cpu and not reported:
+            used = self.cg.cpu_seconds()
+            if used >= self.limits.cpu_time:
+                self._fire("cpu_time")
+                self.next_cpu = None
+            else:  # the tree cannot use more than `cpus` CPU-seconds per second
+                self.next_cpu = now + min(0.5, max(0.005, (self.limits.cpu_time - used) / self.limits.cpus))
+        if self.next_poll is not None and now >= self.next_poll:
+            self.cg.poll()
+            self.next_poll = now + POLL_INTERVAL
+        return False
+
+    def _timeout(self) -> float | None:
+        hard = self.control.hard_kill_at
+        ends = [t for t in (self.deadline if self.limit_fired is None else None, hard, self.next_cpu, self.next_poll)
+                if t is not None and t != math.inf]
+        # at most a day: poll(2) takes no more than 2**31 ms, and a wall_time may be a year
+        return min(86400.0, max(0.0, min(ends) - time.monotonic())) if ends else None
+
+    def _fire(self, what: str) -> None:
+        if self.limit_fired is None:
+            self.limit_fired = what
+        self.control.kill()
+
+    # ---- handlers
+    def _on_feed(self, fd: int) -> None:
+        feeds = self.io.feeds
+        try:
+            n = os.write(fd, feeds[fd])
+            feeds[fd] = feeds[fd][n:]
+        except BrokenPipeError:
+            feeds[fd] = b""
+        if not feeds[fd]:
+            self.sel.unregister(fd)
+            os.close(fd)
+            del feeds[fd]
+
+    def _on_ctl(self) -> None:
+        self.sel.unregister(self.prep.ctl)
+        try:
+            _, fds, _, _ = socket.recv_fds(self.prep.ctl, 1, 1)
+        except OSError:
+            fds = []
+        if fds:
+            self.listener = fds[0]
+            self.sel.register(self.listener, selectors.EVENT_READ)
+
+    def _on_listener(self) -> None:
+        state = self._notification()
+        if state == "hup":
+            self.sel.unregister(self.listener)
+        elif state is not None:
+            if self.blocked is None:
+                self.blocked = state  # the first denial is reported, with how many there were
+            else:
+                self.blocked["count"] += 1
+
+    def _on_status(self, data: bytes) -> None:
+        self.buf += data
+        while b"\n" in self.buf:
+            line, _, rest = self.buf.partition(b"\n")
+            self.buf = bytearray(rest)
+            msg = json.loads(line)
+            if "pid1" in msg:
+                try:
+                    pidfd = os.pidfd_open(msg["pid1"])
+                except OSError:
+                    pidfd = None
+                self.control.pid1_known(pidfd)
+            if "started" in msg:
+                self.deadline = time.monotonic() + self.limits.wall_time  # the program gets all of it
+            if "ready" in msg and self.cg is not None:
+                # PID 1 is about to start the program: what the cgroup holds now is
+                # jailpy's own share, given back on top of the memory limit
+                self.cg.raise_memory_limit(self.cg.baseline() or 0)
+                try:
+                    self.prep.ctl.sendall(b"G")
+                except OSError:
+                    pass  # PID 1 died: its status pipe says the rest
+            if "started" in msg and self.cg is not None:
+                self.next_poll = time.monotonic() + POLL_INTERVAL
+                if self.limits.cpu_time is not None:
+                    self.next_cpu = time.monotonic() + min(0.5, self.limits.cpu_time / self.limits.cpus)
+            self.msgs.update(msg)
+
+    def _on_output(self, out: Output, data: bytes) -> None:
+        limit = self.limits.output_limit
+        if limit is not None and out.count + len(data) > limit:
+            data = data[:limit - out.count]
+            out.truncated = True
+            self._fire("output")
+        out.count += len(data)
+        if out.target is None:
+            out.data += data
+        elif data:
+            write_all(out.target, data)
+
+    def _notification(self) -> dict | str | None:
+        """Answer one seccomp notification (seccomp_unotify(2)): record it, then deny it with the
+        rule's errno, kill the sandbox for a "kill" rule, or (log mode) let it run.  Returns the
+        blocked_syscall record, "hup" when no process uses the filter any more, or None."""
+        listener = self.listener
+        p = select.poll()
+        p.register(listener, select.POLLIN)
+        ev = p.poll(0)
+        if not ev or not ev[0][1] & select.POLLIN:
+            return "hup" if ev and ev[0][1] & (select.POLLHUP | select.POLLERR) else None
+        n = seccomp.receive(listener)  # only with POLLIN: the ioctl would block otherwise
+        if n is None:
+            return None
+        d = self.decide(n.nr, n.args)
+        rec = seccomp.blocked_record(n, d, 1)
+        if d.action in ("log", "allow"):  # a log rule, or --seccomp-log (permissive): record, let it run
+            for old in self.log:
+                if old["name"] == rec["name"] and old["args"] == rec["args"]:
+                    old["count"] += 1
+                    break
+            else:
+                if len(self.log) < 1000:
+                    self.log.append(rec)
+            seccomp.respond(listener, n.id, cont=True)
+            return None
+        if d.action == "kill":
+            # no answer: the call never runs.  The calling process dies first, then the sandbox
+            try:
+                pidfd = os.pidfd_open(n.pid)
+                try:
+                    if sc.seccomp_notif_id_valid(listener, n.id):  # the pid is still that task's
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                finally:
+                    os.close(pidfd)
+            except OSError:
+                pass
+            self.seccomp_kill = True
+            self.control.kill()
+            return rec
+        seccomp.respond(listener, n.id, error=d.errno or errno.EPERM)
+        return rec
+
+    # ---- the end
+    def _finish(self) -> Facts:
+        prep, control = self.prep, self.control
+        self.sel.close()
+        if self.listener is not None:
+            os.close(self.listener)
+        # done with PID 1 (no more signals for it): the set-up process may now reap it and exit
+        control.pidfd, pidfd = None, control.pidfd
+        if pidfd is not None:
+            os.close(pidfd)
+        prep.close_go()
+        try:
+            stats = self.cg.stats() if self.cg is not None else None
+        except OSError:
+            stats = None
+        ru = prep.retire(finished="status" in self.msgs)
+        return Facts(msgs=self.msgs, wall=time.monotonic() - self.t_start, rusage=ru, limit_fired=self.limit_fired,
+                     outputs=list(self.io.outputs.values()), stats=stats, blocked=self.blocked,
+                     seccomp_log=self.log, killed=control.killed, seccomp_kill=self.seccomp_kill,
+                     jailpy_pids=prep.jailpy_pids)
