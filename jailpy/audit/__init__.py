@@ -34,7 +34,7 @@ from ..errors import HostError, JailpyError, PolicyError
 from ..policy import Policy, parse_size
 from . import host as host_mod
 from .judge import BLOCKED, ERROR, LAYERS, NOT_BLOCKED, SKIPPED, Evidence, Verdict
-from .probes import BY_ID, EXOTIC_FAMILIES, PROBES, Probe
+from .probes import BY_ID, EXOTIC_FAMILIES, IP_PROTOCOLS, PROBES, Probe
 
 __all__ = ["Auditor", "Outcome", "PROBES", "BY_ID", "LAYERS", "BLOCKED", "NOT_BLOCKED", "SKIPPED", "ERROR",
            "select_probes"]
@@ -175,12 +175,14 @@ class Auditor:
         self.filter = None if policy.seccomp == "none" else seccomp_mod.prepare(policy.seccomp, log=policy.seccomp_log)
         self.python = interpreter(self.policy)
         self.token = host_mod.token()
-        self.params = self._host_params()
+        self.params = self._host_params(self.filter)
+        self._params_unfiltered = self._host_params(None)
 
-    def _host_params(self) -> dict:
+    def _host_params(self, f: "seccomp_mod.Filter | None") -> dict:
+        """What every probe program is given: host facts, and which module-loading calls it may
+        make under filter ``f`` (None: no filter, the "below" runs)."""
         st = os.stat("/")
         modules = _modules_active()
-        f = self.filter
 
         def denied(nr: int, args: tuple[int, ...]) -> bool:
             return f is not None and f.decide(nr, args + (0,) * (6 - len(args))).action in ("errno", "kill")
@@ -193,6 +195,8 @@ class Auditor:
             # calls that could load a module into the host's kernel are made only where that cannot happen
             "may_call": {name: not modules or denied(41, (fam, 2, 0)) for name, fam in EXOTIC_FAMILIES.items()},
             "may_call_tiocsetd": not modules or denied(16, (0, _TIOCSETD)),
+            "may_call_proto": {**{name: not modules or denied(41, tuple(t)) for name, t in IP_PROTOCOLS.items()},
+                               "socketpair": not modules or denied(53, IP_PROTOCOLS["MPTCP"] + (0,))},
         }
 
     def run(self, probes: list[Probe] | None = None) -> list[Outcome]:
@@ -250,7 +254,10 @@ class Auditor:
                         o.status, o.detail = SKIPPED, f"needs a cgroup ({e}); to fix: {CGROUP_FIX}"
                         return o
                     raise
-                params = {**self.params, **probe.params, **fx.params, "probe": probe.id, "residue": self.token}
+                # a run without the auditor's filter (the "below" run) may not make the calls only
+                # that filter made safe (module autoload into the host's kernel)
+                host = self.params if base.seccomp == self.policy.seccomp else self._params_unfiltered
+                params = {**host, **probe.params, **fx.params, "probe": probe.id, "residue": self.token}
                 results, errors = [], []
                 try:
                     for phase in range(1, probe.runs + 1):

@@ -9,13 +9,14 @@ policy changes they need, and reports what changed on the host (:meth:`Fixtures.
 Everything is removed on exit, also after errors.
 
 Man pages: unix(7) (abstract sockets), sysvipc(7), mq_overview(7), keyrings(7) and add_key(2),
-pty(7) and credentials(7) (controlling terminals), rename(2) (RENAME_EXCHANGE).
+pty(7), tty_ioctl(4) and credentials(7) (controlling terminals), rename(2) (RENAME_EXCHANGE).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -24,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -130,6 +132,42 @@ def host_facts() -> dict:
     return {"hostname": socket.gethostname(), "machine_id": sha("/etc/machine-id") or sha("/var/lib/dbus/machine-id"),
             "boot_id": sha("/proc/sys/kernel/random/boot_id"), "cgroups": sorted(set(cgroups)),
             "abstract": sorted(set(abstract))[:200]}
+
+
+_TIOCGEXCL = 0x80045440  # _IOR('T', 0x40, int), Linux 3.8
+
+
+def _tty_state(fd: int) -> tuple:
+    """(termios attributes, window size, exclusive mode) of the terminal ``fd`` (tty_ioctl(4))."""
+    excl = ctypes.c_int(0)
+    try:
+        fcntl.ioctl(fd, _TIOCGEXCL, excl)
+    except OSError:
+        pass
+    return termios.tcgetattr(fd), fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8), excl.value
+
+
+def _tty_output_stopped(slave: int, master: int) -> bool:
+    """Whether the pty's output is stopped (tcflow TCOOFF): a write to the slave would block.
+    One byte is written without blocking and read back from the master."""
+    flags = fcntl.fcntl(slave, fcntl.F_GETFL)
+    fcntl.fcntl(slave, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        os.write(slave, b".")
+        stopped = False
+    except BlockingIOError:
+        stopped = True
+    finally:
+        fcntl.fcntl(slave, fcntl.F_SETFL, flags)
+    for _ in range(64):
+        r, _, _ = select.select([master], [], [], 0.05)
+        if not r:
+            break
+        try:
+            os.read(master, 4096)
+        except (BlockingIOError, OSError):
+            break
+    return stopped
 
 
 class Fixtures:
@@ -306,6 +344,8 @@ class Fixtures:
         self.stdin = slave
         self.params["tty"] = name
 
+        settings = _tty_state(slave)
+
         def check(out: dict) -> None:
             try:
                 got = os.read(master, 4096)
@@ -313,6 +353,17 @@ class Fixtures:
                 got = b""
             if got:
                 out["changes"].append(f"bytes appeared on the host's terminal: {got[:40]!r}")
+            now = _tty_state(slave)
+            if now != settings:
+                out["changes"].append("the host's terminal settings changed (termios, window size or exclusive "
+                                      "mode)")
+            if _tty_output_stopped(slave, master):
+                out["changes"].append("the host's terminal output was stopped (tcflow TCOOFF)")
+            # whatever the program did, the auditor's own pty is put back for its next user
+            termios.tcflow(slave, termios.TCOON)
+            fcntl.ioctl(slave, termios.TIOCNXCL)
+            if now[0] != settings[0]:
+                termios.tcsetattr(slave, termios.TCSANOW, settings[0])
         self._checks.append(check)
 
     def _sysv(self) -> None:

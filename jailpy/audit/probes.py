@@ -28,6 +28,14 @@ EXOTIC_FAMILIES = {
 }
 """Socket families a sandbox never needs; each may autoload a kernel module (net-pf-N)."""
 
+IP_PROTOCOLS = {
+    "MPTCP": (2, 1, 262), "MPTCP over IPv6": (10, 1, 262), "UDP-Lite": (2, 2, 136), "UDP-Lite over IPv6": (10, 2, 136),
+    "SCTP": (2, 1, 132), "SCTP as SOCK_SEQPACKET, protocol 0": (2, 5, 0), "DCCP as SOCK_DCCP, protocol 0": (2, 6, 0),
+    "L2TP over IP": (2, 2, 115), "SMC over IPv4": (2, 1, 256), "SOCK_PACKET, which becomes AF_PACKET": (2, 10, 0x300),
+}
+"""IPv4/IPv6 sockets beyond TCP, UDP and ICMP, as (family, type, protocol); each may autoload a
+kernel module (net-pf-F-proto-P-type-T).  The audit also tries socketpair() of the first one."""
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -84,6 +92,8 @@ PROBES: tuple[Probe, ...] = (
        policy={"uid": 1000, "gid": 1000}),
     _p("fs-file-caps", FS, "set a file capability on its own file; run a binary with file capabilities"),
     _p("fs-mknod-device", FS, "mknod a disk block device and /dev/mem"),
+    _p("fs-setid-bits", FS, "set S_ISUID/S_ISGID on its own file (chmod family, open/openat/creat/openat2, mknod): "
+       "left in a writable bind, it runs as the sandbox's uid for any local user (tried in its own /tmp)"),
     _p("fs-open-by-handle", FS, "open_by_handle_at with a forged handle of the filesystem root ('shocker')"),
     _p("fs-proc-sys-write", FS, "open core_pattern, modprobe, binfmt_misc register, uevent_helper, sysrq-trigger for "
        "writing (open only, never written)"),
@@ -134,6 +144,8 @@ PROBES: tuple[Probe, ...] = (
     _p("net-netlink", NET, "a netlink route socket: which interfaces does it see?"),
     _p("net-exotic-families", NET, "exotic socket families (bluetooth, vsock, alg, xdp, can, tipc, rds...) and "
        "their module autoload", params={"families": EXOTIC_FAMILIES}),
+    _p("net-ip-protocols", NET, "IPv4/IPv6 sockets beyond TCP, UDP and ICMP: MPTCP, UDP-Lite, SCTP, DCCP, L2TP, SMC, "
+       "SOCK_PACKET, socketpair (module autoload)", params={"ip_protocols": IP_PROTOCOLS}),
     # ---------------------------------------------------------------- kernel surface
     _p("kernel-io-uring", KERN, "io_uring_setup"),
     _p("kernel-bpf", KERN, "bpf(2): map create, program load"),
@@ -166,6 +178,8 @@ PROBES: tuple[Probe, ...] = (
     _p("res-cpu-hog", RES, "spin two processes for 8 s (CPU time limit 1 s)", policy={"cpu_time": 1.0},
        params={"seconds": 8.0}, needs_cgroup=True, judge=j.cpu_hog),
     _p("res-sched-fifo", RES, "SCHED_FIFO and a negative nice value, to starve the host's CPUs"),
+    _p("res-aio-events", RES, "io_setup: native AIO events come from fs.aio-max-nr, one count for the whole machine "
+       "(one event, given back at once)"),
     _p("res-pipe-stall", RES, "keep stdout and stderr open in a left-over process to stall jailpy",
        host=("marker",), judge=j.left_behind("stall")),
     _p("res-cgroup-escape", RES, "move itself out of its cgroup (open cgroup.procs for writing; its cgroup path)",
@@ -177,6 +191,10 @@ PROBES: tuple[Probe, ...] = (
        host=("pty",)),
     _p("term-steal-ctty", TERM, "TIOCSCTTY: make the caller's terminal its controlling terminal, or steal it",
        host=("pty",)),
+    _p("term-stop-output", TERM, "tcflow(TCOOFF) on the caller's terminal: whatever writes there next hangs (jailpy "
+       "did); let flow again at once", host=("pty",)),
+    _p("term-change-settings", TERM, "change the caller's terminal beyond the run: tcsetattr, TIOCSWINSZ (both with "
+       "the values it has), tcflush, a break, exclusive mode", host=("pty",)),
     # ---------------------------------------------------------------- information leaks
     _p("info-env-secrets", INFO, "the caller's environment secrets", host=("secret_env",)),
     _p("info-mountinfo", INFO, "host paths in /proc/self/mountinfo", host=("hostinfo",)),

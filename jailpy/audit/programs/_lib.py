@@ -43,7 +43,9 @@ NR = {
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434,
     "pidfd_getfd": 438, "mount_setattr": 442, "ptrace": 101, "syslog": 103, "iopl": 172, "ioperm": 173,
-    "adjtimex": 159, "mq_open": 240, "access": 21,
+    "adjtimex": 159, "mq_open": 240, "access": 21, "open": 2, "creat": 85, "chmod": 90, "fchmod": 91,
+    "fchmodat": 268, "fchmodat2": 452, "openat": 257, "openat2": 437, "socketpair": 53, "io_setup": 206,
+    "io_destroy": 207, "io_getevents": 208, "io_submit": 209,
 }
 REACHED = ("EFAULT", "EBADF", "EINVAL")
 """errnos of a call that reached the kernel code behind it (harmless arguments, no filter)."""
@@ -90,7 +92,8 @@ def sysc(what, name, *args, through=None, layer=None, **extra):
     host's seccomp judgement; pointers as 0)."""
     r, e = raw(name, *args)
     if r >= 0 and name in ("socket", "open_tree", "fsopen", "pidfd_open", "userfaultfd", "io_uring_setup",
-                           "perf_event_open", "fspick", "fsmount", "open_by_handle_at", "memfd_secret"):
+                           "perf_event_open", "fspick", "fsmount", "open_by_handle_at", "memfd_secret", "open",
+                           "openat", "openat2", "creat"):
         os.close(r)  # an fd that should not have been given: drop it at once
     return attempt(what, name, r, e, through=through, layer=layer, args=list(args), **extra)
 

@@ -280,6 +280,66 @@ def fs_mknod_device(p):
     return {"attempts": att, "tmp_mount": mount_of("/tmp")[1]}
 
 
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def fs_setid_bits(p):
+    # A setuid/setgid file made in a writable bind outlives the run and runs as the sandbox's
+    # host uid for anyone.  Tried on files in the sandbox's own /tmp (a tmpfs of this run, gone
+    # with it, never visible to the host); each file is removed at once.
+    d = "/tmp/jailpy-audit-setid"
+    os.makedirs(d, exist_ok=True)
+    f = d + "/file"
+    with open(f, "wb"):
+        pass
+    os.chmod(f, 0o644)
+    att = []
+
+    def setid(a, path):
+        """through when the call returned and left S_ISUID or S_ISGID on ``path``."""
+        try:
+            bits = os.lstat(path).st_mode & 0o6000
+        except OSError:
+            bits = 0
+        if a["ret"] >= 0:
+            a.update(through=bool(bits), layer=None if bits else "kernel",
+                     detail=f"the file kept {'S_ISUID' if bits & 0o4000 else ''}{'|' if bits == 0o6000 else ''}"
+                            f"{'S_ISGID' if bits & 0o2000 else ''}" if bits else "returned, but no setid bit stayed")
+        return a
+
+    for what, name, args in (("chmod(file, 04755)", "chmod", (f.encode(), 0o4755)),
+                             ("chmod(file, 02755)", "chmod", (f.encode(), 0o2755)),
+                             ("fchmodat(AT_FDCWD, file, 06755)", "fchmodat", (AT_FDCWD, f.encode(), 0o6755, 0)),
+                             ("fchmodat2(AT_FDCWD, file, 04755, 0)", "fchmodat2", (AT_FDCWD, f.encode(), 0o4755, 0))):
+        att.append(setid(sysc(what, name, *args), f))
+        os.chmod(f, 0o644)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        att.append(setid(sysc("fchmod(fd, 04755)", "fchmod", fd, 0o4755), f))
+    finally:
+        os.close(fd)
+    creat = os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC
+    how = _OpenHow(creat, 0o4755, 0)
+    for name, what, args, shown in (
+            ("open", "open(new, O_CREAT, 04755)", lambda n: (n, creat, 0o4755), None),
+            ("openat", "openat(AT_FDCWD, new, O_CREAT, 02755)", lambda n: (AT_FDCWD, n, creat, 0o2755), None),
+            ("creat", "creat(new, 04755)", lambda n: (n, 0o4755), None),
+            ("mknod", "mknod(new, S_IFREG | 04755)", lambda n: (n, stat.S_IFREG | 0o4755, 0), None),
+            ("openat2", "openat2(AT_FDCWD, new, {O_CREAT, 04755}) (its mode is in a struct)",
+             lambda n: (AT_FDCWD, n, ctypes.byref(how), ctypes.sizeof(how)), [AT_FDCWD, 0, 0, ctypes.sizeof(how)])):
+        new = f"{d}/new-{name}"
+        a = sysc(what, name, *args(new.encode()))  # an fd it returns is closed by sysc
+        if shown is not None:
+            a["args"] = shown
+        att.append(setid(a, new))
+        if os.path.lexists(new):
+            os.unlink(new)
+    os.unlink(f)
+    os.rmdir(d)
+    return {"attempts": att}
+
+
 def fs_open_by_handle(p):
     # "shocker": open a file of the underlying filesystem by handle, past the sandbox's mounts.
     # name_to_handle_at first (is it available at all?), then a forged handle for inode 2 (an
@@ -432,7 +492,7 @@ PROBES = {
     "fs-umount-mask": fs_umount_mask, "fs-new-mount-api": fs_new_mount_api,
     "fs-proc-exe-overwrite": fs_proc_exe_overwrite, "fs-leaked-fd-cwd": fs_leaked_fd_cwd,
     "fs-bind-symlink-race": fs_bind_symlink_race, "fs-setuid-exec": fs_setuid_exec, "fs-file-caps": fs_file_caps,
-    "fs-mknod-device": fs_mknod_device, "fs-open-by-handle": fs_open_by_handle,
+    "fs-mknod-device": fs_mknod_device, "fs-setid-bits": fs_setid_bits, "fs-open-by-handle": fs_open_by_handle,
     "fs-proc-sys-write": fs_proc_sys_write, "fs-proc-kernel-files": fs_proc_kernel_files,
     "fs-chroot-escape": fs_chroot_escape, "fs-hidden-dirs": fs_hidden_dirs, "fs-fuse-overlay": fs_fuse_overlay,
     "fs-cgroup-release-agent": fs_cgroup_release_agent,

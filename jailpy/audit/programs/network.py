@@ -1,5 +1,6 @@
 # Network probes (run inside the sandbox after _lib.py).  Traffic only to loopback; the egress
 # test uses connect() on UDP sockets, which sends nothing and only asks for a route.
+import ctypes
 import socket
 import struct
 
@@ -118,7 +119,38 @@ def net_exotic_families(p):
     return {"attempts": att}
 
 
+def net_ip_protocols(p):
+    # IPv4/IPv6 sockets of protocols and types beyond TCP, UDP and ICMP.  Each may make the
+    # kernel load a module (net-pf-N-proto-P-type-T): called only where the filter denies it or
+    # this kernel loads no modules (the host computed may_call_proto); any fd is closed at once.
+    att = []
+    for name, (fam, typ, proto) in p["ip_protocols"].items():
+        kind = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}.get(typ, typ)
+        what = f"socket({'AF_INET6' if fam == socket.AF_INET6 else 'AF_INET'}, {kind}, {proto}) ({name})"
+        if not p["may_call_proto"].get(name, False):
+            att.append(attempt(what, "socket", 0, None, through=True, args=[fam, typ, proto],
+                               detail="not called: the filter lets it through and this kernel loads modules on demand"))
+            continue
+        a = sysc(what, "socket", fam, typ, proto)
+        if a["errno"] in ("EPROTONOSUPPORT", "ESOCKTNOSUPPORT"):
+            a.update(layer="kernel", detail="no such protocol in this kernel")  # the host judge names the filter
+        att.append(a)
+    fam, typ, proto = p["ip_protocols"]["MPTCP"]
+    if p["may_call_proto"].get("socketpair", False):
+        pair = (ctypes.c_int * 2)(-1, -1)
+        a = sysc(f"socketpair(AF_INET, SOCK_STREAM, {proto}) (makes an MPTCP socket before it fails)", "socketpair",
+                 fam, typ, proto, pair)
+        if a["ret"] == 0:  # the kernel writes the fd numbers before it fails: only a success made them
+            for fd in pair:
+                os.close(fd)
+        if a["errno"] == "EOPNOTSUPP":
+            a.update(through=False, layer="kernel", detail="EOPNOTSUPP: inet sockets have no pairs")
+        att.append(a)
+    return {"attempts": att}
+
+
 PROBES = {
     "net-egress": net_egress, "net-host-loopback": net_host_loopback, "net-raw-socket": net_raw_socket,
     "net-packet-socket": net_packet_socket, "net-netlink": net_netlink, "net-exotic-families": net_exotic_families,
+    "net-ip-protocols": net_ip_protocols,
 }

@@ -156,6 +156,18 @@ def res_sched_fifo(p):
     return {"attempts": att}
 
 
+def res_aio_events(p):
+    # fs.aio-max-nr is one count for the whole machine: a context of one event, given back at once
+    ctx = ctypes.c_ulong(0)
+    a = sysc("io_setup(1, &ctx) (events from the machine-wide fs.aio-max-nr)", "io_setup", 1, ctypes.byref(ctx))
+    if a["ret"] == 0:
+        raw("io_destroy", ctx.value)
+        used = (read_text("/proc/sys/fs/aio-nr") or "").strip()
+        a["detail"] = f"took an AIO context (given back at once); fs.aio-nr {used}"
+    b = sysc("io_submit(0, 0, NULL) (an invalid context: EINVAL if it runs)", "io_submit", 0, 0, 0)
+    return {"attempts": [a, b]}
+
+
 def res_pipe_stall(p):
     # a grandchild in its own session keeps stdout and stderr open and sleeps; the program exits
     pid = os.fork()
@@ -192,5 +204,5 @@ PROBES = {
     "res-fork-bomb": res_fork_bomb, "res-thread-bomb": res_thread_bomb, "res-fd-exhaustion": res_fd_exhaustion,
     "res-memory-bomb": res_memory_bomb, "res-tmpfs-fill": res_tmpfs_fill, "res-inode-fill": res_inode_fill,
     "res-output-flood": res_output_flood, "res-cpu-hog": res_cpu_hog, "res-sched-fifo": res_sched_fifo,
-    "res-pipe-stall": res_pipe_stall, "res-cgroup-escape": res_cgroup_escape,
+    "res-aio-events": res_aio_events, "res-pipe-stall": res_pipe_stall, "res-cgroup-escape": res_cgroup_escape,
 }
