@@ -6,12 +6,19 @@ Exit status: the program's own; 128+N when a signal N killed it; 126 cannot exec
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import click
 import typer
+
+from .cli_text import clean, one_line
+
+if TYPE_CHECKING:
+    from . import hostfiles
 
 _APP_SETTINGS = dict(
     name="jailpy",
@@ -29,9 +36,20 @@ _exec_app = typer.Typer(**_APP_SETTINGS)
 _exit_code = 0
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"jailpy {__version__}")
+        raise typer.Exit()
+
+
 @_exec_app.callback()
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+        help="Print jailpy's version and exit.")] = False,
+) -> None:
     """Run an untrusted program in a sandbox (see: jailpy exec --help)."""
 
 FS = "Filesystem"
@@ -57,9 +75,10 @@ def exec_(
         help="Use DIR as the (read-only) root filesystem instead of this machine's /.")] = None,
     no_cwd: Annotated[bool, typer.Option("--no-cwd", rich_help_panel=FS,
         help="Do not bind the current directory (read-only) into the sandbox.")] = False,
-    bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST]", rich_help_panel=FS,
-        help="Make host path SRC visible and WRITABLE at DST (default: the same path). Repeatable.")] = None,
-    ro_bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST]", rich_help_panel=FS,
+    bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST[:ro|rw]]", rich_help_panel=FS,
+        help="Make host path SRC visible and WRITABLE at DST (default: the same path; SRC::ro for the same path "
+             "read-only), or read-only with :ro, as docker -v. Repeatable.")] = None,
+    ro_bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST[:ro]]", rich_help_panel=FS,
         help="Make host path SRC visible read-only at DST (default: the same path). Repeatable.")] = None,
     tmpfs: Annotated[Optional[list[str]], typer.Option(metavar="DST[:SIZE]", rich_help_panel=FS,
         help="An empty writable directory at DST (not /, nor under /proc or /dev), in memory, capped at SIZE "
@@ -117,13 +136,15 @@ def exec_(
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
         help="Print a short table of the result (verdict, times, memory) on stderr at the end.")] = False,
     report: Annotated[Optional[str], typer.Option(metavar="PATH|-", rich_help_panel=OUT,
-        help="Write the result as JSON (verdict, exit code, times, active protections) to PATH, or - for stderr.")] = None,
+        help="Write the result as JSON (verdict, exit code, times, active protections) to PATH, or - for stderr. "
+             "PATH is replaced (never written through); it may not be in a directory the sandbox can write.")] = None,
 ) -> None:
     global _exit_code
     from . import policy as policy_mod
-    from .errors import JailpyError
+    from .errors import HostError, JailpyError
     from .sandbox import Sandbox
 
+    report_file = None
     try:
         pol = policy_mod.load(policy or "default")
         changes = {k: v for k, v in {
@@ -138,56 +159,144 @@ def exec_(
                 changes[key] = key != "cwd"
         if changes:
             pol = pol.replace(**changes)
+        if report is not None and report != "-":
+            report_file = _open_report(report, pol)
     except JailpyError as e:
         if report is not None:  # no stale report from an earlier run may stay
             _write_xx(report, e, None)
         raise
-    report_file = None
-    if report is not None and report != "-":
-        try:
-            report_file = open(report, "wb")
-        except OSError as e:
-            raise policy_mod.PolicyError(f"--report: cannot write {report}: {e.strerror}") from None
     try:
-        sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
-        _forward_signals(sandbox)
         try:
-            result = sandbox.run(command)
-        finally:
-            sandbox.close()  # reap jailpy's helpers and remove the cgroup
+            sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
+            _forward_signals(sandbox)
+            try:
+                result = sandbox.run(command)
+            finally:
+                sandbox.close()  # reap jailpy's helpers and remove the cgroup
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            raise HostError(_fd_exhausted(e)) from None
     except JailpyError as e:
         if report is not None:  # a judge reading the report learns that jailpy, not the program, failed
             _write_xx(report, e, pol.digest(), report_file)
         raise
+    except BaseException:
+        if report_file is not None:
+            report_file.discard()
+        raise
     if result.error:
-        print(f"jailpy: {result.error}", file=sys.stderr)
+        print(f"jailpy: {one_line(result.error)}", file=sys.stderr)
     if result.seccomp_log is not None:
         _print_seccomp_log(result.seccomp_log)
     if stats:
         _print_stats(result)
     if report == "-":
-        sys.stderr.buffer.write(result.to_json() + b"\n")
+        sys.stderr.buffer.write(_result_json(result) + b"\n")
         sys.stderr.flush()
     elif report_file is not None:
-        with report_file:
-            report_file.write(result.to_json() + b"\n")
+        try:
+            report_file.commit(_result_json(result) + b"\n")
+        except OSError as e:
+            raise HostError(f"--report: cannot write {report}: {e.strerror} (the program ran and exited "
+                            f"{result.exit_code})") from None
     _exit_code = result.exit_code
 
 
+def _fd_exhausted(e: OSError) -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (f"out of file descriptors ({e.strerror}; ulimit -n is {soft}): raise the limit (ulimit -n 1024)"
+            if e.errno == errno.EMFILE else f"the system is out of file descriptors ({e.strerror})")
+
+
+def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
+    """Check and prepare the --report file before the run (see hostfiles.AtomicFile): refused
+    (PolicyError) when its directory is one the sandbox can write (a writable bind of it or of a
+    directory above it, or a directory passed with --pass-fd: a forged report, or a symlink planted
+    in place of it, would be read after the run), or when the way to it goes through a symlink of
+    another user (a sandbox's, planted in an earlier run)."""
+    from . import hostfiles
+    from .errors import PolicyError
+    from .policy import parse_bind
+
+    head = os.path.dirname(path) or "."
+    foreign = hostfiles.foreign_symlink(head)
+    if foreign:
+        raise PolicyError(f"--report: the way to {path} goes through {foreign}: give a path without it")
+    try:
+        st, dst = os.lstat(path), os.stat(head)
+    except OSError:
+        pass
+    else:  # what rename(2) would refuse after the run: refused before it
+        if stat.S_ISDIR(st.st_mode):
+            raise PolicyError(f"--report: {path} is a directory")
+        if dst.st_mode & stat.S_ISVTX and os.geteuid() not in (st.st_uid, dst.st_uid):
+            raise PolicyError(f"--report: {path} belongs to uid {st.st_uid}, in a sticky directory (like /tmp) "
+                              f"where only its owner may replace it")
+    try:
+        f = hostfiles.AtomicFile(path)
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise PolicyError(f"--report: cannot write {path}: {_fd_exhausted(e)}") from None
+        raise PolicyError(f"--report: cannot write {path}: {e.strerror}") from None
+    try:
+        above = hostfiles.ancestors(f.dirfd)
+        writable = [(f"--bind {spec}", src) for spec in pol.bind for src, _, rw in [parse_bind(spec)] if rw]
+        writable += [(f"--pass-fd {fd}", f"/proc/self/fd/{fd}") for fd in pol.pass_fd]
+        for what, src in writable:
+            try:
+                st = os.stat(src)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in above:
+                raise PolicyError(f"--report: {path} is in {f.directory}, which the sandbox can write ({what}): "
+                                  f"it could forge the report or plant a link there; write the report elsewhere")
+    except BaseException:
+        f.discard()
+        raise
+    return f
+
+
+def _result_json(result) -> bytes:
+    """Result.to_json(), with non-UTF-8 bytes in its strings (a path, the working directory)
+    written as ``\\xNN`` (see jailpy.cli_text) instead of failing."""
+    try:
+        return result.to_json()
+    except UnicodeEncodeError:
+        import msgspec
+
+        d = msgspec.to_builtins(result)
+        d.pop("stdout", None)
+        d.pop("stderr", None)
+        return msgspec.json.format(msgspec.json.encode(clean(d)), indent=2)
+
+
+def _err_text(e: BaseException) -> str:
+    """An error's one-line message, with non-UTF-8 bytes as ``\\xNN`` (JailpyError's own str()
+    shows them as surrogate escapes)."""
+    return one_line(Exception.__str__(e))
+
+
 def _write_xx(report: str, err: Exception, policy_hash: str | None, f=None) -> None:
-    """Write a Result with verdict XX (jailpy failed) to ``report`` (a path, or - for stderr)."""
-    from . import __version__
+    """Write a Result with verdict XX (jailpy failed) to ``report`` (a path, or - for stderr),
+    through ``f`` (the run's AtomicFile) or a new AtomicFile: never written through a link."""
+    from . import __version__, hostfiles
     from .result import Result, Verdict
 
-    data = Result(verdict=Verdict.XX, exit_code=125, error=str(err), jailpy_version=__version__,
-                  policy_hash=policy_hash or "").to_json() + b"\n"
+    data = _result_json(Result(verdict=Verdict.XX, exit_code=125, error=_err_text(err), jailpy_version=__version__,
+                               policy_hash=policy_hash or "")) + b"\n"
     if report == "-":
         sys.stderr.buffer.write(data)
         sys.stderr.flush()
         return
     try:
-        with (f or open(report, "wb")) as out:
-            out.write(data)
+        if f is None:
+            if hostfiles.foreign_symlink(os.path.dirname(report) or "."):
+                return
+            f = hostfiles.AtomicFile(report)
+        f.commit(data)
     except OSError:
         pass  # the error itself is reported on stderr
 
@@ -254,7 +363,7 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
         rows.append({"name": e.name, "pid": e.supervisor_pid, "running_s": round(time.time() - e.started, 1),
                      "command": e.argv, **live})
     if json_out:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(clean(rows), indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -306,7 +415,8 @@ app.add_typer(seccomp_app, name="seccomp")
 
 from .cli_audit import audit_command  # noqa: E402
 
-app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through).")(audit_command)
+app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
+            "2 if none did but some probes were skipped).")(audit_command)
 
 
 def _forward_signals(sandbox) -> None:
@@ -337,19 +447,32 @@ def _fill_std_fds() -> None:
         sys.stdout = open(1, "w", closefd=False)
 
 
+def _once_did_you_mean(msg: str) -> str:
+    """Click (8.2+) and typer each add "Did you mean ...?" to an unknown command's message: keep the first."""
+    import re
+
+    first = msg.find("Did you mean")
+    if first < 0:
+        return msg
+    end = first + len("Did you mean")
+    return msg[:end] + re.sub(r"\s*Did you mean [^?]*\?", "", msg[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jailpy`` console script; returns the exit status."""
+    from .cli_text import escape_undecodable_output
     from .errors import JailpyError
 
     global _exit_code
     _exit_code = 0
     _fill_std_fds()
+    escape_undecodable_output()
     try:
         args = sys.argv[1:] if argv is None else argv
         which = _exec_app if args[:1] == ["exec"] else app
         rv = which(args=args, prog_name="jailpy", standalone_mode=False)
     except JailpyError as e:
-        print(f"jailpy: error: {e}", file=sys.stderr)
+        print(f"jailpy: error: {_err_text(e)}", file=sys.stderr)
         return e.exit_code
     except click.exceptions.Abort:
         print("jailpy: aborted", file=sys.stderr)
@@ -359,7 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = fmt() if fmt else str(e)
         if not msg.strip():  # bare `jailpy`: the help was printed
             return 0
-        print(f"jailpy: error: {' '.join(msg.split())} (see --help)", file=sys.stderr)
+        print(f"jailpy: error: {one_line(' '.join(_once_did_you_mean(msg).split()))} (see --help)", file=sys.stderr)
+        return 125
+    except OSError as e:  # out of fds before or after the API turned it into a JailpyError
+        if e.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        print(f"jailpy: error: {_fd_exhausted(e)}", file=sys.stderr)
         return 125
     if isinstance(rv, int) and rv != 0:  # --help and friends return their exit code
         return rv

@@ -117,19 +117,16 @@ def _resolve_hide(paths: list[str]) -> list[str]:
     return out
 
 
-def _split_spec(spec: str) -> tuple[str, str]:
-    src, sep, dst = spec.partition(":")
-    return src, dst if sep and dst else ""
-
-
 def _under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def prepare(policy: Policy) -> MountPlan:
     """Host side: check paths and build the plan.  Raises PolicyError for a missing bind
-    source or rootfs, or a destination that is not absolute."""
-    from .policy import parse_size  # the sandbox's side of the fork needs none of the policy code
+    source or rootfs, a destination that is not absolute, one mounted twice (two binds, or a
+    bind and a ``--tmpfs``), or a directory bound onto a file (or a file onto a directory)
+    where the destination exists in the sandbox's root (see :func:`_check_kinds`)."""
+    from .policy import parse_bind, parse_size  # the sandbox's side of the fork needs none of the policy code
 
     if policy.rootfs is not None:
         lower = os.path.realpath(policy.rootfs)
@@ -162,19 +159,26 @@ def prepare(policy: Policy) -> MountPlan:
         elif e.is_file():
             top.append((name, "file", ""))
     binds: list[BindSpec] = []
-    for key, rw in (("bind", True), ("ro_bind", False)):
+    tmpfs = [(_normal(spec.partition(":")[0]), spec.partition(":")[2]) for spec in policy.tmpfs]
+    taken = {dst: f"--tmpfs {dst}" for dst, _ in tmpfs}
+    for key, flag in (("bind", "--bind"), ("ro_bind", "--ro-bind")):
         for spec in getattr(policy, key):
-            src, dst = _split_spec(spec)
+            src, dst, rw = parse_bind(spec, key)
             real = os.path.realpath(src)
             if not os.path.exists(real):
-                raise PolicyError(f"{key.replace('_', '-')}: source does not exist: {src}")
-            dst = "/" + "/".join(p for p in os.path.normpath(dst or os.path.abspath(src)).split("/") if p)
+                raise PolicyError(f"{flag[2:]}: source does not exist: {src}")
+            dst = _normal(dst or os.path.abspath(src))
             if dst == "/" or dst.split("/")[1] in ("proc", "dev"):
-                raise PolicyError(f"{key.replace('_', '-')}: cannot bind over {dst}")
+                raise PolicyError(f"{flag[2:]}: cannot bind over {dst}")
             if real == "/" or real.split("/")[1] in ("proc", "sys"):
-                raise PolicyError(f"{key.replace('_', '-')}: binding the host's {real} would expose host "
+                raise PolicyError(f"{flag[2:]}: binding the host's {real} would expose host "
                                   f"processes or kernel state; not allowed")
+            if dst in taken:  # the later mount would hide the earlier one entirely
+                raise PolicyError(f"{flag[2:]}: {dst} is already the destination of {taken[dst]}; mount "
+                                  f"one thing at each destination")
+            taken[dst] = f"{flag} {spec}"
             binds.append(BindSpec(real, dst, rw, os.path.isdir(real)))
+    _check_kinds(lower, binds, [dst for dst, _ in tmpfs], hide)
     workdir = "/"
     cwd_note = "not bound (--no-cwd)"
     if policy.cwd:
@@ -193,10 +197,7 @@ def prepare(policy: Policy) -> MountPlan:
         else:
             binds.insert(0, BindSpec(cwd, cwd, False, True))
             cwd_note = f"{cwd} bound read-only"
-    tmpfs = []
-    for spec in policy.tmpfs:
-        dst, _, size = spec.partition(":")
-        tmpfs.append((os.path.normpath(dst), parse_size(size) if size else 64 << 20))
+    tmpfs = [(dst, parse_size(size) if size else 64 << 20) for dst, size in tmpfs]
     per_run = ["/tmp", "/dev", "/sys"] + [dst for dst, _ in tmpfs]
     for b in binds:
         b.late = any(_under(b.dst, p) for p in per_run)
@@ -204,6 +205,59 @@ def prepare(policy: Policy) -> MountPlan:
         f", hidden: {' '.join(hide)}" if hide else "")
     return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
                      [f"/proc/{m}" for m in PROC_MASKED])
+
+
+def _normal(path: str) -> str:
+    """``path`` made absolute-looking and normalized: no ``.``, ``..`` (lexically), or repeated ``/``."""
+    return "/" + "/".join(p for p in os.path.normpath(path).split("/") if p)
+
+
+def _kind_in(base: str, rel: str) -> str | None:
+    """"dir", "file" (anything else) or None (missing, or cannot tell) for ``rel`` resolved below
+    host directory ``base`` as the child will resolve it: symlinks stay inside (openat2(2)
+    RESOLVE_IN_ROOT)."""
+    try:
+        root = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fd = sc.openat2(root, rel.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC,
+                        sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return None
+    finally:
+        os.close(root)
+    try:
+        return "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+    finally:
+        os.close(fd)
+
+
+def _check_kinds(lower: str, binds: list[BindSpec], tmpfs: list[str], hide: list[str]) -> None:
+    """Refuse (PolicyError) a bind of a directory onto what is a file in the sandbox's root, or of
+    a file onto a directory: the kernel refuses both (mount(2) ENOTDIR) only once the sandbox is
+    being built.  The destination is looked up where it will be: in an earlier bind's source, in
+    the rootfs (``lower``), or nowhere under /tmp, /sys, a ``--tmpfs`` or a hidden directory
+    (empty, or not the host's: those mount points are made as needed)."""
+    empty = ["/tmp", "/sys"] + tmpfs + hide
+    for i, b in enumerate(binds):
+        under = [(p, None) for p in empty if _under(b.dst, p)]
+        under += [(e.dst, e.src) for e in binds[:i] if e.is_dir and _under(b.dst, e.dst) and e.dst != b.dst]
+        if under:
+            top, src = max(under, key=lambda u: len(u[0]))
+            if src is None:
+                kind = "dir" if b.dst == top else None
+            else:
+                kind = _kind_in(src, b.dst[len(top):])
+        elif b.dst.split("/")[1] in SPECIAL_TOP:  # the sandbox's own /proc, /sys, /dev and /tmp
+            kind = None
+        else:
+            kind = _kind_in(lower, b.dst)
+        if kind is not None and (kind == "dir") != b.is_dir:
+            what, there = ("directory", "a file") if b.is_dir else ("file", "a directory")
+            raise PolicyError(f"bind: cannot bind the {what} {b.src} onto {b.dst}, "
+                              f"which is {there} in the sandbox: give a destination of the same kind, or one "
+                              f"that does not exist")
 
 
 # ---------------------------------------------------------------- child side ----

@@ -71,6 +71,44 @@ def parse_size(value: str | int, what: str = "size") -> int:
     return n
 
 
+BIND_OPTIONS = ("ro", "rw")
+"""What may follow a bind's second ``:`` (docker's and podman's ``-v SRC:DST:OPTIONS``)."""
+
+
+def parse_bind(spec: str, key: str = "bind") -> tuple[str, str, bool]:
+    """Split a bind ``SRC[:DST[:OPTIONS]]`` into ``(src, dst, writable)``, as docker and podman
+    read ``-v``: OPTIONS is ``ro`` or ``rw`` (a comma-separated list of those); ``SRC::ro`` keeps
+    DST = SRC; an empty or missing DST means the same path as SRC (``dst`` is then "").
+    ``key``: ``bind`` (writable unless ``ro``) or ``ro_bind`` (read-only: ``rw`` is refused).
+
+    A path that holds ``:`` cannot be written in this form.  Raises PolicyError, without the
+    key's name, for an unknown option, ``ro`` with ``rw``, ``rw`` in ``ro_bind``, an empty
+    source or a relative destination."""
+    parts = spec.split(":")
+    if len(parts) > 3:
+        raise PolicyError(f"expected SRC[:DST[:ro|rw]] (a path cannot hold ':'), got {spec!r}")
+    src = parts[0]
+    dst = parts[1] if len(parts) > 1 else ""
+    writable = key == "bind"
+    if not src:
+        raise PolicyError(f"source must be a path, got {spec!r}")
+    if len(parts) == 3:
+        opts = parts[2].split(",")
+        unknown = [o for o in opts if o not in BIND_OPTIONS]
+        if unknown:
+            raise PolicyError(f"unknown bind option {unknown[0]!r} in {spec!r} (known: {', '.join(BIND_OPTIONS)})")
+        if "ro" in opts and "rw" in opts:
+            raise PolicyError(f"both ro and rw in {spec!r}")
+        if "rw" in opts and key != "bind":
+            raise PolicyError(f"a read-only bind cannot be rw (use --bind SRC:DST for a writable one), got {spec!r}")
+        writable = writable and "ro" not in opts
+    if dst and not os.path.isabs(dst):
+        hint = (f" (to bind {src} at the same path {'read-only' if dst == 'ro' else 'writable'}, write {src}::{dst})"
+                if dst in BIND_OPTIONS else "")
+        raise PolicyError(f"destination must be an absolute path, got {spec!r}{hint}")
+    return src, dst, writable
+
+
 class Bind(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A bind mount of host path ``src`` at ``dst`` inside the sandbox (``dst`` defaults to ``src``)."""
 
@@ -99,9 +137,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cwd: bool = True
     """Bind the current directory read-only at the same path and start there."""
     bind: list[str] = []
-    """``SRC[:DST]`` read-write bind mounts."""
+    """``SRC[:DST[:ro|rw]]`` bind mounts, writable unless ``ro`` (see :func:`parse_bind`)."""
     ro_bind: list[str] = []
-    """``SRC[:DST]`` read-only bind mounts."""
+    """``SRC[:DST[:ro]]`` read-only bind mounts."""
     tmpfs: list[str] = []
     """``DST[:SIZE]`` extra empty tmpfs mounts."""
     tmp_size: str | int = "256M"
@@ -178,11 +216,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("hostname", f"not a valid host name: {self.hostname!r}")
         for key in ("bind", "ro_bind"):
             for spec in getattr(self, key):
-                src, _, dst = spec.partition(":")
-                if not src:
-                    raise bad(key, f"source must be a path, got {spec!r}")
-                if dst and not os.path.isabs(dst):
-                    raise bad(key, f"destination must be an absolute path, got {spec!r}")
+                try:
+                    parse_bind(spec, key)
+                except PolicyError as e:
+                    raise bad(key, str(e)) from None
         for spec in self.tmpfs:
             dst, _, size = spec.partition(":")
             if not os.path.isabs(dst):
@@ -258,7 +295,28 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def digest(self) -> str:
         """sha256 of the canonical JSON form: the ``policy_hash`` of a Result."""
-        return "sha256:" + hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+        try:
+            data = msgspec.json.encode(self, order="sorted")
+        except UnicodeEncodeError:  # a path with bytes that are not UTF-8 (str with surrogateescape)
+            data = msgspec.json.encode(_bytes_marked(msgspec.to_builtins(self)), order="sorted")
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _bytes_marked(obj: object) -> object:
+    """``obj`` with every string that is not UTF-8 (a path decoded with surrogateescape) replaced
+    by ``"\\0bytes:" + hex of its bytes``: a digest input that no valid policy string can equal
+    (validate refuses NUL bytes)."""
+    if isinstance(obj, str):
+        try:
+            obj.encode()
+            return obj
+        except UnicodeEncodeError:
+            return "\0bytes:" + obj.encode("utf-8", "surrogatepass").hex()
+    if isinstance(obj, list):
+        return [_bytes_marked(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _bytes_marked(v) for k, v in obj.items()}
+    return obj
 
 
 def _human(n: int) -> str:

@@ -33,11 +33,11 @@ def test_good_names(name):
 
 
 def test_register_lookup_unregister(regdir):
-    path = registry.register("one", ["true"], ["/sys/fs/cgroup/x"], 2)
+    path = registry.register("one", ["true"], ["/sys/fs/cgroup/jailpy/jailpy-1-0"], 2)
     assert oct(os.stat(regdir).st_mode & 0o777) == "0o700"
     e = registry.lookup("one")
     assert (e.name, e.supervisor_pid, e.argv, e.cgroup, e.cgroup_version) == ("one", os.getpid(), ["true"],
-                                                                              ["/sys/fs/cgroup/x"], 2)
+                                                                              ["/sys/fs/cgroup/jailpy/jailpy-1-0"], 2)
     with pytest.raises(PolicyError, match="already running"):
         registry.register("one", ["true"], [], 2)
     registry.unregister(path)
