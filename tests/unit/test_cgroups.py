@@ -32,6 +32,7 @@ import warnings
 import pytest
 
 from conftest import IS_ROOT, marker_pids, unique_marker, wait_for_marker, wait_gone
+from limits_helpers import TIME_FACTOR
 from jailpy import cgroups
 from jailpy.cgroups import Limits
 from jailpy.errors import HostError, PolicyError
@@ -538,7 +539,8 @@ def _cpu_accuracy(parent):
             out = p.stdout.read()
             assert p.wait(timeout=CHILD_TIMEOUT) == 0
             own, seen = float(out), cg.cpu_seconds()
-            assert abs(seen - own) <= 0.05 * own + 0.010, (seen, own)
+            # the interpreter's own start and exit around the loop: ~10 ms here, a few times more emulated
+            assert abs(seen - own) <= 0.05 * own + 0.010 * TIME_FACTOR, (seen, own)
             st = cg.stats()
             assert abs(st.cpu_user_s + st.cpu_sys_s - seen) < 0.002, (st, seen)
             print(f"busy {secs} s: process_time {own:.4f} s, cgroup {seen:.4f} s "
