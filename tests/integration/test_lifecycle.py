@@ -123,5 +123,6 @@ def test_wall_time_kill_still_reports_the_cpu_time_spent(report_path):
                          f"python3 -c 'while 1: pass' {marker} & python3 -c 'while 1: pass' {marker}")
     assert p.returncode == 137
     assert rep["verdict"] == "WLE" and rep["limit_fired"] == "wall_time" and rep["signal"] == 9
-    assert rep["cpu_user_s"] + rep["cpu_sys_s"] >= 0.8, rep
+    # two busy loops for a second: up to 2 s of CPU on an idle host; a loaded one gives them less
+    assert rep["cpu_user_s"] + rep["cpu_sys_s"] >= 0.4, rep
     assert wait_gone(marker) == []

@@ -84,7 +84,8 @@ done
 step "jailpy exec --memory 64M --pids 20 (cgroup v2)"
 for who in root "$user"; do
   run=as_root; [ "$who" = root ] || run=as_user
-  rep=$(mktemp /tmp/report.XXXXXX) && chmod 666 "$rep"
+  # in a directory of its own: jailpy replaces the report, which in sticky /tmp only the file's owner may
+  dir=$(mktemp -d /tmp/report.XXXXXX) && chmod 777 "$dir" && rep=$dir/report.json
   out=$(cd "/tmp/src-$who" && $run jailpy exec --memory 64M --pids 20 --report "$rep" -- /bin/true 2>&1); rc=$?
   [ "$rc" = 0 ] || fail "as $who: exit $rc: $out"
   v=$(python3 -c 'import json,sys; print((json.load(open(sys.argv[1]))["protections"]["cgroup"] or {}).get("version"))' "$rep" 2>&1)
