@@ -15,8 +15,10 @@ How the root is built (the order bubblewrap uses):
    upper one, and refuses in a user namespace a lower that carries locked submounts, such as
    ``/``); a directory with submounts is a recursive read-only bind instead; symlinks are
    copied; hidden directories are left empty;
-4. /dev (null, zero, full, random, urandom, tty, a private devpts, shm, mqueue), a fresh
-   /proc with masked and read-only paths, a read-only sysfs, /tmp, user tmpfs and binds;
+4. /dev (null, zero, full, random, urandom, tty, a private devpts capped at ``pty_max``
+   terminals, shm, mqueue), a fresh /proc with masked and read-only paths (the sandbox's
+   ``user.max_*`` quotas written first: :mod:`jailpy.ucounts`), a read-only sysfs, /tmp, user
+   tmpfs and binds;
    every destination is resolved with ``openat2(RESOLVE_IN_ROOT)`` below ``/newroot``, so
    a symlink can never lead a mount out to the host (CVE-2021-30465 class);
 5. the scaffolding tmpfs mounts go read-only, ``pivot_root(".", ".")`` puts the new root in
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _syscalls as sc
+from . import ucounts
 from .errors import PolicyError
 
 if TYPE_CHECKING:
@@ -83,6 +86,11 @@ class MountPlan:
     cgroup_fs: list[tuple[str, str, str]] = field(default_factory=list)
     """``(name, fstype, options)`` cgroup filesystems mounted read-only at /sys/fs/cgroup/NAME
     (CgroupPlan.fs_mounts); empty without a cgroup of the sandbox's own."""
+    pty_max: int = 64
+    """``max=`` of the sandbox's devpts instance: pseudo-terminals open at once (policy pty_max)."""
+    sysctls: tuple[tuple[str, int], ...] = ()
+    """``(name, value)`` written to /proc/sys/user/NAME in the sandbox's fresh proc, before
+    /proc/sys goes read-only (:func:`jailpy.ucounts.apply`; from :func:`jailpy.ucounts.plan`)."""
 
 
 def _mountpoints() -> list[str]:
@@ -204,7 +212,7 @@ def prepare(policy: Policy) -> MountPlan:
     desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
         f", hidden: {' '.join(hide)}" if hide else "")
     return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
-                     [f"/proc/{m}" for m in PROC_MASKED])
+                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy))
 
 
 def _normal(path: str) -> str:
@@ -493,8 +501,10 @@ def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, 
     """The mounts each run makes afresh, below ``base`` ("/newroot" while building a whole root,
     "" inside a template's copy), whose O_PATH fd is ``root``."""
     noexec = sc.MS_NOSUID | sc.MS_NOEXEC
+    # max=: every devpts instance but the host's shares kernel.pty.max (Documentation/filesystems/
+    # devpts.rst; fs/devpts/inode.c devpts_new_index): the sandbox may take only its own share
     _step("devpts at /dev/pts", sc.mount, "devpts", f"{base}/dev/pts", "devpts", noexec,
-          "newinstance,ptmxmode=0666,mode=0620")
+          f"newinstance,ptmxmode=0666,mode=0620,max={plan.pty_max}")
     _step("tmpfs at /dev/shm", _tmpfs, f"{base}/dev/shm", plan.tmp_size, "1777")
     try:
         sc.mount("mqueue", f"{base}/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
@@ -502,6 +512,7 @@ def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, 
         pass  # no POSIX mqueue support compiled in: nothing to share either
     proc = f"{base}/proc"
     _step("mount /proc", sc.mount, "proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    ucounts.apply(proc, plan.sysctls)  # while /proc/sys is writable and PID 1 holds its capabilities
     for m in PROC_MASKED:
         _mask(base, f"{proc}/{m}")
     ro = sc.MOUNT_ATTR_RDONLY | _NOSUIDDEV

@@ -36,6 +36,13 @@ DEFAULT_WALL_TIME = 3600.0
 CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
 """Policy fields enforced by a cgroup."""
 MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
+QUOTA_KEYS = ("max_inotify_instances", "max_inotify_watches", "max_fanotify_groups", "max_fanotify_marks",
+              "max_user_namespaces", "sigpending", "pty_max")
+"""Policy fields that are counts the kernel keeps (ints, 0 allowed)."""
+INT_MAX = (1 << 31) - 1
+"""The largest value of a ``user.max_*`` sysctl (an int: proc_dointvec_minmax in kernel/ucount.c)."""
+PTY_MAX = 1 << 20
+"""The largest devpts ``max=`` (NR_UNIX98_PTY_MAX in include/linux/tty.h)."""
 MAX_SECONDS = 365 * 86400
 
 
@@ -184,6 +191,32 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Open files per process (RLIMIT_NOFILE)."""
     stack: str | int | None = None
     """Stack size per process (RLIMIT_STACK), e.g. ``"8M"``."""
+    # kernel quotas: counts the kernel keeps per user (charged, through the sandbox's user namespace,
+    # to jailpy's caller too: kernel/ucount.c) or per machine; small by default (see ucounts.py)
+    max_inotify_instances: int = 16
+    """inotify instances (inotify_init) the program may hold at once: ``user.max_inotify_instances``
+    in the sandbox's user namespace (inotify(7)); one more gets EMFILE."""
+    max_inotify_watches: int = 4096
+    """inotify watches (inotify_add_watch) at once: ``user.max_inotify_watches``; one more gets ENOSPC."""
+    max_fanotify_groups: int = 8
+    """fanotify groups (fanotify_init) at once: ``user.max_fanotify_groups`` (fanotify(7)); one more gets EMFILE."""
+    max_fanotify_marks: int = 4096
+    """fanotify marks at once: ``user.max_fanotify_marks``; one more gets ENOSPC."""
+    max_user_namespaces: int = 0
+    """User namespaces the program may create inside the sandbox: ``user.max_user_namespaces``.
+    0 (the default): none (ENOSPC), so no nested namespace of any kind (the others need
+    CAP_SYS_ADMIN in a user namespace the program would own), whatever the seccomp policy."""
+    sigpending: int = 1024
+    """Signals queued and not yet delivered, for the sandbox's user: RLIMIT_SIGPENDING (a count;
+    sigqueue(3) of one more real-time signal gets EAGAIN).  Capped at jailpy's own hard limit."""
+    msgqueue: str | int = "128K"
+    """Bytes of POSIX message queues (mq_overview(7)) the sandbox's user may have: RLIMIT_MSGQUEUE
+    (each queue costs about maxmsg * msgsize; mq_open past it gets EMFILE).  Capped at jailpy's own
+    hard limit."""
+    pty_max: int = 64
+    """Pseudo-terminals the sandbox may have open at once: ``max=`` of its devpts instance
+    (devpts.rst; opening /dev/ptmx once more gets ENOSPC).  Every non-initial devpts on the machine
+    shares ``kernel.pty.max``; 0: no terminals."""
     cgroup_parent: str | None = None
     """A cgroup path (like ``/judge``, relative to each hierarchy's root) under which sandboxes get their
     cgroups: a subtree an administrator delegated (chowned) to the user.  Default: ``$JAILPY_CGROUP_PARENT``,
@@ -271,6 +304,14 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("pids", f"must be between 1 and 4194304, got {self.pids}")
         if self.nofile is not None and not 16 <= self.nofile <= 1 << 20:
             raise bad("nofile", f"must be between 16 and 1048576, got {self.nofile}")
+        for key in QUOTA_KEYS:
+            v, top = getattr(self, key), PTY_MAX if key == "pty_max" else INT_MAX
+            if not 0 <= v <= top:
+                raise bad(key, f"must be between 0 and {top}, got {v}")
+        try:
+            parse_size(self.msgqueue)
+        except PolicyError as e:
+            raise bad("msgqueue", str(e).partition(": ")[2] or str(e)) from None
         if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
             raise bad("cpus", f"must be between 0.01 and 1024 CPUs, got {self.cpus}")
         if self.cpuset is not None and not _CPUSET_RE.match(self.cpuset):

@@ -27,7 +27,12 @@ MIN_STACK = 64 << 10
 _NAMES = {
     resource.RLIMIT_CORE: "core", resource.RLIMIT_CPU: "cpu", resource.RLIMIT_FSIZE: "fsize",
     resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_STACK: "stack",
+    resource.RLIMIT_SIGPENDING: "sigpending", resource.RLIMIT_MSGQUEUE: "msgqueue",
 }
+QUOTAS = (resource.RLIMIT_SIGPENDING, resource.RLIMIT_MSGQUEUE)
+"""Limits on per-user counts (kernel/ucount.c) that the sandbox's use also charges to jailpy's
+caller, through the user namespace's owner: lowered for the program, never raised, so a value
+above this process's hard limit is lowered to it rather than refused."""
 _FLAGS = {resource.RLIMIT_CPU: "--cpu-time", resource.RLIMIT_FSIZE: "--fsize",
           resource.RLIMIT_NOFILE: "--nofile", resource.RLIMIT_STACK: "--stack"}
 _ULIMIT = {resource.RLIMIT_CPU: "-Ht", resource.RLIMIT_FSIZE: "-Hf", resource.RLIMIT_NOFILE: "-Hn",
@@ -41,7 +46,8 @@ def _int(value: object, flag: str) -> int:
 
 
 def plan(*, cpu_time: float | None = None, fsize: int | None = None, nofile: int | None = None,
-         stack: int | None = None) -> list[tuple[int, int, int]]:
+         stack: int | None = None, sigpending: int | None = None,
+         msgqueue: int | None = None) -> list[tuple[int, int, int]]:
     """The rlimits for the sandbox's processes, as ``(resource.RLIMIT_*, soft, hard)``.
 
     Always RLIMIT_CORE 0 (no core dumps: core(5)).  ``cpu_time`` (seconds, float): RLIMIT_CPU
@@ -49,6 +55,13 @@ def plan(*, cpu_time: float | None = None, fsize: int | None = None, nofile: int
     one -- a per-process backstop behind the cgroup's whole-tree --cpu-time check.  ``fsize``
     (bytes; RLIMIT_FSIZE, a larger write gets EFBIG/SIGXFSZ), ``nofile`` (RLIMIT_NOFILE, open fds)
     and ``stack`` (bytes; RLIMIT_STACK) with soft = hard.  None: left as inherited.
+
+    ``sigpending`` (signals queued for the user: RLIMIT_SIGPENDING; sigqueue(3) then gets EAGAIN)
+    and ``msgqueue`` (bytes of POSIX message queues: RLIMIT_MSGQUEUE; mq_open(3) then gets
+    EMFILE), soft = hard, each at most this process's own hard limit (see QUOTAS).  Both count
+    per user in the sandbox's user namespace, and the kernel charges the same to the namespace's
+    owner (the caller) up to the caller's own limit: these bound the sandbox's share
+    (setrlimit(2), kernel/ucount.c inc_rlimit_ucounts).
 
     Raises PolicyError for impossible values (not positive, nofile < 4, stack < 64 KiB) and
     HostError for a value above this process's own hard limit (naming it and ``ulimit -H``)."""
@@ -72,7 +85,18 @@ def plan(*, cpu_time: float | None = None, fsize: int | None = None, nofile: int
         if _int(stack, "--stack") < MIN_STACK:
             raise PolicyError(f"--stack: at least {MIN_STACK >> 10}K is needed to start a program, got {stack!r}")
         out.append((resource.RLIMIT_STACK, stack, stack))
+    for res, value, flag in ((resource.RLIMIT_SIGPENDING, sigpending, "sigpending"),
+                             (resource.RLIMIT_MSGQUEUE, msgqueue, "msgqueue")):
+        if value is None:
+            continue
+        if _int(value, flag) < 0:
+            raise PolicyError(f"{flag}: expected 0 or more, got {value!r}")
+        cur = resource.getrlimit(res)[1]
+        value = value if cur == resource.RLIM_INFINITY else min(value, cur)
+        out.append((res, value, value))
     for res, _soft, hard in out:
+        if res in QUOTAS:
+            continue
         cur = resource.getrlimit(res)[1]
         if cur != resource.RLIM_INFINITY and hard > cur:
             flag = _FLAGS[res]
@@ -96,11 +120,12 @@ def apply(rlimits: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...]
 
 def describe(rlimits: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...]) -> dict:
     """For Result.protections["rlimits"]: ``{"core": 0, "cpu": [soft, hard], "fsize": bytes,
-    "nofile": n, "stack": bytes}`` (a pair only where soft and hard differ)."""
+    "nofile": n, "stack": bytes, "sigpending": signals, "msgqueue": bytes}`` (a pair only where
+    soft and hard differ)."""
     out: dict = {}
     for res, soft, hard in rlimits:
         out[_NAMES.get(res, str(res))] = soft if soft == hard else [soft, hard]
     return out
 
 
-__all__ = ["plan", "apply", "describe", "MIN_NOFILE", "MIN_STACK"]
+__all__ = ["plan", "apply", "describe", "MIN_NOFILE", "MIN_STACK", "QUOTAS"]

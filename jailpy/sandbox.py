@@ -17,7 +17,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, launch, mounts, registry, rlimits, seccomp, userns
+from . import __version__, cgroups, child, launch, mounts, registry, rlimits, seccomp, ucounts, userns
 from .errors import JailpyError, PolicyError
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -93,7 +93,8 @@ class Sandbox:
         self.rlimits = tuple(rlimits.plan(cpu_time=pol.cpu_time,
                                           fsize=parse_size(pol.fsize) if pol.fsize is not None else None,
                                           nofile=pol.nofile,
-                                          stack=parse_size(pol.stack) if pol.stack is not None else None))
+                                          stack=parse_size(pol.stack) if pol.stack is not None else None,
+                                          sigpending=pol.sigpending, msgqueue=parse_size(pol.msgqueue)))
         self.cgroup_plan = self._cgroup_plan()
         if self.cgroup_plan is not None:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
@@ -170,6 +171,7 @@ class Sandbox:
             },
             "cgroup": self.cgroup_plan.description if self.cgroup_plan else None,
             "rlimits": rlimits.describe(list(self.rlimits)),
+            "quotas": ucounts.describe(self.mounts.sysctls, self.mounts.pty_max),
             "wall_time": {"seconds": self.wall_time, "source": "default" if self.policy.wall_time is None else "policy"},
             "output_limit": self.output_limit,
             "landlock": None,

@@ -20,8 +20,9 @@ Kernel documentation this relies on (Documentation/admin-guide/ in the kernel tr
   pids.events; CPU: cpu.max, cpu.stat; Cpuset: cpuset.cpus, cpuset.cpus.effective; "Delegation"
   and "No Internal Process Constraint");
 - v1: cgroup-v1/memory.rst (memory.limit_in_bytes, memory.memsw.limit_in_bytes,
-  memory.max_usage_in_bytes, memory.oom_control, memory.swappiness; charges are not moved with a
-  task unless move_charge_at_immigrate), cgroup-v1/pids.rst, cgroup-v1/cpuacct.rst,
+  memory.max_usage_in_bytes, memory.oom_control, memory.swappiness,
+  memory.kmem.tcp.limit_in_bytes; charges are not moved with a task unless
+  move_charge_at_immigrate), cgroup-v1/pids.rst, cgroup-v1/cpuacct.rst,
   cgroup-v1/cpusets.rst, cgroup-v1/freezer-subsystem.rst, scheduler/sched-bwc.rst
   (cfs_quota_us/cfs_period_us);
 - both: the man pages cgroups(7) and cgroup_namespaces(7).

@@ -198,7 +198,8 @@ class CgroupPlan:
         and set the limits before any process joins.  Sweeps stale siblings first.
 
         Memory: v1 memory.limit_in_bytes and memory.memsw.limit_in_bytes (same value: no swap),
-        or memory.swappiness=0 without swap accounting; v2 memory.max, memory.swap.max=0,
+        or memory.swappiness=0 without swap accounting, and memory.kmem.tcp.limit_in_bytes (same
+        value: socket buffers, see v1.TCP_LIMIT); v2 memory.max, memory.swap.max=0,
         memory.oom.group=0 (the OOM killer takes one process, not the tree with PID 1).
         pids.max; CPU v1 cpu.cfs_period_us/cpu.cfs_quota_us, v2 cpu.max ("quota period", µs);
         cpuset v1 cpuset.cpus + cpuset.mems (copied from the parent), v2 cpuset.cpus, then checks

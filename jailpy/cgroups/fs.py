@@ -86,6 +86,17 @@ def _host_has_swap() -> bool:
         return False
 
 
+def _nosocket() -> bool:
+    """True when the kernel was booted with ``cgroup.memory=nosocket`` (kernel-parameters.txt):
+    then cgroup v2 charges no socket buffer to memory.current (mm/memcontrol.c,
+    cgroup_memory_nosocket).  Read from /proc/cmdline (proc(5)); False when unreadable."""
+    try:
+        words = _read("/proc/cmdline").split()
+    except OSError:
+        return False
+    return any(w.startswith("cgroup.memory=") and "nosocket" in w.partition("=")[2].split(",") for w in words)
+
+
 def _user() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name

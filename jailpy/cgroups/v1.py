@@ -4,7 +4,7 @@
 Kernel documentation (Documentation/admin-guide/cgroup-v1/ in the kernel tree): memory.rst
 (memory.limit_in_bytes, memory.memsw.limit_in_bytes, memory.max_usage_in_bytes,
 memory.oom_control, memory.swappiness; charges are not moved with a task unless
-move_charge_at_immigrate), pids.rst, cpuacct.rst, cpusets.rst (a new cpuset needs cpus and mems
+move_charge_at_immigrate; 2.7.1 memory.kmem.tcp.limit_in_bytes), pids.rst, cpuacct.rst, cpusets.rst (a new cpuset needs cpus and mems
 before a process can join), freezer-subsystem.rst; scheduler/sched-bwc.rst
 (cpu.cfs_quota_us/cpu.cfs_period_us); cgroups(7).
 """
@@ -17,6 +17,15 @@ import re
 from ..errors import HostError
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
 from .fs import _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
+
+TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"
+"""Socket buffer memory of the cgroup (memory.rst 2.7.1).  v1 charges socket buffers to no memory
+cgroup until this is set; once it is (mm/memcontrol-v1.c, memcg1_update_tcp_max: the cgroup's
+tcpmem becomes active), every socket made in the cgroup from then on -- TCP and, measured on
+6.18, UDP too (sk_memcg is set in sk_alloc for all of them) -- is charged to a counter of its
+own: past the limit the socket is under memory pressure (sends wait, datagrams are dropped),
+nothing is killed.  That counter is not in memory.usage_in_bytes, so the tree may hold the
+memory limit in pages plus the same again in socket buffers."""
 
 
 # ----------------------------------------------------------------------------- plan ----
@@ -87,9 +96,19 @@ def prepare(limits: Limits, parent: str | None, v1: dict[str, _Hierarchy],
         swap = "memsw" if os.path.exists(os.path.join(dirs["memory"], "memory.memsw.limit_in_bytes")) \
             else ("swappiness=0 (no swap accounting: memory.memsw.* missing; the memory limit does not cover swap)"
                   if _host_has_swap() else "none (the host has no swap)")
+    if limits.memory is not None and not os.path.exists(os.path.join(dirs["memory"], TCP_LIMIT)):
+        # fail closed: without it socket buffers are charged to no memory cgroup on v1 (a sandbox
+        # under --memory 64M held 1 GiB of them)
+        raise HostError(f"cgroup: {os.path.join(dirs['memory'], TCP_LIMIT)} is missing (cgroup v1 without "
+                        f"socket memory accounting), so --memory could not bound the program's socket buffers: "
+                        f"use a kernel with CONFIG_MEMCG_V1 and kernel memory accounting, or cgroup v2")
     if limits.cpuset is not None:
         _check_cpuset(limits.cpuset, dirs["cpuset"], "cpuset.effective_cpus", "cpuset.mems")
-    return CgroupPlan1(name, limits, dirs, swap)
+    plan = CgroupPlan1(name, limits, dirs, swap)
+    if limits.memory is not None:
+        plan.description["socket_memory"] = (f"{TCP_LIMIT} = the memory limit: TCP and UDP buffers, counted "
+                                             "apart from the memory limit (so up to twice it in all)")
+    return plan
 
 
 def _inherit_cpuset(d: str) -> None:
@@ -205,6 +224,7 @@ class CgroupPlan1(CgroupPlan):
                 put("memory", "memory.memsw.limit_in_bytes", lim.memory, lim.memory)
             elif self._swap and self._swap.startswith("swappiness"):
                 put("memory", "memory.swappiness", 0)
+            put("memory", TCP_LIMIT, lim.memory, lim.memory)  # before any process joins: see TCP_LIMIT
         if lim.pids is not None:
             put("pids", "pids.max", lim.pids, lim.pids)
         if lim.cpus is not None:

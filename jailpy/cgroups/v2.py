@@ -18,7 +18,7 @@ import time
 
 from ..errors import HostError
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, WAIT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
-from .fs import _Hierarchy, _host_has_swap, _keyed, _own_cgroups, _pids_in, _read, _user, _write
+from .fs import _Hierarchy, _host_has_swap, _keyed, _nosocket, _own_cgroups, _pids_in, _read, _user, _write
 
 SUPERVISOR_LEAF = "jailpy-supervisor"
 """Rootless cgroup v2: the leaf this process moves into so its own (delegated) cgroup can have
@@ -110,13 +110,20 @@ def prepare(limits: Limits, parent: str | None, h: _Hierarchy, need: list[str], 
     enabled = _enable_here(d, need2, want2)
     swap = None
     if limits.memory is not None:
+        if _nosocket():  # fail closed: socket buffers would be charged to no cgroup
+            raise HostError("cgroup: this kernel was booted with cgroup.memory=nosocket (/proc/cmdline), so cgroup "
+                            "v2 does not charge socket buffers to memory.current and --memory could not bound "
+                            "them: remove that kernel parameter")
         swap = "memory.swap.max=0"
         if not _host_has_swap():
             swap = "memory.swap.max=0 (the host has no swap)"
     if limits.cpuset is not None:
         _check_cpuset(limits.cpuset, d, "cpuset.cpus.effective", None)
     dirs = {c: d for c in need + want if _V2_NAME[c] is None or _V2_NAME[c] in enabled}
-    return CgroupPlan2(name, limits, dirs, swap, controllers=sorted(enabled & (set(need2) | set(want2))))
+    plan = CgroupPlan2(name, limits, dirs, swap, controllers=sorted(enabled & (set(need2) | set(want2))))
+    if limits.memory is not None:  # cgroup-v2.rst, Memory: "sock" in memory.stat
+        plan.description["socket_memory"] = "charged to memory.current with the rest (memory.stat sock)"
+    return plan
 
 
 def _enable(d: str, ctrls: list[str], need: list[str]) -> set[str]:

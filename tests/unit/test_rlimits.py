@@ -81,7 +81,51 @@ def test_a_lowered_hard_limit_is_respected():
     assert p.stdout.startswith("refused:") and "1048576" in p.stdout and "--fsize" in p.stdout, (p.stdout, p.stderr)
 
 
+def test_quota_rlimits_are_planned_and_described():
+    p = rlimits.plan(sigpending=100, msgqueue=64 * KiB)
+    assert (resource.RLIMIT_SIGPENDING, 100, 100) in p and (resource.RLIMIT_MSGQUEUE, 64 * KiB, 64 * KiB) in p
+    assert rlimits.describe(p) == {"core": 0, "sigpending": 100, "msgqueue": 64 * KiB}
+    assert rlimits.plan(sigpending=0, msgqueue=0)[1:] == [(resource.RLIMIT_SIGPENDING, 0, 0),
+                                                          (resource.RLIMIT_MSGQUEUE, 0, 0)]
+
+
+@pytest.mark.parametrize("kw,flag", [(dict(sigpending=-1), "sigpending"), (dict(sigpending=True), "sigpending"),
+                                     (dict(msgqueue=1.5), "msgqueue"), (dict(msgqueue="1M"), "msgqueue")])
+def test_bad_quota_rlimits_are_policy_errors(kw, flag):
+    with pytest.raises(PolicyError, match=flag):
+        rlimits.plan(**kw)
+
+
+def test_quota_rlimits_above_our_hard_limit_are_lowered_to_it():
+    """sigpending and msgqueue only ever lower what the caller has (they bound the sandbox's share
+    of the caller's own counts): above this process's hard limit they become that limit, no error."""
+    code = ("import resource as r\nfrom jailpy import rlimits\n"
+            "r.setrlimit(r.RLIMIT_MSGQUEUE, (4096, 4096)); r.setrlimit(r.RLIMIT_SIGPENDING, (7, 7))\n"
+            "print(rlimits.describe(rlimits.plan(sigpending=1000, msgqueue=1 << 20)))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert p.stdout.strip() == "{'core': 0, 'sigpending': 7, 'msgqueue': 4096}", (p.stdout, p.stderr)
+
+
 # ------------------------------------------------------ the kernel enforcing ----
+
+def test_sigpending_stops_sigqueue_with_eagain():
+    """RLIMIT_SIGPENDING counts the real-time signals queued for the user (all of its processes:
+    here normally none but this one's): sigqueue(3) past it gets EAGAIN.  Bounded: 100 tries."""
+    code, out, err = run(rlimits.plan(sigpending=10), """
+import ctypes, errno, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+n = 0
+for _ in range(100):
+    if libc.sigqueue(os.getpid(), signal.SIGRTMIN, ctypes.c_void_p(0)) != 0:
+        print(n, errno.errorcode[ctypes.get_errno()])
+        break
+    n += 1
+""")
+    assert code == 0, err
+    n, e = out.split()
+    assert e == "EAGAIN" and 0 < int(n) <= 10, out
+
 
 def test_applied_limits_are_what_the_child_sees():
     plan = rlimits.plan(cpu_time=5, fsize=3 * MiB, nofile=40, stack=512 * KiB)
