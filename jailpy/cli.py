@@ -97,8 +97,9 @@ def exec_(
         help="User id inside the sandbox (default 0: a 'root' with no power outside).")] = None,
     gid: Annotated[Optional[int], typer.Option(rich_help_panel=PROC, help="Group id inside the sandbox.")] = None,
     id_map: Annotated[Optional[str], typer.Option(metavar="auto|single|range", rich_help_panel=PROC,
-        help="How sandbox ids map to host ids: range uses your /etc/subuid range (via newuidmap), so the "
-        "program owns none of your files; single maps one id; auto picks range when you have one.")] = None,
+        help="How sandbox ids map to host ids: range gives each sandbox two ids of your /etc/subuid range "
+        "(via newuidmap) no other running sandbox has, so the program owns none of your files; single maps one "
+        "id (your own, unless jailpy runs as root); auto picks range when you have one.")] = None,
     network: Annotated[Optional[str], typer.Option(metavar="none", rich_help_panel=PROC,
         help="Network access: none (only a private loopback) is the one mode so far.")] = None,
     wall_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
@@ -187,6 +188,7 @@ def exec_(
         raise
     if result.error:
         print(f"jailpy: {one_line(result.error)}", file=sys.stderr)
+    _print_setid(result.setid_strip)
     if result.seccomp_log is not None:
         _print_seccomp_log(result.seccomp_log)
     if stats:
@@ -299,6 +301,19 @@ def _write_xx(report: str, err: Exception, policy_hash: str | None, f=None) -> N
         f.commit(data)
     except OSError:
         pass  # the error itself is reported on stderr
+
+
+def _print_setid(found: dict | None) -> None:
+    """Say on stderr what the check of the writable binds after the run did (jailpy.setid)."""
+    if not found:
+        return
+    if found["cleared_count"]:
+        shown = " ".join(found["cleared"][:5]) + (" ..." if found["cleared_count"] > 5 else "")
+        print(f"jailpy: warning: cleared the setuid/setgid bits the program set on {found['cleared_count']} "
+              f"file(s) in writable binds: {shown}", file=sys.stderr)
+    if not found["complete"]:
+        print(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
+              f"{found['detail']}", file=sys.stderr)
 
 
 def _print_seccomp_log(entries: list[dict]) -> None:

@@ -376,7 +376,7 @@ def open_sources(plan: MountPlan, which: str = "all") -> list[int]:
         except OSError as e:
             hint = ""
             if e.errno == 13 and os.getuid() == 0:
-                hint = (" (as root the sandbox's identity is host uid 65534, which cannot traverse a directory "
+                hint = (" (as root the sandbox's identity is a host uid of its own, which cannot traverse a directory "
                         "private to another user; run from elsewhere or pass --no-cwd)")
             raise OSError(e.errno, f"open bind source {b.src}: {e.strerror}{hint}") from None
     return fds

@@ -165,7 +165,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """User id inside the sandbox (default 0, the namespace's root, which has no host privilege)."""
     gid: int | None = None
     id_map: Literal["auto", "single", "range"] = "auto"
-    """auto: a subuid range via newuidmap when the caller has one, else a single id."""
+    """auto: two ids of a subuid range via newuidmap when the caller has one (as root: of jailpy's
+    range), else the caller's own id; single: one id; range: two ids of the range, or an error."""
     network: Literal["none"] = "none"
     """none: a new network namespace with only loopback."""
     wall_time: float | None = None

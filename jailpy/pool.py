@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import child, userns
@@ -408,6 +408,13 @@ class Pool:
             with _EXITING_LOCK:
                 if not prep.cgroup.remove():
                     _LEFTOVER.append(prep.cgroup)
+
+    def replace_ids(self, ids: userns.IdPlan) -> None:
+        """Build the next sandboxes with ``ids`` (a Sandbox that took other host ids after close(),
+        or in a forked process): the user namespace and the template made with the old ones go."""
+        self.release()  # in a forked process: only its copies (after_fork)
+        self.spec = replace(self.spec, ids=ids)
+        self._server_config = None
 
     # ---- lifetime
     def after_fork(self) -> None:

@@ -71,6 +71,11 @@ class Result(msgspec.Struct, kw_only=True):
     """With seccomp_log (permissive mode): every distinct call the policy would have denied, same shape."""
     error: str | None = None
     """For verdict XX, and for 126/127: the one-line reason."""
+    setid_strip: dict | None = None
+    """With writable binds: what jailpy found after the run (jailpy.setid): ``cleared`` (host paths,
+    up to 50, whose setuid/setgid bits it cleared: files of the sandbox's ids), ``cleared_count``,
+    ``checked`` (inodes), ``complete`` (False: a bound or an unreadable directory stopped the check,
+    see ``detail``).  None without writable binds."""
     protections: dict = {}
     jailpy_version: str = ""
     policy_hash: str = ""

@@ -17,7 +17,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, launch, mounts, registry, rlimits, seccomp, ucounts, userns
+from . import __version__, cgroups, child, idlease, launch, mounts, registry, rlimits, seccomp, ucounts
 from .errors import JailpyError, PolicyError
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -80,7 +80,6 @@ class Sandbox:
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
-        self.ids = userns.prepare(pol.uid, pol.gid, pol.id_map)
         self.mounts = mounts.prepare(pol)
         for fd in pol.pass_fd:
             try:
@@ -100,6 +99,8 @@ class Sandbox:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
         self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
         f = self.filter
+        self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
+        self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, cpu_time=pol.cpu_time is not None)
         self._expect = child.expected(f.bpf if f else None, self.rlimits)
@@ -204,6 +205,7 @@ class Sandbox:
             raise PolicyError("no command given")
         if capture_output:
             stdout = stderr = PIPE
+        self._hold_ids()
         io = open_stdio(stdin, stdout, stderr, self.output_limit)
         pool, control = self._pool, self._control
         pool.after_fork()
@@ -251,7 +253,23 @@ class Sandbox:
             if pidfd is not None:
                 os.close(pidfd)
             prep.close()
-        return decide(facts, self._context)
+            self._lease.after_run()  # clear setuid/setgid bits the run left in writable binds
+        return self._lease.note(decide(facts, self._context))
+
+    def _hold_ids(self) -> None:
+        """The run's host ids: after close(), or in a process forked from the Sandbox's owner, a
+        lease is taken (again), the same slot if it is free, else another (then the maps, the Pool
+        and the Result's protections follow)."""
+        if not self._lease.held:
+            old = self._lease
+            old.release()  # a fork's copy: closes only that
+            self._lease = idlease.take(self.policy.uid, self.policy.gid, self.policy.id_map, old.binds,
+                                       prefer=old.name)
+            if self._lease.ids != self.ids:
+                self.ids = self._lease.ids
+                self._context.protections["user"] = self.ids.description
+                self._pool.replace_ids(self.ids)
+        self._lease.begin()
 
     def send_signal(self, sig: int) -> None:
         """Forward ``sig`` to the running program (through the sandbox's PID 1).  No-op when
@@ -268,8 +286,9 @@ class Sandbox:
     def close(self, wait: bool | None = None) -> None:
         """End a run that is going (as :meth:`kill` does: its :meth:`run` returns signal 9), the
         prepared sandbox (prefork) and the fork server, release the user namespace and the rootfs
-        template, reap finished helpers and remove their cgroups (all but the last two are also
-        done when the Sandbox is garbage-collected).  A later :meth:`run` starts afresh.
+        template, reap finished helpers and remove their cgroups, and give back the host ids
+        (:mod:`jailpy.idlease`; all but reaping and cgroups are also done when the Sandbox is
+        garbage-collected).  A later :meth:`run` starts afresh.
 
         ``wait``: wait for jailpy's helper processes of finished runs to exit (a few ms), so their
         cgroups can be removed now; None (the default) waits only when this Sandbox uses cgroups.
@@ -278,12 +297,14 @@ class Sandbox:
             self.kill()  # a run is going (called from another thread): it ends the same way in every mode
         self._pool.release()
         reap_exiting(block=self.cgroup_plan is not None if wait is None else wait)
+        self._lease.release(busy=self._control.active)  # when the run that is going ends, if one is
 
     def __del__(self) -> None:
-        try:
-            self._pool.release()
-        except Exception:  # noqa: BLE001 - interpreter shutdown, or a constructor that raised
-            pass
+        for part in ("_pool", "_lease"):
+            try:
+                getattr(self, part).release()
+            except Exception:  # noqa: BLE001 - interpreter shutdown, or a constructor that raised
+                pass
 
     # the pool's state under the names the tests use to look inside (not an API)
     _forkserver = property(lambda self: self._pool._server)

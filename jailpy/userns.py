@@ -1,15 +1,34 @@
-"""User namespace id maps (user_namespaces(7)).
+"""User namespace id maps (user_namespaces(7)) and where a sandbox's host ids come from.
 
-Host side: :func:`prepare` decides the maps, :func:`write_maps` writes them for the child
-after it called unshare(CLONE_NEWUSER).  Child side: :func:`become` switches to the
-sandbox's ids while keeping the capabilities the new namespace granted.
+Host side: :func:`choose` finds the range the sandbox's host ids are taken from, :func:`slot_plan`
+/ :func:`own_plan` make the maps (a slot of the range is leased by :mod:`jailpy.idlease`),
+:func:`write_maps` writes them for the child after it called unshare(CLONE_NEWUSER).  Child side:
+:func:`become` switches to the sandbox's ids while keeping the capabilities the new namespace
+granted.
 
-Rules this module relies on (user_namespaces(7), "Defining user and group ID mappings"):
-an unprivileged writer may map only its own id, and for gid_map must first write
-``deny`` to /proc/PID/setgroups; more than that needs newuidmap(1)/newgidmap(1) and a
-range in /etc/subuid, /etc/subgid (subuid(5)).  Host root is never mapped: as root the
-sandbox's ids map to a range reserved in /etc/subuid for the user ``jailpy``, else to
-65534 (nobody), so a sandboxed "root" owns no host root file.
+Rules this module relies on (user_namespaces(7), "Defining user and group ID mappings"): an
+unprivileged writer may map only its own id, and for gid_map must first write ``deny`` to
+/proc/PID/setgroups; more than that needs newuidmap(1)/newgidmap(1) and a range in /etc/subuid,
+/etc/subgid (subuid(5)).  Host root is never mapped.
+
+**Every running sandbox has host ids of its own** (as isolate's box ids and systemd's
+DynamicUser): a slot of ``SLOT_IDS`` consecutive uids and as many gids, ``slot*SLOT_IDS`` ids
+into the range.  A slot's first id is the sandbox's uid/gid 0, the second its ``--uid``/``--gid``
+(when given and not 0): those are the only ids the sandbox maps (it has no capability to switch
+to another, so 65536 ids per sandbox, as containers get, would buy nothing and cost 32768 times
+fewer concurrent sandboxes).  The range is:
+
+* as root (the first found): the environment variable ``JAILPY_ID_RANGE``; the file
+  ``/etc/jailpy/id-range``; the ranges of the user ``jailpy`` in /etc/subuid and /etc/subgid;
+  else ``DEFAULT_ROOT_RANGE``.  ``JAILPY_ID_RANGE`` and the file hold ``FIRST:COUNT``, as
+  subuid(5) does, for uids and gids alike (``#`` starts a comment in the file).  All jailpy
+  processes of a host must use the same range (lease files are named by host uid, so ranges that
+  overlap only exclude each other when their slots line up).
+* rootless: the caller's own range in /etc/subuid and /etc/subgid (with newuidmap and
+  newgidmap installed).  Without one (or with ``id_map = "single"``) the sandbox is the caller's
+  own uid and gid: then every sandbox of the caller shares that uid -- with the caller itself --
+  and with it the per-uid quotas (pipe buffers, RLIMIT_NPROC) and the power to signal each other.
+  That is the documented residual risk of a user with no subuid range.
 """
 
 from __future__ import annotations
@@ -24,6 +43,19 @@ from . import _syscalls as sc
 from .errors import HostError, PolicyError
 
 NOBODY = 65534
+SLOT_IDS = 2
+"""Host uids (and gids) per slot: the sandbox's 0 and its ``--uid``/``--gid``."""
+DEFAULT_ROOT_RANGE = (0x70000000, 65536)
+"""Root's range when nothing configures one: 1879048192-1879113727, 32768 slots.  systemd's
+UIDS-GIDS.md lists 1879048192-2147483647 as unused: it lies above regular users (1000-60000),
+systemd's DynamicUser (61184-65519), nobody (65534) and 16-bit -1 (65535), above the container
+ranges of systemd-nspawn and nsresourced (524288-1879048191) and the usual /etc/subuid ranges
+useradd hands out (100000 up, 65536 per user), below systemd's foreign range (0x7FFE0000) and
+below 2^31, where ids confuse signed-int code.  Its first id has the low 16 bits zero, as that
+document asks of container ranges."""
+ID_RANGE_ENV = "JAILPY_ID_RANGE"
+ID_RANGE_FILE = "/etc/jailpy/id-range"
+_FORBIDDEN = (0, NOBODY, 65535, 0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -33,7 +65,8 @@ class IdPlan:
     ``uid_map``/``gid_map`` are ``(inside, outside, count)`` triples; ``uid``/``gid`` the ids the
     program runs as inside; ``helper`` is True when newuidmap/newgidmap must write the maps;
     ``setgroups`` is False when /proc/PID/setgroups must be ``deny`` (then supplementary groups
-    cannot be dropped, as with ``unshare -r``)."""
+    cannot be dropped, as with ``unshare -r``).  ``host_uids``/``host_gids``: the host ids the
+    maps use (what files the sandbox leaves in a writable bind are owned by)."""
 
     uid_map: tuple[tuple[int, int, int], ...]
     gid_map: tuple[tuple[int, int, int], ...]
@@ -42,6 +75,24 @@ class IdPlan:
     helper: bool
     setgroups: bool
     description: str
+    host_uids: tuple[int, ...] = ()
+    host_gids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """Where slots come from: ``count`` host uids from ``uid`` and as many gids from ``gid``;
+    ``source`` says who set it; ``helper``: newuidmap/newgidmap write the maps (rootless)."""
+
+    uid: int
+    gid: int
+    count: int
+    source: str
+    helper: bool
+
+    @property
+    def slots(self) -> int:
+        return self.count // SLOT_IDS
 
 
 def _subid_range(path: str, user: str, uid: int) -> tuple[int, int] | None:
@@ -57,27 +108,83 @@ def _subid_range(path: str, user: str, uid: int) -> tuple[int, int] | None:
     return None
 
 
-def prepare(uid: int | None, gid: int | None, mode: str) -> IdPlan:
-    """Decide the maps for the caller (host side).  ``uid``/``gid`` are the ids wanted inside
-    (None: 0); ``mode`` is ``auto``, ``single`` or ``range`` (policy field ``id_map``).
+def _parse_range(text: str, where: str) -> tuple[int, int]:
+    first, sep, count = text.strip().partition(":")
+    if not (sep and first.isdigit() and count.isdigit()):
+        raise HostError(f"{where}: expected FIRST:COUNT (e.g. {DEFAULT_ROOT_RANGE[0]}:{DEFAULT_ROOT_RANGE[1]}), "
+                        f"got {text.strip()!r}")
+    lo, n = int(first), int(count)
+    if n < SLOT_IDS or lo + n - 1 >= 0xFFFFFFFF:
+        raise HostError(f"{where}: {lo}:{n} must hold at least {SLOT_IDS} ids and end below 4294967295")
+    bad = [x for x in _FORBIDDEN if lo <= x < lo + n]
+    if bad:
+        raise HostError(f"{where}: {lo}:{n} includes uid {bad[0]} (root, nobody or -1): choose a range without it")
+    return lo, n
 
-    Raises HostError when ``range`` is asked and no subuid/subgid range or newuidmap exists,
-    PolicyError when the wanted id lies outside the mapped range."""
-    host_uid, host_gid = os.getuid(), os.getgid()
-    in_uid = 0 if uid is None else uid
-    in_gid = (in_uid if uid is not None else 0) if gid is None else gid
+
+def _configured_range() -> tuple[int, int, str] | None:
+    """Root's configured range, from the environment or /etc/jailpy/id-range (None: neither)."""
+    env = os.environ.get(ID_RANGE_ENV, "").strip()
+    if env:
+        return (*_parse_range(env, ID_RANGE_ENV), ID_RANGE_ENV)
+    try:
+        with open(ID_RANGE_FILE) as f:
+            lines = [ln.split("#", 1)[0].strip() for ln in f]
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise HostError(f"cannot read {ID_RANGE_FILE}: {e.strerror}") from None
+    lines = [ln for ln in lines if ln]
+    if len(lines) != 1:
+        raise HostError(f"{ID_RANGE_FILE}: expected one line FIRST:COUNT, found {len(lines)}")
+    return (*_parse_range(lines[0], ID_RANGE_FILE), ID_RANGE_FILE)
+
+
+def _mapped_here(kind: str, lo: int, n: int) -> bool:
+    """Whether host ids ``lo``..``lo+n-1`` exist in this process's own user namespace (root in a
+    container may have only 65536 ids): /proc/self/uid_map or gid_map."""
+    try:
+        with open(f"/proc/self/{kind}_map") as f:
+            rows = [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+    except OSError:
+        return True  # no /proc: let the kernel decide when the map is written
+    return any(inside <= lo and lo + n <= inside + count for inside, _, count in rows)
+
+
+def root_range() -> IdRange:
+    """Root's range (see the module docstring).  Raises HostError for a malformed setting or a
+    range this user namespace does not have (root in a container)."""
+    conf = _configured_range()
+    if conf is not None:
+        lo, n, source = conf
+        rng = IdRange(lo, lo, n, source, False)
+    else:
+        subu, subg = _subid_range("/etc/subuid", "jailpy", -1), _subid_range("/etc/subgid", "jailpy", -1)
+        if subu and subg:
+            rng = IdRange(subu[0], subg[0], min(subu[1], subg[1]), "the range of user jailpy in /etc/subuid", False)
+        else:
+            lo, n = DEFAULT_ROOT_RANGE
+            rng = IdRange(lo, lo, n, "jailpy's default range", False)
+    if rng.count < SLOT_IDS:
+        raise HostError(f"{rng.source}: fewer than {SLOT_IDS} ids; give the user jailpy at least {SLOT_IDS}")
+    for kind, lo in (("uid", rng.uid), ("gid", rng.gid)):
+        if not _mapped_here(kind, lo, rng.count):
+            raise HostError(f"host {kind}s {lo}-{lo + rng.count - 1} ({rng.source}) do not exist in this user "
+                            f"namespace (see /proc/self/{kind}_map): set {ID_RANGE_ENV}=FIRST:COUNT or write "
+                            f"{ID_RANGE_FILE} with a range that does")
+    return rng
+
+
+def choose(mode: str) -> IdRange | None:
+    """The range the sandbox's host ids come from, for the caller and ``mode`` (policy field
+    ``id_map``: ``auto``, ``single``, ``range``); None: the caller's own uid and gid (rootless,
+    no range or ``single``).  As root ``single`` maps one id of a slot, never root or nobody.
+
+    Raises HostError when ``range`` is asked and no subuid/subgid range or newuidmap exists, or
+    for a bad root range (:func:`root_range`)."""
+    host_uid = os.getuid()
     if host_uid == 0:
-        user = "jailpy"
-        subu, subg = _subid_range("/etc/subuid", user, -1), _subid_range("/etc/subgid", user, -1)
-        if mode == "single" or not (subu and subg):
-            if mode == "range":
-                raise HostError(
-                    "id_map=range: no subuid/subgid range for user 'jailpy'; add one with "
-                    "'useradd -r jailpy && usermod --add-subuids 200000-265535 --add-subgids 200000-265535 jailpy'"
-                )
-            return IdPlan(((in_uid, NOBODY, 1),), ((in_gid, NOBODY, 1),), in_uid, in_gid, False, True,
-                          f"single id: uid {in_uid} inside = host uid {NOBODY} (nobody)")
-        return _range_plan(subu, subg, in_uid, in_gid, helper=False, who="jailpy")
+        return root_range()
     try:
         user = pwd.getpwuid(host_uid).pw_name
     except KeyError:
@@ -92,18 +199,63 @@ def prepare(uid: int | None, gid: int | None, mode: str) -> IdPlan:
             )
         if not helpers:
             raise HostError("id_map=range needs newuidmap and newgidmap: install them with 'apt-get install uidmap'")
-        return _range_plan(subu, subg, in_uid, in_gid, helper=True, who=user)
+        rng = IdRange(subu[0], subg[0], min(subu[1], subg[1]), f"{user}'s range in /etc/subuid", True)
+        if rng.slots == 0:
+            raise HostError(f"id_map=range: {user}'s range in /etc/subuid and /etc/subgid has fewer than {SLOT_IDS} ids")
+        return rng
+    return None
+
+
+def inside_ids(uid: int | None, gid: int | None) -> tuple[int, int]:
+    """The ids the program runs as inside: ``uid`` (None: 0), ``gid`` (None: the uid when one was
+    given, else 0)."""
+    in_uid = 0 if uid is None else uid
+    return in_uid, (in_uid if uid is not None else 0) if gid is None else gid
+
+
+def slot_plan(rng: IdRange, slot: int, in_uid: int, in_gid: int, single: bool) -> IdPlan:
+    """The maps of slot ``slot`` of ``rng``: inside 0 -> the slot's first host id and, when
+    ``in_uid``/``in_gid`` is not 0, that id -> the slot's second; with ``single`` only the
+    program's id, to the slot's first.  Raises PolicyError for an id the kernel cannot map."""
+    if not 0 <= slot < rng.slots:
+        raise ValueError(f"slot {slot} outside 0..{rng.slots - 1}")
+    for name, v in (("uid", in_uid), ("gid", in_gid)):
+        if not 0 <= v < 0xFFFFFFFF:
+            raise PolicyError(f"{name} {v} cannot be mapped: between 0 and 4294967294")
+    hu, hg = rng.uid + slot * SLOT_IDS, rng.gid + slot * SLOT_IDS
+
+    def rows(inside: int, host: int) -> tuple[tuple[int, int, int], ...]:
+        if single:
+            return ((inside, host, 1),)
+        return ((0, host, 1),) + (((inside, host + 1, 1),) if inside else ())
+
+    umap, gmap = rows(in_uid, hu), rows(in_gid, hg)
+    pairs = ", ".join(f"uid {a} inside = host uid {b}" for a, b, _ in umap)
+    gpairs = ", ".join(f"gid {a} = host gid {b}" for a, b, _ in gmap)
+    desc = (f"own host ids: {pairs}, {gpairs} (slot {slot} of {rng.slots} in {rng.source} "
+            f"{rng.uid}-{rng.uid + rng.count - 1}; no other running sandbox has them)")
+    return IdPlan(umap, gmap, in_uid, in_gid, rng.helper, True, desc,
+                  tuple(b for _, b, _ in umap), tuple(b for _, b, _ in gmap))
+
+
+def own_plan(in_uid: int, in_gid: int) -> IdPlan:
+    """The single-id map of a rootless caller: ``in_uid``/``in_gid`` inside = the caller's own ids."""
+    host_uid, host_gid = os.getuid(), os.getgid()
     return IdPlan(((in_uid, host_uid, 1),), ((in_gid, host_gid, 1),), in_uid, in_gid, False, False,
-                  f"single id: uid {in_uid} inside = host uid {host_uid} (the caller)")
+                  f"single id: uid {in_uid} inside = host uid {host_uid} (the caller; every sandbox of this "
+                  f"caller shares it)", (host_uid,), (host_gid,))
 
 
-def _range_plan(subu: tuple[int, int], subg: tuple[int, int], in_uid: int, in_gid: int, helper: bool, who: str) -> IdPlan:
-    ucount, gcount = subu[1], subg[1]
-    if in_uid >= ucount or in_gid >= gcount:
-        raise PolicyError(f"uid/gid {in_uid}/{in_gid} is outside the {ucount}-id range mapped for {who}")
-    return IdPlan(((0, subu[0], ucount),), ((0, subg[0], gcount),), in_uid, in_gid, helper, True,
-                  f"subuid range: uid {in_uid} inside = host uid {subu[0] + in_uid} ({who}'s range "
-                  f"{subu[0]}-{subu[0] + ucount - 1})")
+def strip_plan(host_uids: tuple[int, ...], host_gids: tuple[int, ...], caller: bool = True) -> IdPlan:
+    """Rootless: the maps of a user namespace in which the caller may chmod what a sandbox with
+    ``host_uids``/``host_gids`` left (:mod:`jailpy.setid`): those ids and, with ``caller``, the
+    caller's own, so the caller's capabilities there cover files of a slot's uid in a directory of
+    the caller's group too (newuidmap lets a user map its own id: newuidmap(1)).  ``host_uids[i]``
+    is uid ``i`` there (and the caller's uid the next one), gids alike."""
+    uids = tuple(dict.fromkeys(host_uids + ((os.getuid(),) if caller else ())))
+    gids = tuple(dict.fromkeys(host_gids + ((os.getgid(),) if caller else ())))
+    return IdPlan(tuple((i, h, 1) for i, h in enumerate(uids)), tuple((i, h, 1) for i, h in enumerate(gids)),
+                  0, 0, True, True, "strip", uids, gids)
 
 
 def write_maps(plan: IdPlan, pid: int) -> None:
@@ -151,6 +303,15 @@ def become(plan: IdPlan) -> None:
     if plan.uid != 0:
         full = (1 << (sc.cap_last_cap() + 1)) - 1
         sc.capset(full, full, 0)
+
+
+def create_strip_namespace(host_uids: tuple[int, ...], host_gids: tuple[int, ...]) -> int:
+    """:func:`create` for :func:`strip_plan`: with the caller's ids, else (a newuidmap that will
+    not map them) the slot's alone.  Raises HostError."""
+    try:
+        return create(strip_plan(host_uids, host_gids))
+    except HostError:
+        return create(strip_plan(host_uids, host_gids, caller=False))
 
 
 def create(plan: IdPlan) -> int:

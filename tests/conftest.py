@@ -138,26 +138,51 @@ def _has_subid(path: str, names: tuple[str, ...]) -> tuple[int, int] | None:
     return None
 
 
-def expected_id_map(mode: str = "auto") -> tuple[str, int]:
-    """What jailpy documents for this caller: ``("single"|"range", host uid of the sandbox's uid 0)``.
+def _root_range() -> tuple[int, int]:
+    """Root's id range as jailpy.userns documents it: JAILPY_ID_RANGE, /etc/jailpy/id-range, the
+    user jailpy's /etc/subuid and /etc/subgid ranges, else 0x70000000:65536."""
+    text = os.environ.get("JAILPY_ID_RANGE", "").strip()
+    if not text:
+        try:
+            with open("/etc/jailpy/id-range") as f:
+                text = next((ln.split("#")[0].strip() for ln in f if ln.split("#")[0].strip()), "")
+        except OSError:
+            text = ""
+    if text:
+        first, count = text.split(":")
+        return int(first), int(count)
+    sub, subg = _has_subid("/etc/subuid", ("jailpy",)), _has_subid("/etc/subgid", ("jailpy",))
+    if sub and subg:
+        return sub[0], min(sub[1], subg[1])
+    return 0x70000000, 65536
 
-    root: a range reserved for the user ``jailpy`` in /etc/subuid, else uid 65534 (nobody).
-    others: their /etc/subuid range when newuidmap/newgidmap exist (mode auto), else their own uid."""
+
+SLOT_IDS = 2  # host ids per sandbox: its uid 0 and its --uid (jailpy.userns.SLOT_IDS)
+
+
+def expected_id_map(mode: str = "auto") -> tuple[str, range]:
+    """What jailpy documents for this caller: ``("single"|"slot", the host uids the sandbox's uid 0
+    may be)``.
+
+    Every running sandbox has host ids of its own (jailpy.idlease): a slot of SLOT_IDS ids in a
+    range, the slot's first id being the sandbox's uid 0 (its --uid, if not 0, the second).
+    root: the range jailpy.userns documents (_root_range), for every id_map (``single`` maps one
+    id of a slot, never nobody).  others: a slot of their /etc/subuid range when
+    newuidmap/newgidmap exist (mode auto or range), else -- and with ``single`` -- their own uid,
+    shared by all their sandboxes."""
     uid = os.getuid()
     if uid == 0:
-        names: tuple[str, ...] = ("jailpy",)
-        helpers = True
-    else:
-        try:
-            names = (pwd.getpwuid(uid).pw_name, str(uid))
-        except KeyError:
-            names = (str(uid),)
-        helpers = bool(shutil.which("newuidmap") and shutil.which("newgidmap"))
-    sub = _has_subid("/etc/subuid", names)
-    has_range = bool(sub and _has_subid("/etc/subgid", names) and helpers)
-    if mode != "single" and has_range:
-        return "range", sub[0]
-    return "single", (65534 if uid == 0 else uid)
+        first, count = _root_range()
+        return "slot", range(first, first + count - SLOT_IDS + 1, SLOT_IDS)
+    try:
+        names: tuple[str, ...] = (pwd.getpwuid(uid).pw_name, str(uid))
+    except KeyError:
+        names = (str(uid),)
+    helpers = bool(shutil.which("newuidmap") and shutil.which("newgidmap"))
+    sub, subg = _has_subid("/etc/subuid", names), _has_subid("/etc/subgid", names)
+    if mode != "single" and sub and subg and helpers:
+        return "slot", range(sub[0], sub[0] + min(sub[1], subg[1]) - SLOT_IDS + 1, SLOT_IDS)
+    return "single", range(uid, uid + 1)
 
 
 # ---------------------------------------------------------------------- fixtures ----
@@ -176,7 +201,7 @@ def report_path(tmp_path) -> Path:
 @pytest.fixture
 def shared_dir(tmp_path) -> Path:
     """A host directory to bind into the sandbox.  World-writable, because the sandbox's ids
-    map to another host uid (nobody, or a subuid) than the test's."""
+    map to another host uid (a slot of jailpy's range, or of a subuid range) than the test's."""
     d = tmp_path / "shared"
     d.mkdir()
     os.chmod(d, 0o777)

@@ -426,8 +426,14 @@ def test_no_host_process_is_visible(box, host_sleep):
 ID_CODE = "print(open('/proc/self/uid_map').read() + open('/proc/self/gid_map').read(), end='')"
 
 
+def _maps(ids) -> list[bytes]:
+    """What /proc/self/uid_map and gid_map show for a Sandbox's IdPlan (``ids``)."""
+    return [str(x).encode() for m in (ids.uid_map, ids.gid_map) for row in m for x in row]
+
+
 def test_id_maps_are_those_of_a_run_forked_from_the_caller(box):
-    res = box(_policy()).run(["python3", "-c", ID_CODE])
+    b = box(_policy())
+    res = b.run(["python3", "-c", ID_CODE])
     assert res.exit_code == 0, res.stderr
     direct = jailpy.Sandbox(_policy(), forkserver=False)
     try:
@@ -437,9 +443,14 @@ def test_id_maps_are_those_of_a_run_forked_from_the_caller(box):
     finally:
         direct.close()
     assert ref.exit_code == 0, ref.stderr
-    assert res.stdout.split() == ref.stdout.split()
-    mode, host_uid = expected_id_map()
-    assert res.stdout.split()[:2] == [b"0", str(host_uid).encode()], res.stdout
+    # each Sandbox has host ids of its own (jailpy.idlease): the same maps, each with its own ids
+    assert res.stdout.split() == _maps(b.sb.ids) and ref.stdout.split() == _maps(direct.ids)
+    mine, theirs = b.sb.ids, direct.ids
+    assert (mine.uid, mine.gid, mine.helper, mine.setgroups) == (theirs.uid, theirs.gid, theirs.helper, theirs.setgroups)
+    for m, t in ((mine.uid_map, theirs.uid_map), (mine.gid_map, theirs.gid_map)):
+        assert [(inside, n) for inside, _, n in m] == [(inside, n) for inside, _, n in t]
+    mode, host_uids = expected_id_map()
+    assert res.stdout.split()[0] == b"0" and int(res.stdout.split()[1]) in host_uids, res.stdout
 
 
 # ----------------------------------------------------------------------- exit codes ----
