@@ -78,6 +78,7 @@ CLOSE_RANGE_CLOEXEC = 1 << 2
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -247,11 +248,16 @@ _SIGDEFAULT = ctypes.create_string_buffer(
     _SIGSET_BYTES)
 
 
-def posix_spawnp(file: str, argv: list[str], env: dict[str, str]) -> int:
+def posix_spawnp(file: str | bytes, argv: list, env: "dict | list[bytes]") -> int:
     """posix_spawnp(3) in a new session (POSIX_SPAWN_SETSID), no signal blocked, and every
     signal but SIGKILL and SIGSTOP (which cannot be caught) reset to SIG_DFL, glibc's internal
-    ones included.  ``file`` is searched in the caller's PATH.  Returns the pid; raises OSError
-    (e.g. ENOENT when not found, EACCES when not executable)."""
+    ones included.  ``file`` is searched in the caller's PATH; ``argv`` items are str or bytes;
+    ``env`` is a dict or a list of ``NAME=VALUE`` bytes.  Returns the pid; raises OSError (e.g.
+    ENOENT when not found, EACCES when not executable, E2BIG when argv and env exceed what
+    execve(2) accepts)."""
+    argv = [os.fsencode(a) for a in argv]
+    if isinstance(env, dict):
+        env = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
     attr = ctypes.create_string_buffer(512)  # posix_spawnattr_t is 336 bytes on x86_64 glibc
     _check_rc(_libc.posix_spawnattr_init(attr))
     try:
@@ -260,13 +266,24 @@ def posix_spawnp(file: str, argv: list[str], env: dict[str, str]) -> int:
         _check_rc(_libc.posix_spawnattr_setsigdefault(attr, _SIGDEFAULT))
         empty = ctypes.create_string_buffer(_SIGSET_BYTES)
         _check_rc(_libc.posix_spawnattr_setsigmask(attr, empty))
-        c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
-        c_env = (ctypes.c_char_p * (len(env) + 1))(*[os.fsencode(f"{k}={v}") for k, v in env.items()], None)
+        c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
+        c_env = (ctypes.c_char_p * (len(env) + 1))(*env, None)
         pid = ctypes.c_int(0)
         _check_rc(_libc.posix_spawnp(ctypes.byref(pid), os.fsencode(file), None, attr, c_argv, c_env))
         return pid.value
     finally:
         _libc.posix_spawnattr_destroy(attr)
+
+
+NR_keyctl = 250
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def keyctl_join_session_keyring() -> None:
+    """keyctl(2) KEYCTL_JOIN_SESSION_KEYRING with no name: the calling process gets a new,
+    empty, anonymous session keyring instead of the one it inherited (keyrings(7),
+    session-keyring(7)).  Raises OSError (ENOSYS: keyrings not built into this kernel)."""
+    _check(_syscall(NR_keyctl, KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0))
 
 
 def _check_rc(rc: int) -> None:

@@ -243,6 +243,10 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, OSError):
         if e.errno == errno.ENOSYS:
             return f"{e.strerror}: this kernel is too old (jailpy needs Linux 5.12 or newer)"
+        if e.errno == errno.EMFILE:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            return (f"{e.strerror or 'Too many open files'}: the sandbox's set-up may open {soft} file descriptors "
+                    f"(the caller's ulimit -n): raise it (ulimit -n 1024)")
         return e.strerror or str(e)
     return f"{type(e).__name__}: {e}"
 
@@ -273,6 +277,9 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         _die_with_parent(lambda: not _hup(ctx.go_r))
         for s in FORWARDED + (KILL_ALL,):
             signal.signal(s, forward)
+        # blocked since before this process existed (the supervisor's or fork server's mask, see
+        # pool.Pool._spawn): a signal sent meanwhile waited, and is handled now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED + (KILL_ALL,))
         # the id switch made this process non-dumpable, so its /proc/self files belong to the host's
         # root (proc(5)); dumpable for a moment (nothing else runs in the sandbox yet) to open its
         # oom_score_adj, kept open: after PR_SET_DUMPABLE 0 below it could not be opened again
@@ -295,10 +302,16 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         mounts.enter_workdir(ctx.mounts)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "restrict the program"
+        _forget_the_caller()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         sc.close_range(3, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
         for fd in ctx.pass_fds:
             os.set_inheritable(fd, True)
+        try:
+            sc.keyctl_join_session_keyring()  # not the caller's session keyring (keyrings(7))
+        except OSError as e:
+            if e.errno != errno.ENOSYS:  # no keyrings in this kernel: nothing to inherit either
+                raise
         if not ctx.bounding_dropped:
             caps.drop_bounding()
         # PID 1 keeps CAP_KILL, only to forward signals to a payload running as another uid;
@@ -334,6 +347,12 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
                 os.close(listener)
         ctl.close()
         step = "start the program"
+        if pending:
+            # asked to stop (a forwarded signal, or the supervisor's KILL_ALL) before the program
+            # existed: it is not started, and the run ends as if the signal had killed it
+            sig = signal.SIGKILL if KILL_ALL in pending else pending[0]
+            _send(ctx, not_started=int(sig), status=int(sig), utime=0.0, stime=0.0, maxrss=0, wall=0.0)
+            os._exit(0)
         # the OOM killer should pick the program, not this process (proc(5) oom_score_adj): the
         # program inherits 1000; this process goes back to what it had
         old_adj = os.pread(oom_fd, 16, 0)
@@ -343,9 +362,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
             payload = spawn_payload(argv, env)
         except OSError as e:
             code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
-            what = "not found" if code == 127 else f"cannot execute: {e.strerror}"
-            _send(ctx, exec_error=code, error=f"{argv[0]}: {what}", status=code << 8, utime=0.0, stime=0.0,
-                  maxrss=0, wall=0.0)
+            _send(ctx, exec_error=code, error=_exec_error(argv[0], env, e, ctx.mounts), status=code << 8,
+                  utime=0.0, stime=0.0, maxrss=0, wall=0.0)
             os._exit(0)
         finally:
             os.pwrite(oom_fd, old_adj.strip() or b"0", 0)
@@ -410,11 +428,53 @@ def expected(seccomp_bpf: bytes | None, rlimits: tuple) -> dict:
     return {"seccomp_bytes": len(seccomp_bpf or b""), "rlimits": [list(r) for r in rlimits]}
 
 
-def spawn_payload(argv: list[str], env: dict[str, str]) -> int:
+def _path(env: list[bytes]) -> bytes:
+    return next((e[5:] for e in env if e.startswith(b"PATH=")), b"")
+
+
+def spawn_payload(argv: list[bytes], env: list[bytes]) -> int:
     """Start the program with posix_spawn(3) (a vfork: no copy of this Python process):
     a new session (setsid, so it cannot reach the caller's terminal with TIOCSTI), every
     signal disposition at its default and none blocked; the rest of the restrictions were
-    applied to PID 1 and are inherited.  Returns its pid; raises OSError when the program
-    cannot be executed (ENOENT: not found)."""
-    os.environ["PATH"] = env.get("PATH", "")  # posix_spawnp searches the caller's PATH
+    applied to PID 1 and are inherited.  ``env`` holds ``NAME=VALUE`` strings.  Returns its
+    pid; raises OSError when the program cannot be executed (ENOENT: not found, E2BIG: the
+    arguments and environment exceed what execve(2) accepts)."""
+    os.environb[b"PATH"] = _path(env)  # posix_spawnp searches the caller's PATH
     return sc.posix_spawnp(argv[0], argv, env)
+
+
+def _exec_error(arg0: bytes, env: list[bytes], e: OSError, plan: mounts.MountPlan) -> str:
+    """One line for a program that could not be started (``e`` from :func:`spawn_payload`): for
+    one not found, where it was looked for and, when that is a directory the sandbox hides or
+    does not have, how to make it visible."""
+    name = arg0.decode(errors="backslashreplace")
+    if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+        return f"{name}: cannot execute: {e.strerror}"
+    if b"/" not in arg0:
+        return f"{name}: not found in the sandbox's PATH ({_path(env).decode(errors='backslashreplace')})"
+    path = os.path.normpath(os.path.join(os.getcwd(), name))
+    hidden = plan.hidden_under(path)
+    if hidden:
+        return (f"{name}: not found: {path} is under {hidden}, which the sandbox hides; make it visible "
+                f"with --ro-bind {os.path.dirname(path)} (or --ro-bind {path})")
+    return f"{name}: not found ({path} does not exist in the sandbox)"
+
+
+def _forget_the_caller() -> None:
+    """Overwrite this process's command line and environment strings (the memory at arg_start..
+    arg_end and env_start..env_end, proc(5) /proc/PID/stat fields 48-51), which /proc/1/cmdline
+    shows to the program: a forked PID 1 started as a copy of the caller, whose command line may
+    hold secrets.  The command line becomes ``jailpy-init``; the name (comm) too (PR_SET_NAME)."""
+    import ctypes
+
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rpartition(b")")[2].split()  # fields[0] is field 3 (state)
+    arg_start, arg_end, env_start, env_end = (int(fields[n - 3]) for n in (48, 49, 50, 51))
+    for start, end in ((arg_start, arg_end), (env_start, env_end)):
+        if 0 < start < end:
+            ctypes.memset(start, 0, end - start)
+    title = b"jailpy-init"
+    if arg_end - arg_start > len(title):
+        ctypes.memmove(arg_start, title, len(title))
+    name = ctypes.create_string_buffer(title)
+    sc.prctl(sc.PR_SET_NAME, ctypes.addressof(name))

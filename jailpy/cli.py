@@ -16,6 +16,7 @@ import click
 import typer
 
 from .cli_text import clean, one_line
+from .errors import fd_exhausted
 
 if TYPE_CHECKING:
     from . import hostfiles
@@ -141,6 +142,7 @@ def exec_(
              "PATH is replaced (never written through); it may not be in a directory the sandbox can write.")] = None,
 ) -> None:
     global _exit_code
+    forwarder = _Forwarder()
     from . import policy as policy_mod
     from .errors import HostError, JailpyError
     from .sandbox import Sandbox
@@ -169,7 +171,7 @@ def exec_(
     try:
         try:
             sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
-            _forward_signals(sandbox)
+            forwarder.attach(sandbox)
             try:
                 result = sandbox.run(command)
             finally:
@@ -177,7 +179,7 @@ def exec_(
         except OSError as e:
             if e.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
-            raise HostError(_fd_exhausted(e)) from None
+            raise HostError(fd_exhausted(e)) from None
     except JailpyError as e:
         if report is not None:  # a judge reading the report learns that jailpy, not the program, failed
             _write_xx(report, e, pol.digest(), report_file)
@@ -203,14 +205,6 @@ def exec_(
             raise HostError(f"--report: cannot write {report}: {e.strerror} (the program ran and exited "
                             f"{result.exit_code})") from None
     _exit_code = result.exit_code
-
-
-def _fd_exhausted(e: OSError) -> str:
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return (f"out of file descriptors ({e.strerror}; ulimit -n is {soft}): raise the limit (ulimit -n 1024)"
-            if e.errno == errno.EMFILE else f"the system is out of file descriptors ({e.strerror})")
 
 
 def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
@@ -241,7 +235,7 @@ def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
         f = hostfiles.AtomicFile(path)
     except OSError as e:
         if e.errno in (errno.EMFILE, errno.ENFILE):
-            raise PolicyError(f"--report: cannot write {path}: {_fd_exhausted(e)}") from None
+            raise PolicyError(f"--report: cannot write {path}: {fd_exhausted(e)}") from None
         raise PolicyError(f"--report: cannot write {path}: {e.strerror}") from None
     try:
         above = hostfiles.ancestors(f.dirfd)
@@ -434,13 +428,34 @@ app.command("audit", help="Try escapes on this host and print which layer stops 
             "2 if none did but some probes were skipped).")(audit_command)
 
 
-def _forward_signals(sandbox) -> None:
-    import signal
+class _Forwarder:
+    """jailpy's handlers for the signals it forwards (child.FORWARDED: SIGINT, SIGTERM, SIGHUP,
+    SIGQUIT, SIGUSR1, SIGUSR2), installed as soon as `jailpy exec` starts: a signal that comes
+    before the sandbox exists is kept and given to it (the program is then not started and the
+    run ends as if the signal had killed it), one that comes later goes to the program."""
 
-    from .child import FORWARDED
+    def __init__(self) -> None:
+        import signal
 
-    for s in FORWARDED:
-        signal.signal(s, lambda signum, _frame: sandbox.send_signal(signum))
+        from .child import FORWARDED
+
+        self.early: list[int] = []
+        self.sandbox = None
+        for s in FORWARDED:
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.sandbox is None:
+            self.early.append(signum)
+        else:
+            self.sandbox.send_signal(signum)
+
+    def attach(self, sandbox) -> None:
+        """From now on, signals go to ``sandbox``'s run (held until it begins)."""
+        sandbox.hold_signals()
+        self.sandbox = sandbox
+        while self.early:
+            sandbox.send_signal(self.early.pop(0))
 
 
 def _fill_std_fds() -> None:
@@ -502,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # out of fds before or after the API turned it into a JailpyError
         if e.errno not in (errno.EMFILE, errno.ENFILE):
             raise
-        print(f"jailpy: error: {_fd_exhausted(e)}", file=sys.stderr)
+        print(f"jailpy: error: {fd_exhausted(e)}", file=sys.stderr)
         return 125
     if isinstance(rv, int) and rv != 0:  # --help and friends return their exit code
         return rv

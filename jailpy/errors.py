@@ -30,3 +30,16 @@ class HostError(JailpyError):
 
 class SandboxSetupError(JailpyError):
     """Setting up the sandbox failed inside the child, before the program was started."""
+
+
+def fd_exhausted(e: OSError) -> str:
+    """One line for running out of file descriptors (``e``: EMFILE or ENFILE): which limit, and
+    how to raise it (getrlimit(2) RLIMIT_NOFILE; proc(5) /proc/sys/fs/file-max)."""
+    import errno
+    import resource
+
+    if e.errno == errno.ENFILE:
+        return f"the system is out of file descriptors ({e.strerror}; fs.file-max): close some, or raise it"
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (f"out of file descriptors ({e.strerror}): this process may open {soft} (ulimit -n) and a sandbox "
+            f"needs about 16 more: raise the limit (ulimit -n 1024)")

@@ -135,6 +135,8 @@ def main(sock_fd: int) -> None:
     from . import _syscalls as sc
     from . import caps, child, mounts
 
+    # blocked here and so in every PID 1 cloned from here, until it has its handlers (child.init)
+    signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))
     sock = socket.socket(fileno=sock_fd)
     parent = os.pidfd_open(os.getppid())
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

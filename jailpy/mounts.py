@@ -92,6 +92,14 @@ class MountPlan:
     """``(name, value)`` written to /proc/sys/user/NAME in the sandbox's fresh proc, before
     /proc/sys goes read-only (:func:`jailpy.ucounts.apply`; from :func:`jailpy.ucounts.plan`)."""
 
+    def hidden_under(self, path: str) -> str | None:
+        """The hidden directory (``hide``) that ``path`` (absolute, inside the sandbox) lies in,
+        unless a bind makes it visible again; None when it is not hidden."""
+        hidden = [f"/{name}" for name, kind, _ in self.top if kind == "hidden"] + self.hidden_nested
+        if any(_under(path, b.dst) for b in self.binds):
+            return None
+        return next((h for h in hidden if _under(path, h)), None)
+
 
 def _mountpoints() -> list[str]:
     points = []

@@ -55,16 +55,18 @@ def _pidfd_exited(pidfd: int, timeout: float | None) -> bool:
     return bool(p.poll(None if timeout is None else int(timeout * 1000)))
 
 
-def _exited(pid: int, pidfd: int | None, block: bool) -> bool:
-    """Whether a set-up process (or a fork server's PID 1) has exited, waiting for it with
-    ``block``.  ``pidfd`` None: our own child, reaped here (waitpid(2)); else a child of the fork
-    server, which reaps it, watched through its pidfd."""
-    if pidfd is not None:
-        return _pidfd_exited(pidfd, None if block else 0)
-    try:
-        return os.waitpid(pid, 0 if block else os.WNOHANG)[0] != 0
-    except ChildProcessError:
-        return True  # reaped already (by the caller's own wait())
+def _exited(pid: int, pidfd: int, own: bool, timeout: float | None) -> bool:
+    """Whether a set-up process (or a fork server's PID 1) has exited, waiting up to ``timeout``
+    seconds (None: until it has).  ``own``: our own child, then reaped here (waitpid(2)); else a
+    child of the fork server, which reaps it."""
+    if not _pidfd_exited(pidfd, timeout):
+        return False
+    if own:
+        try:
+            os.waitpid(pid, 0)  # it has exited: this does not wait
+        except ChildProcessError:
+            pass  # reaped already (by the caller's own wait())
+    return True
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Prepared:
 
     def exited(self) -> bool:
         """Whether the set-up process has exited (our own child is then reaped); never blocks."""
-        return _exited(self.pid, None if self.own else self.pidfd, False)
+        return _exited(self.pid, self.pidfd, self.own, 0)
 
     def wait(self):
         """Wait until the set-up process has exited; its resource usage (our own child) or None."""
@@ -140,7 +142,7 @@ class Prepared:
         if finished:
             with _EXITING_LOCK:
                 if not self.exited():
-                    _EXITING[self.pid] = (None if self.own else os.dup(self.pidfd), cg)
+                    _EXITING[self.pid] = (os.dup(self.pidfd), self.own, cg)
                 elif cg is not None and not cg.remove():
                     _LEFTOVER.append(cg)
             return None
@@ -153,30 +155,31 @@ class Prepared:
         return ru
 
 
-# set-up processes that reported and are exiting, to reap: pid -> (a pidfd for a child of a fork
-# server, None for our own child; the sandbox's cgroup)
-_EXITING: dict[int, tuple[int | None, "cgroups.Cgroup | None"]] = {}
+# set-up processes that reported and are exiting, to reap: pid -> (a pidfd for it, whether it is
+# our own child, the sandbox's cgroup)
+_EXITING: dict[int, tuple[int, bool, "cgroups.Cgroup | None"]] = {}
 _LEFTOVER: list["cgroups.Cgroup"] = []  # cgroups whose processes were still exiting when we tried to remove them
 _EXITING_LOCK = threading.Lock()  # runs may come from many threads
 
 
-def reap_exiting(block: bool) -> None:
+def reap_exiting(timeout: float = 0) -> None:
     """Reap set-up processes of earlier runs (see :meth:`Prepared.retire`) and remove their
-    cgroups.  Under the lock, so no two threads wait for one pid (whose number could meanwhile
-    belong to a new run)."""
+    cgroups, waiting up to ``timeout`` seconds for those still exiting (they are: PID 1 has
+    reported, and it and its parent end within milliseconds).  Under the lock, so no two threads
+    wait for one pid (whose number could meanwhile belong to a new run)."""
+    end = time.monotonic() + timeout
     with _EXITING_LOCK:
-        for pid, (pidfd, cg) in list(_EXITING.items()):
-            if _exited(pid, pidfd, block):
-                if pidfd is not None:
-                    os.close(pidfd)
+        for pid, (pidfd, own, cg) in list(_EXITING.items()):
+            if _exited(pid, pidfd, own, max(0.0, end - time.monotonic())):
+                os.close(pidfd)
                 del _EXITING[pid]
                 if cg is not None:
                     _LEFTOVER.append(cg)
-        for attempt in range(20 if block else 1):
+        while True:
             for cg in list(_LEFTOVER):
                 if cg.remove():
                     _LEFTOVER.remove(cg)
-            if not _LEFTOVER:
+            if not _LEFTOVER or time.monotonic() >= end:
                 break
             time.sleep(0.005)  # a PID 1 killed through its parent's death may still be exiting
 
@@ -360,6 +363,9 @@ class Pool:
                     os.close(fd)
         gc_was = gc.isenabled()
         gc.disable()  # a collection in the child would touch (copy) every page of this process
+        # the signals the supervisor forwards stay blocked in the set-up process and in PID 1 until
+        # PID 1 has its handlers (child.init): one sent before then waits instead of being lost
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))
         try:
             pid = os.fork()
             if pid == 0:
@@ -368,6 +374,7 @@ class Pool:
                 finally:
                     os._exit(125)
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if gc_was:
                 gc.enable()
         return pid, None

@@ -13,18 +13,36 @@ rlimits, seccomp.  ``Sandbox.run(argv)`` then:
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
 
 from . import __version__, cgroups, child, idlease, launch, mounts, registry, rlimits, seccomp, ucounts
-from .errors import JailpyError, PolicyError
+from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
 from .result import Result
 from .stdio import DEVNULL, PIPE, StdSpec, open_stdio
 from .verdict import Context, decide
 from .watch import Limits, RunControl, Watch
+
+
+REAP_WAIT = 1.0
+"""Seconds :meth:`Sandbox.close` waits at most for jailpy's exiting helpers (they take milliseconds)."""
+
+
+class _fd_limit:
+    """Turns running out of file descriptors (EMFILE, ENFILE) into a HostError naming the limit:
+    a run needs about a dozen fds of the caller's for a moment (pipes, sockets, pidfds, a memfd)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE):
+            raise HostError(fd_exhausted(err)) from None
+        return False
 
 
 class Sandbox:
@@ -71,11 +89,18 @@ class Sandbox:
 
     def __init__(self, policy: Policy | None = None, *, reuse_userns: bool = True, prefork: bool | int = False,
                  name: str | None = None, forkserver: bool | None = None) -> None:
+        with _fd_limit():
+            self._plan(policy, reuse_userns, prefork, name, forkserver)
+
+    def _plan(self, policy: Policy | None, reuse_userns: bool, prefork: bool | int, name: str | None,
+              forkserver: bool | None) -> None:
+        """Check the policy and the host, and plan each facility (see the class docstring)."""
         self.reuse_userns = reuse_userns
         self.forkserver = forkserver
         self.prefork = int(prefork)
         if not 0 <= self.prefork <= 8:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
+        self._control = RunControl()
         self.policy = pol = (policy or Policy()).validate()
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
@@ -102,7 +127,8 @@ class Sandbox:
         self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
-                                seccomp_log=pol.seccomp_log, filtered=f is not None, cpu_time=pol.cpu_time is not None)
+                                seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
+                                cpu_time=pol.cpu_time)
         self._expect = child.expected(f.bpf if f else None, self.rlimits)
         cpuset = len(cgroups.parse_cpulist(pol.cpuset or ""))
         self._limits = Limits(self.wall_time, self.output_limit, pol.cpu_time,
@@ -110,7 +136,6 @@ class Sandbox:
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
                                f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids),
                           reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork)
-        self._control = RunControl()
 
     def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
         pol = self.policy
@@ -203,58 +228,67 @@ class Sandbox:
             raise PolicyError(f"argv must be a list of strings, like [{argv!r}], not a string")
         if not argv:
             raise PolicyError("no command given")
+        for a in argv:
+            if not isinstance(a, (str, bytes)) or "\0" in (a if isinstance(a, str) else a.decode("latin-1")):
+                raise PolicyError(f"argv: each argument must be a string without NUL bytes, got {a!r}")
         if capture_output:
             stdout = stderr = PIPE
+        control = self._control
         self._hold_ids()
+        control.begin()
+        try:
+            with _fd_limit():
+                result = self._run(list(argv), stdin, stdout, stderr)
+        finally:
+            control.end()
+            self._lease.after_run()  # clear setuid/setgid bits the run left in writable binds
+        return self._lease.note(result)
+
+    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec) -> Result:
         io = open_stdio(stdin, stdout, stderr, self.output_limit)
         pool, control = self._pool, self._control
-        pool.after_fork()
-        control.reset()
-        reap_exiting(block=False)
-        entry = None
-        prep = None
+        entry = prep = None
         t_start = time.monotonic()
         try:
+            pool.after_fork()
+            reap_exiting()
             prep = pool.take()
             if self.name is not None:
-                entry = registry.register(self.name, list(argv), list(prep.cgroup.paths), self.cgroup_plan.version,
+                entry = registry.register(self.name, argv, list(prep.cgroup.paths), self.cgroup_plan.version,
                                           prep.jailpy_pids)
             t_start = time.monotonic()
             try:
-                launch.send(prep.ctl, list(argv), self.env, io.fds, self._expect)
+                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
             except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
                 pool.discard(prep)
                 prep = pool.prepare()
-                launch.send(prep.ctl, list(argv), self.env, io.fds, self._expect)
+                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+            io.close_sent()
+            control.setup_pidfd = prep.pidfd
+            pool.fill()
+            watch = Watch(prep, control, self._limits, io, t_start, self.ids, pool.userns_fd is None,
+                          self.filter.decide if self.filter else None)
+            watch.start()
         except BaseException:
+            control.setup_pidfd = None
+            if control.pidfd is not None:
+                os.close(control.pidfd)
+                control.pidfd = None
             if prep is not None:
                 pool.discard(prep)
             if entry is not None:
                 registry.unregister(entry)
             io.close()
             raise
-        io.close_sent()
-        control.setup_pidfd = prep.pidfd
-        pool.fill()
         try:
-            watch = Watch(prep, control, self._limits, io, t_start, self.ids, pool.userns_fd is None,
-                          self.filter.decide if self.filter else None)
-            try:
-                watch.start()
-            except BaseException:
-                pool.discard(prep)
-                raise
             facts = watch.run()
         finally:
             if entry is not None:
                 registry.unregister(entry)
             io.close()
-            pidfd, control.pidfd, control.setup_pidfd = control.pidfd, None, None  # before the fds close
-            if pidfd is not None:
-                os.close(pidfd)
+            control.setup_pidfd = None
             prep.close()
-            self._lease.after_run()  # clear setuid/setgid bits the run left in writable binds
-        return self._lease.note(decide(facts, self._context))
+        return decide(facts, self._context)
 
     def _hold_ids(self) -> None:
         """The run's host ids: after close(), or in a process forked from the Sandbox's owner, a
@@ -272,9 +306,18 @@ class Sandbox:
         self._lease.begin()
 
     def send_signal(self, sig: int) -> None:
-        """Forward ``sig`` to the running program (through the sandbox's PID 1).  No-op when
-        nothing runs."""
+        """Forward ``sig`` to the running program (through the sandbox's PID 1).  A signal sent
+        while the sandbox is being set up reaches the program as soon as it can: if the program
+        has not started yet, it is not started and the run ends as if the signal had killed it
+        (exit code 128+N, ``Result.error`` says so).  No-op when nothing runs (see
+        :meth:`hold_signals`)."""
         self._control.send_signal(sig)
+
+    def hold_signals(self) -> None:
+        """Keep what :meth:`send_signal` and :meth:`kill` are given from now until the next
+        :meth:`run` begins, for that run: for a caller whose signal handlers exist before the
+        run does (the CLI forwards SIGTERM and Ctrl-C this way), so none is lost in between."""
+        self._control.hold()
 
     def kill(self) -> None:
         """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them
@@ -290,14 +333,21 @@ class Sandbox:
         (:mod:`jailpy.idlease`; all but reaping and cgroups are also done when the Sandbox is
         garbage-collected).  A later :meth:`run` starts afresh.
 
-        ``wait``: wait for jailpy's helper processes of finished runs to exit (a few ms), so their
-        cgroups can be removed now; None (the default) waits only when this Sandbox uses cgroups.
-        Without waiting they are reaped by a later run (or by init when this process exits)."""
+        ``wait``: wait (at most REAP_WAIT seconds) for jailpy's helper processes of finished runs,
+        which are exiting, so they are reaped and their cgroups removed now (the default, and
+        True); False: do not wait, they are reaped by a later run (or by init when this process
+        exits)."""
         if self._control.active():
             self.kill()  # a run is going (called from another thread): it ends the same way in every mode
         self._pool.release()
-        reap_exiting(block=self.cgroup_plan is not None if wait is None else wait)
+        reap_exiting(timeout=0 if wait is False else REAP_WAIT)
         self._lease.release(busy=self._control.active)  # when the run that is going ends, if one is
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __del__(self) -> None:
         for part in ("_pool", "_lease"):

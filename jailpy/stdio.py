@@ -8,11 +8,13 @@ and counted when an output limit must hold for files and terminals too).
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import os
 import select
 import stat
 import subprocess
+import threading
 
 from .errors import PolicyError
 
@@ -44,13 +46,15 @@ def pipe() -> tuple[int, int]:
 
 class Output:
     """One of the program's output streams as the supervisor sees it: captured (``target`` None)
-    or copied to the caller's fd ``target`` (when an output limit must be enforced), counting bytes."""
+    or copied to the caller's fd ``target`` through a :class:`Sink` (when an output limit must
+    be enforced), counting bytes."""
 
     def __init__(self, name: str, target: int | None) -> None:
         self.name, self.target = name, target
         self.data = bytearray()
         self.count = 0
         self.truncated = False
+        self.sink: Sink | None = None
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -64,6 +68,72 @@ def write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [], 1.0)
         except OSError:
             return
+
+
+SINK_MAX = 1 << 20
+"""Bytes a :class:`Sink` holds for a caller's fd that does not take them; beyond that the
+supervisor stops reading the program's pipe, so the program waits on its own writes."""
+
+
+class Sink:
+    """Copies output to one of the caller's fds from a thread of its own, so that an fd which
+    does not drain (a terminal whose output was stopped, a reader that stopped reading) never
+    stalls the supervisor's loop: it holds at most about SINK_MAX bytes (:meth:`full`) and
+    writes a byte to ``wake_fd`` whenever it went from full to half empty, or emptied, so the
+    loop can read the program's pipe again or finish.  A reader that went away (EPIPE) drops
+    the rest, as it would without jailpy."""
+
+    def __init__(self, fd: int, wake_fd: int) -> None:
+        self.fd, self.wake_fd = fd, wake_fd
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._was_full = False
+        self._thread = threading.Thread(target=self._run, name=f"jailpy-sink-{fd}", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        with self._cond:
+            self._chunks.append(data)
+            self.queued += len(data)
+            self._was_full = self._was_full or self.queued >= SINK_MAX
+            self._cond.notify()
+
+    def full(self) -> bool:
+        return self.queued >= SINK_MAX
+
+    def empty(self) -> bool:
+        return self.queued == 0
+
+    def close(self) -> None:
+        """No more data: the thread ends once it has written what it holds."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_fd, b".")
+        except OSError:
+            pass  # the pipe is full (the loop has a wake-up to read already) or gone
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._chunks and not self._closed:
+                    self._cond.wait()
+                if not self._chunks:
+                    return
+                data = self._chunks.popleft()
+            write_all(self.fd, data)
+            with self._cond:
+                self.queued -= len(data)
+                wake = self.queued == 0 or (self._was_full and self.queued <= SINK_MAX // 2)
+                if wake:
+                    self._was_full = False
+            if wake:
+                self._wake()
 
 
 class Stdio:

@@ -51,14 +51,15 @@ class Facts:
 class Context:
     """What the Sandbox contributes to every Result: ``protections``, the policy's ``digest``,
     whether ``seccomp_log`` (permissive mode) was asked, a seccomp filter was ``filtered`` at all,
-    and a ``cpu_time`` limit was set (RLIMIT_CPU's SIGXCPU then means TLE)."""
+    the ``wall_time`` limit (seconds) and the ``cpu_time`` limit (seconds, None: none)."""
 
     protections: dict
     digest: str
     version: str
     seccomp_log: bool = False
     filtered: bool = False
-    cpu_time: bool = False
+    wall_time: float = float("inf")
+    cpu_time: float | None = None
 
 
 def decide(f: Facts, ctx: Context) -> Result:
@@ -108,6 +109,9 @@ def decide(f: Facts, ctx: Context) -> Result:
                       max_rss_bytes=msgs["maxrss"], wall_s=round(msgs["wall"], 6))
     if "exec_error" in msgs:
         return Result(verdict=Verdict.RE, exit_code=msgs["exec_error"], error=msgs["error"], **common)
+    if "not_started" in msgs and not f.killed:
+        common["error"] = (f"the program was not started: signal {msgs['not_started']} came while the sandbox "
+                           f"was being set up")
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = 128 + sig if sig else os.waitstatus_to_exitcode(status)
     if f.seccomp_kill:
@@ -116,11 +120,7 @@ def decide(f: Facts, ctx: Context) -> Result:
     if sig == signal.SIGSYS and ctx.filtered:
         # SECCOMP_RET_KILL_PROCESS: the filter's answer to x32 and i386 (int 0x80) system calls
         return Result(verdict=Verdict.SV, exit_code=code, signal=sig, limit_fired="seccomp", **common)
-    limit_fired = f.limit_fired
-    if limit_fired is None and oom:
-        limit_fired = "memory"
-    if limit_fired is None and sig == signal.SIGXCPU and ctx.cpu_time:
-        limit_fired = "cpu_time"  # RLIMIT_CPU, the per-process backstop, fired first
+    limit_fired = _first_limit(f, ctx, sig, oom)
     verdict = {"output": Verdict.OLE, "cpu_time": Verdict.TLE, "wall_time": Verdict.WLE,
                "memory": Verdict.MLE}.get(limit_fired or "")
     if verdict in (Verdict.OLE, Verdict.TLE, Verdict.WLE) and sig is None:
@@ -130,3 +130,32 @@ def decide(f: Facts, ctx: Context) -> Result:
     if verdict is None:
         verdict = Verdict.SIG if sig else Verdict.OK if code == 0 else Verdict.RE
     return Result(verdict=verdict, exit_code=code, signal=sig, limit_fired=limit_fired, **common)
+
+
+def _first_limit(f: Facts, ctx: Context, sig: int | None, oom: bool) -> str | None:
+    """Which limit ended the run, by the kernel's evidence where there is some, else by what the
+    supervisor acted on first.
+
+    The program's own end outranks a clock: the supervisor may act late (stopped, starved,
+    suspended) and fire a wall-time kill at a program that had already exited, so a wall-time
+    kill counts only when PID 1 measured the program running for at least the limit.  SIGXCPU
+    is RLIMIT_CPU's backstop (the kernel's own CPU limit): TLE.  An OOM kill in the cgroup is
+    MLE when the supervisor fired nothing itself.  A program that exited on its own having used
+    more CPU than ``cpu_time`` (measured by PID 1's rusage of its children) is TLE: it took more
+    than it was given before the supervisor's next look.  Refused forks (the cgroup's pids.max)
+    are named ``pids`` when nothing else fired."""
+    msgs = f.msgs
+    fired = f.limit_fired
+    ran = msgs.get("wall")
+    if fired == "wall_time" and "status" in msgs and ran is not None and ran < ctx.wall_time:
+        fired = None  # it ended before the deadline: the supervisor was late, not the program
+    if sig == signal.SIGXCPU and ctx.cpu_time is not None:
+        return "cpu_time"
+    if fired is None and oom:
+        return "memory"
+    if fired is None and ctx.cpu_time is not None and "utime" in msgs and "not_started" not in msgs \
+            and msgs["utime"] + msgs["stime"] > ctx.cpu_time:
+        return "cpu_time"
+    if fired is None and f.stats is not None and f.stats.pids_max_hits:
+        return "pids"
+    return fired

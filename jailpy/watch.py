@@ -1,15 +1,18 @@
 """Host side: one run's event loop, from the launch request to PID 1's report.
 
 :class:`Watch` waits on PID 1's status pipe, its control socket (which brings the seccomp
-notification listener), the seccomp listener, the program's output pipes and the stdin feeds,
-and on four clocks: the wall-time deadline, the grace after a kill, the next check of the
-cgroup's CPU time and the next sample of its peaks.  Each event has a short handler; the loop
-ends when PID 1 has reported and only jailpy's own fds are left, or when every fd is closed.
+notification listener), the seccomp listener, the program's output pipes, the stdin feeds and
+a wake-up pipe, and on four clocks: the wall-time deadline, the grace after a kill, the next
+check of the cgroup's CPU time and the next sample of its peaks.  Each event has a short
+handler, and none of them blocks: output for the caller's fds goes through a
+:class:`~jailpy.stdio.Sink` (its own thread, bounded), so a terminal or reader that stops
+taking output never stalls the limits.  The loop ends when PID 1 has reported, the program's
+pipes are at their end and the sinks are empty (or a signal says not to wait for them).
 It returns the run's :class:`~jailpy.verdict.Facts`.
 
-:class:`RunControl` is how other threads (Sandbox.kill, send_signal, a CLI's signal handler)
-reach the run: signals go to PID 1 through its pidfd (pidfd_send_signal(2)), or wait until
-PID 1 is known.
+:class:`RunControl` is how other threads and signal handlers (Sandbox.kill, send_signal, the
+CLI) reach the run: signals go to PID 1 through its pidfd (pidfd_send_signal(2)), or wait
+until PID 1 is known; PID 1 holds them blocked until it can handle them (child.init).
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import select
 import selectors
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import child, seccomp, userns
 from . import _syscalls as sc
-from .stdio import Output, Stdio, write_all
+from .stdio import Output, Sink, Stdio, pipe
 from .verdict import Facts
 
 if TYPE_CHECKING:
@@ -39,8 +43,11 @@ POLL_INTERVAL = 0.1  # seconds between samples of the cgroup's pids and memory (
 
 
 class RunControl:
-    """Signals for the run that is going, from any thread.  ``pidfd``: PID 1's, once known;
-    ``setup_pidfd``: the set-up process's (or PID 1's, from the fork server), while the run lasts."""
+    """Signals for a run, from any thread or signal handler (a reentrant lock: a handler may run
+    in the middle of the run's own use).  ``pidfd``: PID 1's, once known; ``setup_pidfd``: the
+    set-up process's (or PID 1's, from the fork server).  A signal sent before PID 1 is known
+    waits in ``pending``; one sent between runs is dropped, unless :meth:`hold` asked to keep
+    it for the next run (the CLI, whose handlers exist before the run does)."""
 
     def __init__(self) -> None:
         self.pidfd: int | None = None
@@ -48,50 +55,84 @@ class RunControl:
         self.pending: list[int] = []
         self.killed = False
         self.hard_kill_at: float | None = None
+        self.running = False
+        self.held = False
+        self.wake_fd: int | None = None  # the watch's wake-up pipe: told of each signal
+        self.signals = 0  # how many send_signal() calls this run had
+        self._lock = threading.RLock()
 
-    def reset(self) -> None:
-        """A new run starts."""
-        self.pending.clear()
-        self.killed = False
-        self.hard_kill_at = None
+    def hold(self) -> None:
+        """Keep signals sent before the next run begins, for it."""
+        with self._lock:
+            self.held = True
+
+    def begin(self) -> None:
+        """A run begins: what was held is kept for it, anything else from before is dropped."""
+        with self._lock:
+            if not self.held:
+                self.pending.clear()
+                self.killed = False
+            self.hard_kill_at = None
+            self.signals = 0
+            self.running = True
+
+    def end(self) -> None:
+        """The run is over: nothing more reaches it."""
+        with self._lock:
+            self.running = self.held = False
+            self.pending.clear()
+            self.killed = False
+            self.pidfd = self.setup_pidfd = self.wake_fd = None
 
     def active(self) -> bool:
-        return self.pidfd is not None or self.setup_pidfd is not None
+        return self.running
 
     def pid1_known(self, pidfd: int | None) -> None:
         """PID 1's pidfd is known now: deliver what waited for it."""
-        self.pidfd = pidfd
-        for sig in self.pending:
-            self.send_signal(sig)
-        self.pending.clear()
-        if self.killed:
-            self.kill()
+        with self._lock:
+            self.pidfd = pidfd
+            while self.pending:
+                self.send_signal(self.pending.pop(0))
+            if self.killed:
+                self.kill()
 
     def send_signal(self, sig: int) -> None:
         """Forward ``sig`` to the program through PID 1 (see Sandbox.send_signal)."""
-        if self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, sig)
-            except OSError:
-                pass
-        elif self.setup_pidfd is not None:
-            if sig == signal.SIGKILL:  # PID 1 not known yet: its parent's death takes it (PDEATHSIG)
+        with self._lock:
+            if not (self.running or self.held):
+                return
+            self.signals += 1
+            if self.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(self.pidfd, sig)
+                except OSError:
+                    pass
+            elif sig == signal.SIGKILL and self.setup_pidfd is not None:
+                # PID 1 not known yet: its parent's death takes it (PDEATHSIG)
                 try:
                     signal.pidfd_send_signal(self.setup_pidfd, signal.SIGKILL)
                 except OSError:
                     pass
             else:
                 self.pending.append(sig)
+            self._wake()
 
     def kill(self) -> None:
         """End the run (see Sandbox.kill)."""
-        self.killed = True
-        if self.hard_kill_at is None:
-            self.hard_kill_at = time.monotonic() + KILL_GRACE
-        if self.pidfd is None:
-            self.send_signal(signal.SIGKILL)
-        else:
-            self.send_signal(child.KILL_ALL)
+        with self._lock:
+            if not (self.running or self.held):
+                return
+            self.killed = True
+            if self.hard_kill_at is None:
+                self.hard_kill_at = time.monotonic() + KILL_GRACE
+            self.send_signal(signal.SIGKILL if self.pidfd is None else child.KILL_ALL)
+
+    def _wake(self) -> None:
+        if self.wake_fd is not None:
+            try:
+                os.write(self.wake_fd, b"!")
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)
@@ -128,6 +169,12 @@ class Watch:
         self.seccomp_kill = False
         self.buf = bytearray()
         self.sel = selectors.DefaultSelector()
+        self.reading: set[int] = set()  # output pipes not at their end yet
+        self.paused: set[int] = set()  # of those, the ones whose sink is full
+        self.sinks: dict[int, Sink] = {}  # the caller's fd -> its sink
+        self.wake_r, self.wake_w = pipe()
+        self.signals_at_end = 0
+        self.status_eof = False
 
     # ---- the loop
     def start(self) -> None:
@@ -145,28 +192,44 @@ class Watch:
         """Watch the run to its end (after :meth:`start`) and return its facts; the set-up
         process is retired (:meth:`Prepared.retire`) whatever happens."""
         prep, sel = self.prep, self.sel
-        sel.register(prep.status_r, selectors.EVENT_READ)
-        sel.register(prep.ctl, selectors.EVENT_READ)  # PID 1 sends the seccomp listener over it, or closes it
-        for fd in self.io.outputs:
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ)
-        feeds = self.io.feeds
-        for fd in list(feeds):  # what is closed here leaves io.feeds
-            os.set_blocking(fd, False)
-            if feeds[fd]:
-                sel.register(fd, selectors.EVENT_WRITE)
-            else:
-                os.close(fd)
-                del feeds[fd]
         try:
-            while sel.get_map():
-                if self._timers(time.monotonic()):
-                    break
+            for fd in (prep.status_r, self.wake_r, self.wake_w):
+                os.set_blocking(fd, False)
+            self.control.wake_fd = self.wake_w
+            sel.register(prep.status_r, selectors.EVENT_READ)
+            sel.register(self.wake_r, selectors.EVENT_READ)
+            sel.register(prep.ctl, selectors.EVENT_READ)  # PID 1 sends the seccomp listener over it, or closes it
+            for fd, out in self.io.outputs.items():
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ)
+                self.reading.add(fd)
+                if out.target is not None:
+                    if out.target not in self.sinks:
+                        self.sinks[out.target] = Sink(out.target, self.wake_w)
+                    out.sink = self.sinks[out.target]
+            feeds = self.io.feeds
+            for fd in list(feeds):  # what is closed here leaves io.feeds
+                os.set_blocking(fd, False)
+                if feeds[fd]:
+                    sel.register(fd, selectors.EVENT_WRITE)
+                else:
+                    os.close(fd)
+                    del feeds[fd]
+            while not self._done():
+                self._timers(time.monotonic())
                 for key, _ in sel.select(self._timeout()):
                     self._dispatch(key.fd)
         finally:
             facts = self._finish()
         return facts
+
+    def _done(self) -> bool:
+        """PID 1 has reported (the program and all it started are dead and reaped) or is gone,
+        the output pipes are at their end, stdin was fed or refused, and the sinks are empty, or
+        a signal came after the end: the caller's fd may never take the rest."""
+        if not (self.status_eof or "status" in self.msgs) or self.reading or self.io.feeds:
+            return False
+        return all(s.empty() for s in self.sinks.values()) or self.control.signals > self.signals_at_end
 
     def _dispatch(self, fd: int) -> None:
         if fd in self.io.feeds:
@@ -175,42 +238,67 @@ class Watch:
             self._on_ctl()
         elif fd == self.listener:
             self._on_listener()
+        elif fd == self.wake_r:
+            self._on_wake()
         else:
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
                 return
-            if not data:
-                self.sel.unregister(fd)
-            elif fd == self.prep.status_r:
-                self._on_status(data)
+            if fd == self.prep.status_r:
+                if data:
+                    self._on_status(data)
+                else:  # PID 1 and the set-up process are gone, reported or not
+                    self.sel.unregister(fd)
+                    self.status_eof = True
+                    if "status" not in self.msgs:
+                        self.signals_at_end = self.control.signals
+            elif data:
+                self._on_output(fd, self.io.outputs[fd], data)
             else:
-                self._on_output(self.io.outputs[fd], data)
+                self.sel.unregister(fd)
+                self.reading.discard(fd)
 
-    def _timers(self, now: float) -> bool:
-        """Act on the clocks that are due; True when the loop is done (PID 1 reported, and only
-        jailpy's own fds are left)."""
-        control, reported = self.control, "status" in self.msgs
-        if control.hard_kill_at is not None and now >= control.hard_kill_at and not reported:
-            control.hard_kill_at = math.inf
-            control.send_signal(signal.SIGKILL)
-        if reported and all(k.fd in (self.prep.status_r, self.listener) for k in self.sel.get_map().values()):
-            return True  # the program and all it started are dead and reaped: only jailpy's helpers remain
-        if now >= self.deadline and self.limit_fired is None and not reported:
-            self._fire("wall_time")
-        if self.next_cpu is not None and now >= self.next_cpu and not reported:
-            used = self.cg.cpu_seconds()
-            if used >= self.limits.cpu_time:
-                self._fire("cpu_time")
-                self.next_cpu = None
-            else:  # the tree cannot use more than `cpus` CPU-seconds per second
-                self.next_cpu = now + min(0.5, max(0.005, (self.limits.cpu_time - used) / self.limits.cpus))
+    def _timers(self, now: float) -> None:
+        """Act on the clocks that are due.  A limit is acted on only after reading what PID 1's
+        status pipe holds: after a stall of this process (SIGSTOP, a suspended laptop, an
+        overloaded host) the clocks may say a limit is due while PID 1's report of the
+        program's own end, which came first, waits in the pipe."""
+        control = self.control
+        hard = control.hard_kill_at is not None and now >= control.hard_kill_at
+        wall = now >= self.deadline and self.limit_fired is None
+        cpu = self.next_cpu is not None and now >= self.next_cpu
+        if (hard or wall or cpu) and not self._reported():
+            if hard:
+                control.hard_kill_at = math.inf
+                control.send_signal(signal.SIGKILL)
+            if wall:
+                self._fire("wall_time")
+            if cpu:
+                used = self.cg.cpu_seconds()
+                if used >= self.limits.cpu_time:
+                    self._fire("cpu_time")
+                    self.next_cpu = None
+                else:  # the tree cannot use more than `cpus` CPU-seconds per second
+                    self.next_cpu = now + min(0.5, max(0.005, (self.limits.cpu_time - used) / self.limits.cpus))
         if self.next_poll is not None and now >= self.next_poll:
             self.cg.poll()
             self.next_poll = now + POLL_INTERVAL
-        return False
+
+    def _reported(self) -> bool:
+        """Whether PID 1 has reported the program's end, after reading what its pipe holds."""
+        if "status" not in self.msgs and self.prep.status_r in self.sel.get_map():
+            try:
+                data = os.read(self.prep.status_r, 65536)
+            except BlockingIOError:
+                data = None
+            if data:
+                self._on_status(data)
+        return "status" in self.msgs
 
     def _timeout(self) -> float | None:
+        if "status" in self.msgs:
+            return None  # the program is gone: only the pipes, the sinks or a signal can end the wait
         hard = self.control.hard_kill_at
         ends = [t for t in (self.deadline if self.limit_fired is None else None, hard, self.next_cpu, self.next_poll)
                 if t is not None and t != math.inf]
@@ -230,6 +318,8 @@ class Watch:
             feeds[fd] = feeds[fd][n:]
         except BrokenPipeError:
             feeds[fd] = b""
+        except BlockingIOError:
+            return
         if not feeds[fd]:
             self.sel.unregister(fd)
             os.close(fd)
@@ -255,6 +345,18 @@ class Watch:
             else:
                 self.blocked["count"] += 1
 
+    def _on_wake(self) -> None:
+        """A sink has room again (or is empty), or a signal came: read the pipes it paused."""
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        for fd in list(self.paused):
+            if not self.io.outputs[fd].sink.full():
+                self.paused.discard(fd)
+                self.sel.register(fd, selectors.EVENT_READ)
+
     def _on_status(self, data: bytes) -> None:
         self.buf += data
         while b"\n" in self.buf:
@@ -277,23 +379,28 @@ class Watch:
                     self.prep.ctl.sendall(b"G")
                 except OSError:
                     pass  # PID 1 died: its status pipe says the rest
+            if "status" in msg:
+                self.signals_at_end = self.control.signals
             if "started" in msg and self.cg is not None:
                 self.next_poll = time.monotonic() + POLL_INTERVAL
                 if self.limits.cpu_time is not None:
                     self.next_cpu = time.monotonic() + min(0.5, self.limits.cpu_time / self.limits.cpus)
             self.msgs.update(msg)
 
-    def _on_output(self, out: Output, data: bytes) -> None:
+    def _on_output(self, fd: int, out: Output, data: bytes) -> None:
         limit = self.limits.output_limit
         if limit is not None and out.count + len(data) > limit:
             data = data[:limit - out.count]
             out.truncated = True
             self._fire("output")
         out.count += len(data)
-        if out.target is None:
+        if out.sink is None:
             out.data += data
         elif data:
-            write_all(out.target, data)
+            out.sink.put(data)
+            if out.sink.full():  # the caller's fd is not taking it: the program waits on its pipe
+                self.sel.unregister(fd)
+                self.paused.add(fd)
 
     def _notification(self) -> dict | str | None:
         """Answer one seccomp notification (seccomp_unotify(2)): record it, then deny it with the
@@ -341,12 +448,15 @@ class Watch:
     def _finish(self) -> Facts:
         prep, control = self.prep, self.control
         self.sel.close()
-        if self.listener is not None:
-            os.close(self.listener)
-        # done with PID 1 (no more signals for it): the set-up process may now reap it and exit
-        control.pidfd, pidfd = None, control.pidfd
-        if pidfd is not None:
-            os.close(pidfd)
+        for sink in self.sinks.values():
+            sink.close()  # it writes what it holds, then ends (on its own: the caller's fd may never drain)
+        with control._lock:
+            control.wake_fd = None
+            # done with PID 1 (no more signals for it): the set-up process may now reap it and exit
+            control.pidfd, pidfd = None, control.pidfd
+        for fd in (self.wake_r, self.wake_w, self.listener, pidfd):
+            if fd is not None:
+                os.close(fd)
         prep.close_go()
         try:
             stats = self.cg.stats() if self.cg is not None else None
