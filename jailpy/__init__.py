@@ -19,11 +19,12 @@ from .errors import HostError, JailpyError, PolicyError, SandboxSetupError
 
 __all__ = [
     "HostError", "JailpyError", "Policy", "PolicyError", "Result", "Sandbox", "SandboxSetupError", "Verdict", "run",
-    "DEVNULL", "PIPE", "__version__",
+    "DEVNULL", "PIPE", "__version__", "judge", "Judge",
 ]
 
 _LAZY = {"Policy": "policy", "Result": "result", "Verdict": "result", "Sandbox": "sandbox", "run": "sandbox",
-         "DEVNULL": "stdio", "PIPE": "stdio"}
+         "DEVNULL": "stdio", "PIPE": "stdio",
+         "Judge": "judge"}
 
 
 def __getattr__(name: str):
@@ -31,9 +32,11 @@ def __getattr__(name: str):
     imports this package and must not pull in the policy and result code."""
     import importlib
 
+    if name == "judge":  # the package jailpy.judge, callable as jailpy.judge(problem, source) (see there)
+        return importlib.import_module(".judge", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in ("audit", "cgroups", "child", "cli", "errors", "mounts", "policy", "registry", "result", "rlimits",
-                "seccomp", "sandbox", "pool", "watch", "verdict", "stdio", "launch", "userns"):
+                "seccomp", "sandbox", "pool", "slots", "service", "watch", "verdict", "stdio", "launch", "userns"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jailpy' has no attribute {name!r}")

@@ -81,6 +81,9 @@ def exec_(
              "read-only), or read-only with :ro, as docker -v. Repeatable.")] = None,
     ro_bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST[:ro]]", rich_help_panel=FS,
         help="Make host path SRC visible read-only at DST (default: the same path). Repeatable.")] = None,
+    workdir: Annotated[Optional[str], typer.Option(metavar="DIR", rich_help_panel=FS,
+        help="Start the program in DIR, a path inside the sandbox (default: the current directory when it is "
+             "bound, else /).")] = None,
     tmpfs: Annotated[Optional[list[str]], typer.Option(metavar="DST[:SIZE]", rich_help_panel=FS,
         help="An empty writable directory at DST (not /, nor under /proc or /dev), in memory, capped at SIZE "
              "(default 64M). Repeatable.")] = None,
@@ -151,7 +154,7 @@ def exec_(
     try:
         pol = policy_mod.load(policy or "default")
         changes = {k: v for k, v in {
-            "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
+            "rootfs": rootfs, "workdir": workdir, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
@@ -423,6 +426,11 @@ from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` def
 app.add_typer(seccomp_app, name="seccomp")
 
 from .cli_audit import audit_command  # noqa: E402
+
+from .cli_judge import judge_command  # noqa: E402
+
+app.command("judge", help="Judge a submission: compile SOURCE and run it on every test of PROBLEM_DIR, each in a "
+            "sandbox (exit 0 accepted, 1 any other verdict, 125 jailpy's own error).")(judge_command)
 
 app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
             "2 if none did but some probes were skipped).")(audit_command)

@@ -213,6 +213,8 @@ def prepare(policy: Policy) -> MountPlan:
         else:
             binds.insert(0, BindSpec(cwd, cwd, False, True))
             cwd_note = f"{cwd} bound read-only"
+    if policy.workdir is not None:
+        workdir = os.path.normpath(policy.workdir)
     tmpfs = [(dst, parse_size(size) if size else 64 << 20) for dst, size in tmpfs]
     per_run = ["/tmp", "/dev", "/sys"] + [dst for dst, _ in tmpfs]
     for b in binds:

@@ -143,6 +143,9 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Directory used as the read-only lower layer of the root; None means the host's ``/``."""
     cwd: bool = True
     """Bind the current directory read-only at the same path and start there."""
+    workdir: str | None = None
+    """Directory, inside the sandbox, the program starts in (an absolute path; ``/`` when it does
+    not exist there).  None: the current directory when ``cwd`` binds it, else ``/``."""
     bind: list[str] = []
     """``SRC[:DST[:ro|rw]]`` bind mounts, writable unless ``ro`` (see :func:`parse_bind`)."""
     ro_bind: list[str] = []
@@ -331,6 +334,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("seccomp", "expected a policy name, a file, or none")
         if self.seccomp_log and self.seccomp == "none":
             raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
+        if self.workdir is not None and not os.path.isabs(self.workdir):
+            raise bad("workdir", f"must be an absolute path inside the sandbox, got {self.workdir!r}")
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):
             raise bad("rootfs", f"must be a directory path, got {self.rootfs!r}")
         return self

@@ -205,6 +205,7 @@ class Pool:
         self._server_failed = False
         self._spawned = 0
         self._ready: list[Prepared] = []  # prefork: built and waiting for a program, oldest first
+        self.last_cgroup: tuple[str, ...] = ()  # the directories of the cgroup made last (jailpy.slots checks it went)
         self._owner = os.getpid()  # see after_fork
 
     # ---- what runs share
@@ -286,6 +287,8 @@ class Pool:
         ``build_template``: it builds a rootfs template and sends it, see :meth:`_build_template`)."""
         spec = self.spec
         cg = spec.cgroup_plan.create() if spec.cgroup_plan is not None and not build_template else None
+        if cg is not None:
+            self.last_cgroup = tuple(cg.paths)
         try:
             status_r, status_w = pipe()
             sync_r, sync_w = pipe()

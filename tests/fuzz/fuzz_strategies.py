@@ -107,6 +107,7 @@ paths = st.one_of(st.sampled_from(["/tmp", "/etc/hostname", "/nonexistent/jailpy
                                    "/tmp:/x\x00", "/etc/hostname:/h"]), weird_text)
 FIELD_VALUES = {
     "rootfs": st.one_of(st.none(), paths),
+    "workdir": st.one_of(st.none(), paths),
     "cwd": st.booleans(),
     "bind": st.lists(paths, max_size=3),
     "ro_bind": st.lists(paths, max_size=3),

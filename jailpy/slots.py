@@ -1,0 +1,432 @@
+"""Host side: a warm pool of sandboxes, per policy, each verified clean before it is used again.
+
+A *slot* is a :class:`jailpy.Sandbox` with ``reuse_userns`` and a fork server (its user
+namespace, rootfs template and fork server stay warm between runs, :mod:`jailpy.pool`) plus,
+when asked, a *box*: a host directory of the slot's own bound at ``/box`` (read-only or
+writable) that the caller fills before a run.  :class:`SlotPool` keeps up to ``size`` slots,
+keyed by policy, and hands one to one caller at a time.
+
+What a run does not get afresh is what a later run could find: so each run gets new pid, ipc,
+uts, net and mount namespaces (a copy of the read-only template), a new /tmp, /dev/shm and
+mqueue, and a new cgroup with every limit written (jailpy.sandbox), by construction; and after
+each run, before the slot is handed out again, :meth:`SlotPool.verify` checks what is shared
+(the design notes' "verified reset"):
+
+1. no process is left in the slot's user namespace but its fork server (a scan of /proc;
+   zombies waiting for their parent are waited for, briefly);
+2. the run's cgroup is gone (its removal proves it empty: rmdir(2) of a populated cgroup fails
+   with EBUSY);
+3. the fork server's open files are those it had after the slot's first run;
+4. a writable box is emptied and must then be empty (and still the same directory); a
+   read-only box must hold the same files as before the run;
+5. every ``canary_every`` runs (and on the slot's first), a probe run reports what a program
+   sees (the mount table without its ids, /tmp, /dev/shm, the box, System V IPC objects, the
+   processes, the host name); it must equal the report of the slot's first probe.
+
+A slot that fails any check, or whose run raised, is destroyed (its fork server, user namespace
+and template go with it) and counted; a new one is built when needed.  :meth:`SlotPool.stats`
+gives the counts for the server's metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+
+from .errors import JailpyError
+from .policy import Policy
+from .pool import reap_exiting
+
+BOX_AT = "/box"
+PROBE = (
+    "cut -d' ' -f5,6,9,10 /proc/self/mountinfo | sort; echo --tmp; ls -A /tmp /dev/shm; echo --box; "
+    "ls -A {box} 2>&1; echo --ipc; cat /proc/sysvipc/shm /proc/sysvipc/sem /proc/sysvipc/msg; "
+    "echo --mq; ls -A /dev/mqueue 2>&1; echo --proc; ls /proc | grep -c '^[0-9]'; echo --host; hostname"
+)
+"""What the canary probe prints (a POSIX shell and coreutils in the sandbox's root)."""
+REAP_WAIT = 1.0
+"""Seconds a verification waits for the run's helpers to exit and its processes to be reaped."""
+
+
+class Busy(JailpyError):
+    """Every slot is in use (the server answers 429)."""
+
+
+class VerificationFailed(Exception):
+    """A slot did not pass a check; the message says which."""
+
+
+def _ns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _state(pid: str) -> tuple[str, int] | None:
+    """(state letter, parent pid) from /proc/PID/stat, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    return rest[0].decode(), int(rest[1])
+
+
+def processes_in_userns(inode: int) -> list[tuple[int, str, int]]:
+    """Every process whose user namespace has inode number ``inode`` (nsfs inode, as
+    /proc/PID/ns/user gives it: namespaces(7)), as (pid, state, parent pid).  Processes we may not
+    look at (ptrace access mode, proc(5)) cannot be in a user namespace we own."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        if _ns_inode(f"/proc/{name}/ns/user") == inode:
+            st = _state(name)
+            if st is not None:
+                out.append((int(name), st[0], st[1]))
+    return out
+
+
+def _clear(path: str) -> None:
+    """Remove everything in directory ``path`` (a box), making directories writable first."""
+    def retry(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700) if os.path.isdir(p) and not os.path.islink(p) else None
+            func(p)
+        except OSError:
+            pass
+
+    with os.scandir(path) as it:
+        entries = list(it)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, onerror=retry)
+        else:
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
+
+
+def _snapshot(path: str) -> tuple:
+    """What a read-only box holds: (name, inode, size, mode) of every entry, recursively."""
+    out = []
+    for top, dirs, files in os.walk(path):
+        for n in sorted(dirs + files):
+            st = os.lstat(os.path.join(top, n))
+            out.append((os.path.relpath(os.path.join(top, n), path), st.st_ino, st.st_size, st.st_mode))
+    return tuple(sorted(out))
+
+
+class Slot:
+    """One warm sandbox, handed to one caller at a time by :meth:`SlotPool.slot`.  ``box``: the
+    host path of its box (None without one), empty when a writable box is handed out; ``tag``:
+    what the caller said a read-only box holds (see :meth:`fill`)."""
+
+    def __init__(self, pool: "SlotPool", key: tuple, policy: Policy, box_mode: str | None, fresh: bool) -> None:
+        from .sandbox import Sandbox
+
+        self.pool, self.key, self.box_mode, self.fresh = pool, key, box_mode, fresh
+        self.box: str | None = None
+        self.tag: object = None
+        self._box_ino: tuple | None = None
+        if box_mode is not None:
+            self.box = tempfile.mkdtemp(prefix="slot-", dir=pool.root)
+            os.chmod(self.box, 0o777)  # the sandbox's host id (not the caller's, as root) writes here
+            st = os.stat(self.box)
+            self._box_ino = (st.st_dev, st.st_ino)
+            b = f"{self.box}:{BOX_AT}"
+            policy = policy.replace(bind=list(policy.bind) + [b]) if box_mode == "rw" else \
+                policy.replace(ro_bind=list(policy.ro_bind) + [b])
+        try:
+            self.sandbox = Sandbox(policy, reuse_userns=not fresh, forkserver=None if fresh else True)
+        except BaseException:
+            if self.box:
+                shutil.rmtree(self.box, ignore_errors=True)
+            raise
+        self.runs = 0
+        self.used = time.monotonic()
+        self.golden_probe: str | None = None
+        self.golden_fds: list[str] | None = None
+        self._snapshot: tuple | None = None
+
+    def fill(self, tag: object, files: dict[str, bytes] | None = None, tree: str | None = None) -> None:
+        """Put the run's files into the box: ``files`` (relative name -> bytes) and/or hard links
+        (copies across file systems) of everything in the host directory ``tree``.  ``tag``: what
+        this content is (a read-only box already holding ``tag`` is not filled again)."""
+        if self.box is None:
+            raise ValueError("this slot has no box")
+        if self.box_mode == "ro" and tag is not None and tag == self.tag:
+            return
+        _clear(self.box)
+        if tree is not None:
+            def link(src: str, dst: str) -> None:
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+            shutil.copytree(tree, self.box, copy_function=link, dirs_exist_ok=True)
+        for name, data in (files or {}).items():
+            path = os.path.join(self.box, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        self.tag = tag
+        self._snapshot = _snapshot(self.box) if self.box_mode == "ro" else None
+
+    def run(self, argv: list[str], **kw):
+        """:meth:`jailpy.Sandbox.run` in this slot."""
+        self.runs += 1
+        return self.sandbox.run(argv, **kw)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sandbox.close(wait=False)
+        if self.box:
+            _clear(self.box)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.box)
+
+
+class SlotPool:
+    """Up to ``size`` warm slots (busy and idle together), keyed by policy and box mode.
+    ``root``: where the slots' boxes are made (default: a private temporary directory).
+    ``canary_every``: run the canary probe after this many runs of a slot (0: only on its
+    first run).  Thread-safe."""
+
+    def __init__(self, size: int = 4, *, root: str | None = None, canary_every: int = 100) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self.canary_every = canary_every
+        self._own_root = root is None
+        self.root = root or tempfile.mkdtemp(prefix="jailpy-slots-")
+        self._idle: OrderedDict[int, Slot] = OrderedDict()  # id(slot) -> slot, least recently used first
+        self._busy = 0
+        self._cond = threading.Condition()
+        self.counts = {"runs": 0, "verifications": 0, "verification_failures": 0, "destroyed": 0, "created": 0,
+                       "canary_probes": 0, "reused": 0}
+        self.failures: dict[str, int] = {}
+        self.last_failure: dict | None = None
+        self._closed = False
+
+    # ---- taking and giving back
+    @contextlib.contextmanager
+    def slot(self, policy: Policy, *, box: str | None = None, fresh: bool = False, timeout: float | None = None):
+        """A slot for ``policy`` for the duration of the ``with`` block.  ``box``: None, ``"ro"``
+        or ``"rw"`` (a box of the slot's own at /box).  ``fresh``: a throwaway sandbox with a new
+        user namespace (for one-off runs like a compile whose policy is never seen again); it
+        still counts against ``size``.  ``timeout``: seconds to wait for a free slot (None: wait as
+        long as it takes; 0: raise :class:`Busy` at once).  After the block the slot is verified
+        (:meth:`verify`) and destroyed on any doubt."""
+        s = self.acquire(policy, box=box, fresh=fresh, timeout=timeout)
+        ok = False
+        try:
+            yield s
+            ok = True
+        finally:
+            self.release(s, ok)
+
+    def acquire(self, policy: Policy, *, box: str | None = None, fresh: bool = False,
+                timeout: float | None = None) -> Slot:
+        key = (policy.digest(), box)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise Busy("the slot pool is closed")
+                if not fresh:
+                    for sid, s in reversed(self._idle.items()):
+                        if s.key == key:
+                            del self._idle[sid]
+                            self._busy += 1
+                            self.counts["reused"] += 1
+                            return s
+                if self._busy + len(self._idle) < self.size or self._idle:
+                    victim = None
+                    if self._busy + len(self._idle) >= self.size:
+                        _, victim = self._idle.popitem(last=False)  # the least recently used idle slot
+                    self._busy += 1
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Busy(f"all {self.size} sandbox slots are busy")
+                self._cond.wait(left)
+        try:
+            if victim is not None:
+                victim.close()
+            s = Slot(self, key, policy, box, fresh)
+        except BaseException:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+            raise
+        with self._cond:
+            self.counts["created"] += 1
+        return s
+
+    def release(self, s: Slot, ok: bool) -> None:
+        """Give ``s`` back after a use: verified and kept, or destroyed (``ok`` False: the caller's
+        block raised, so the slot's state is unknown)."""
+        keep = False
+        if not s.fresh:
+            reason = "the run raised an exception" if not ok else self.verify(s)
+            keep = reason is None
+            if not keep:
+                self._failed(s, reason)
+        if not keep:
+            s.close()
+        with self._cond:
+            self.counts["runs"] += s.runs - getattr(s, "_counted", 0)
+            s._counted = s.runs
+            self._busy -= 1
+            if keep and not self._closed:
+                s.used = time.monotonic()
+                self._idle[id(s)] = s
+            elif keep:
+                s.close()
+            self._cond.notify()
+
+    def _failed(self, s: Slot, reason: str) -> None:
+        with self._cond:
+            self.counts["verification_failures"] += 1
+            self.counts["destroyed"] += 1
+            kind = reason.split(":")[0]
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+            self.last_failure = {"reason": reason, "time": time.time(), "runs": s.runs}
+
+    # ---- the checks
+    def verify(self, s: Slot) -> str | None:
+        """Check that ``s`` is clean after a run (the module docstring's checks 1-5).  Returns None
+        when it is, else the reason ("processes: ...", "cgroup: ...", "fds: ...", "box: ...",
+        "canary: ...")."""
+        with self._cond:
+            self.counts["verifications"] += 1
+        try:
+            self._check_processes(s)
+            self._check_cgroup(s)
+            self._check_box(s)
+            self._check_fds(s)
+            if s.golden_probe is None or (self.canary_every and s.runs % self.canary_every == 0):
+                self._canary(s)
+        except VerificationFailed as e:
+            return str(e)
+        except (OSError, JailpyError) as e:
+            return f"error: {e}"
+        return None
+
+    def _server_pid(self, s: Slot) -> int | None:
+        fs = s.sandbox._pool._server
+        return fs.proc.pid if fs is not None and not fs.dead else None
+
+    def _check_processes(self, s: Slot) -> None:
+        pool = s.sandbox._pool
+        if s.sandbox._control.active():
+            raise VerificationFailed("processes: a run is still going")
+        if pool.userns_fd is None:
+            raise VerificationFailed("processes: the slot has no user namespace")
+        inode = os.fstat(pool.userns_fd).st_ino
+        allowed = {self._server_pid(s)}
+        end = time.monotonic() + REAP_WAIT
+        while True:
+            reap_exiting(timeout=max(0.0, min(0.2, end - time.monotonic())))
+            left = [(pid, st) for pid, st, _ in processes_in_userns(inode) if pid not in allowed]
+            if not left:
+                return
+            if time.monotonic() >= end:
+                raise VerificationFailed(f"processes: {len(left)} left in the slot's user namespace "
+                                         f"(pid, state): {left[:5]}")
+            time.sleep(0.002)
+
+    def _check_cgroup(self, s: Slot) -> None:
+        paths = s.sandbox._pool.last_cgroup
+        end = time.monotonic() + REAP_WAIT
+        while any(os.path.exists(p) for p in paths):
+            if time.monotonic() >= end:
+                raise VerificationFailed(f"cgroup: {paths[0]} was not removed (processes left in it?)")
+            reap_exiting(timeout=0.05)
+
+    def _check_box(self, s: Slot) -> None:
+        if s.box is None:
+            return
+        st = os.lstat(s.box)
+        if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != s._box_ino:
+            raise VerificationFailed("box: the box directory was replaced")
+        if s.box_mode == "rw":
+            _clear(s.box)
+            left = os.listdir(s.box)
+            if left:
+                raise VerificationFailed(f"box: {len(left)} entries could not be removed: {sorted(left)[:5]}")
+            s.tag = None
+        elif s._snapshot is not None and _snapshot(s.box) != s._snapshot:
+            raise VerificationFailed("box: a read-only box changed during the run")
+
+    def _check_fds(self, s: Slot) -> None:
+        pid = self._server_pid(s)
+        if pid is None:
+            if s.runs > 1 or s.golden_fds is not None:
+                raise VerificationFailed("fds: the slot's fork server is gone")
+            return
+        fds = sorted(os.listdir(f"/proc/{pid}/fd"))
+        if s.golden_fds is None:
+            s.golden_fds = fds
+        elif fds != s.golden_fds:
+            raise VerificationFailed(f"fds: the fork server has {len(fds)} open files, {len(s.golden_fds)} before")
+
+    def _canary(self, s: Slot) -> None:
+        from .stdio import DEVNULL, PIPE
+
+        with self._cond:
+            self.counts["canary_probes"] += 1
+        tag, snap = s.tag, s._snapshot
+        r = s.sandbox.run(["/bin/sh", "-c", PROBE.format(box=BOX_AT if s.box else "/nonexistent")],
+                          stdin=DEVNULL, stdout=PIPE, stderr=PIPE)
+        if r.verdict.value != "OK":
+            raise VerificationFailed(f"canary: the probe ended {r.verdict.value} ({r.error or r.limit_fired})")
+        report = (r.stdout or b"").decode("utf-8", "replace")
+        if s.golden_probe is None:
+            s.golden_probe = report
+        elif report != s.golden_probe:
+            old, new = s.golden_probe.splitlines(), report.splitlines()
+            diff = next((f"{a!r} became {b!r}" for a, b in zip(old, new) if a != b), f"{len(old)} lines, now {len(new)}")
+            raise VerificationFailed(f"canary: what a program sees changed: {diff}")
+        self._check_processes(s)
+        self._check_cgroup(s)
+        s.tag, s._snapshot = tag, snap
+
+    # ---- state
+    def stats(self) -> dict:
+        """Counts for metrics and health: ``total`` (slots), ``busy``, ``idle``, ``free`` (slots a
+        caller can get now without waiting), and the counters (runs, verifications,
+        verification_failures, destroyed, created, canary_probes, reused), ``failures`` by kind,
+        ``last_failure`` ({"reason", "time", "runs"} or None)."""
+        with self._cond:
+            return dict(self.counts, total=self.size, busy=self._busy, idle=len(self._idle),
+                        free=self.size - self._busy, failures=dict(self.failures), last_failure=self.last_failure)
+
+    def close(self) -> None:
+        """Destroy the idle slots (busy ones are destroyed when given back) and the boxes' directory."""
+        with self._cond:
+            self._closed = True
+            idle = list(self._idle.values())
+            self._idle.clear()
+        for s in idle:
+            s.close()
+        reap_exiting(timeout=1.0)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "SlotPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

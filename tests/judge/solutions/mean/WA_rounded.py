@@ -1,0 +1,2 @@
+n = int(input()); xs = list(map(int, input().split()))
+print(f"{sum(xs) / n:.2f}")
