@@ -80,14 +80,24 @@ def _state(pid: str) -> tuple[str, int] | None:
     return rest[0].decode(), int(rest[1])
 
 
-def processes_in_userns(inode: int) -> list[tuple[int, str, int]]:
+def processes_in_userns(inode: int, uids: tuple[int, ...] | None = None) -> list[tuple[int, str, int]]:
     """Every process whose user namespace has inode number ``inode`` (nsfs inode, as
-    /proc/PID/ns/user gives it: namespaces(7)), as (pid, state, parent pid).  Processes we may not
-    look at (ptrace access mode, proc(5)) cannot be in a user namespace we own."""
+    /proc/PID/ns/user gives it: namespaces(7)), as (pid, state, parent pid).  ``uids``: look only
+    at processes whose host uid (the owner of /proc/PID) is one of these, plus our own uid's (a
+    stat(2) each, four times cheaper than resolving the namespace link).  Processes we may not look
+    at (ptrace access mode, proc(5)) cannot be in a user namespace we own."""
     out = []
+    me = os.getuid()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
+        if uids is not None:
+            try:
+                owner = os.stat(f"/proc/{name}").st_uid
+            except OSError:
+                continue
+            if owner not in uids and owner != me:
+                continue
         if _ns_inode(f"/proc/{name}/ns/user") == inode:
             st = _state(name)
             if st is not None:
@@ -154,6 +164,7 @@ class Slot:
                 shutil.rmtree(self.box, ignore_errors=True)
             raise
         self.runs = 0
+        self.counted = 0
         self.used = time.monotonic()
         self.golden_probe: str | None = None
         self.golden_fds: list[str] | None = None
@@ -175,6 +186,7 @@ class Slot:
                 except OSError:
                     shutil.copy2(src, dst)
             shutil.copytree(tree, self.box, copy_function=link, dirs_exist_ok=True)
+            os.chmod(self.box, 0o777)  # copytree gave it the mode of ``tree``
         for name, data in (files or {}).items():
             path = os.path.join(self.box, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -188,12 +200,19 @@ class Slot:
         self.runs += 1
         return self.sandbox.run(argv, **kw)
 
+    def prepare_next(self) -> None:
+        """Build the next run's sandbox now (the janitor calls this after verifying), so a run
+        only sends its program: :meth:`jailpy.pool.Pool.take` takes it."""
+        pool = self.sandbox._pool
+        if not pool._ready and not pool.spec.pass_fds:
+            pool._ready.append(pool.prepare())
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.sandbox.close(wait=False)
         if self.box:
-            _clear(self.box)
             with contextlib.suppress(OSError):
+                _clear(self.box)
                 os.rmdir(self.box)
 
 
@@ -212,7 +231,10 @@ class SlotPool:
         self.root = root or tempfile.mkdtemp(prefix="jailpy-slots-")
         self._idle: OrderedDict[int, Slot] = OrderedDict()  # id(slot) -> slot, least recently used first
         self._busy = 0
-        self._cond = threading.Condition()
+        self._cleaning: list[Slot] = []  # given back, being verified by the janitor thread
+        self._todo: list[Slot] = []
+        self._janitor: threading.Thread | None = None
+        self._cond = threading.Condition(threading.RLock())
         self.counts = {"runs": 0, "verifications": 0, "verification_failures": 0, "destroyed": 0, "created": 0,
                        "canary_probes": 0, "reused": 0}
         self.failures: dict[str, int] = {}
@@ -251,16 +273,20 @@ class SlotPool:
                             self._busy += 1
                             self.counts["reused"] += 1
                             return s
-                if self._busy + len(self._idle) < self.size or self._idle:
+                cleaning_same = not fresh and any(s.key == key for s in self._cleaning)
+                total = self._busy + len(self._idle) + len(self._cleaning)
+                # a new slot while there is room; at the limit, wait for one of this policy being
+                # verified rather than destroy an idle one of another policy
+                if total < self.size or (self._idle and not cleaning_same):
                     victim = None
-                    if self._busy + len(self._idle) >= self.size:
+                    if total >= self.size:
                         _, victim = self._idle.popitem(last=False)  # the least recently used idle slot
                     self._busy += 1
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Busy(f"all {self.size} sandbox slots are busy")
-                self._cond.wait(left)
+                self._cond.wait(left)  # a slot of this policy is being verified, or none is free
         try:
             if victim is not None:
                 victim.close()
@@ -268,36 +294,78 @@ class SlotPool:
         except BaseException:
             with self._cond:
                 self._busy -= 1
-                self._cond.notify()
+                self._cond.notify_all()
             raise
         with self._cond:
             self.counts["created"] += 1
         return s
 
     def release(self, s: Slot, ok: bool) -> None:
-        """Give ``s`` back after a use: verified and kept, or destroyed (``ok`` False: the caller's
-        block raised, so the slot's state is unknown)."""
-        keep = False
-        if not s.fresh:
-            reason = "the run raised an exception" if not ok else self.verify(s)
-            keep = reason is None
-            if not keep:
-                self._failed(s, reason)
-        if not keep:
-            s.close()
+        """Give ``s`` back after a use.  It is verified (:meth:`verify`) and its next sandbox built
+        ahead, in the background (a thread per pool), and only then handed out again; destroyed
+        instead on any doubt, or when ``ok`` is False (the caller's block raised, so the slot's
+        state is unknown)."""
         with self._cond:
-            self.counts["runs"] += s.runs - getattr(s, "_counted", 0)
-            s._counted = s.runs
+            self.counts["runs"] += s.runs - s.counted
+            s.counted = s.runs
             self._busy -= 1
-            if keep and not self._closed:
-                s.used = time.monotonic()
-                self._idle[id(s)] = s
-            elif keep:
+            if s.fresh or not ok or self._closed:
+                if not s.fresh and not ok:
+                    self._failed(s, "the run raised an exception")
+                self._cond.notify_all()
+                drop = True
+            else:
+                self._cleaning.append(s)
+                self._todo.append(s)
+                drop = False
+                if self._janitor is None or not self._janitor.is_alive():
+                    self._janitor = threading.Thread(target=self._clean_loop, name="jailpy-slots", daemon=True)
+                    self._janitor.start()
+                self._cond.notify_all()
+        if drop:
+            s.close()
+
+    def _clean_loop(self) -> None:
+        """The janitor: verify each slot given back, build its next sandbox ahead, make it idle."""
+        while True:
+            with self._cond:
+                while not self._todo:
+                    if self._closed:
+                        return
+                    if not self._cond.wait(5.0):
+                        if not self._todo:
+                            self._janitor = None
+                            return
+                s = self._todo.pop(0)
+            reason = self.verify(s)
+            if reason is None:
+                try:
+                    s.prepare_next()
+                except (OSError, JailpyError) as e:
+                    reason = f"prepare: {e}"
+            with self._cond:
+                self._cleaning.remove(s)
+                if reason is None and not self._closed:
+                    s.used = time.monotonic()
+                    self._idle[id(s)] = s
+                    drop = False
+                else:
+                    if reason is not None:
+                        self._failed(s, reason)
+                    drop = True
+                self._cond.notify_all()
+            if drop:
                 s.close()
-            self._cond.notify()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every slot given back has been verified (for tests and benchmarks)."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._cleaning and time.monotonic() < end:
+                self._cond.wait(0.05)
 
     def _failed(self, s: Slot, reason: str) -> None:
-        with self._cond:
+        with self._cond:  # (a reentrant lock: release() calls this holding it)
             self.counts["verification_failures"] += 1
             self.counts["destroyed"] += 1
             kind = reason.split(":")[0]
@@ -335,11 +403,12 @@ class SlotPool:
         if pool.userns_fd is None:
             raise VerificationFailed("processes: the slot has no user namespace")
         inode = os.fstat(pool.userns_fd).st_ino
-        allowed = {self._server_pid(s)}
+        allowed = {self._server_pid(s)} | {p.pid for p in pool._ready}  # a sandbox built ahead and not used
+        uids = tuple(s.sandbox.ids.host_uids) or None
         end = time.monotonic() + REAP_WAIT
         while True:
             reap_exiting(timeout=max(0.0, min(0.2, end - time.monotonic())))
-            left = [(pid, st) for pid, st, _ in processes_in_userns(inode) if pid not in allowed]
+            left = [(pid, st) for pid, st, _ in processes_in_userns(inode, uids) if pid not in allowed]
             if not left:
                 return
             if time.monotonic() >= end:
@@ -411,14 +480,16 @@ class SlotPool:
         ``last_failure`` ({"reason", "time", "runs"} or None)."""
         with self._cond:
             return dict(self.counts, total=self.size, busy=self._busy, idle=len(self._idle),
-                        free=self.size - self._busy, failures=dict(self.failures), last_failure=self.last_failure)
+                        cleaning=len(self._cleaning), free=self.size - self._busy - len(self._cleaning), failures=dict(self.failures), last_failure=self.last_failure)
 
     def close(self) -> None:
         """Destroy the idle slots (busy ones are destroyed when given back) and the boxes' directory."""
+        self.drain(timeout=5.0)
         with self._cond:
             self._closed = True
             idle = list(self._idle.values())
             self._idle.clear()
+            self._cond.notify_all()
         for s in idle:
             s.close()
         reap_exiting(timeout=1.0)
