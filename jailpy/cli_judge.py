@@ -9,6 +9,7 @@ jailpy's own errors (a bad problem directory, an unknown language, a sandbox tha
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -81,3 +82,95 @@ def _print_table(report) -> None:
     con.print(f"verdict: [{STYLE.get(report.verdict, 'red')}]{report.verdict}[/] "
               f"({report.passed}/{len(report.tests)} passed{extra}; max {report.max_cpu_time_ms} ms, "
               f"{report.max_memory_peak_bytes / (1 << 20):.1f} MiB)")
+
+
+def _need_service() -> None:
+    from .errors import HostError
+
+    try:
+        import prometheus_client  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise HostError(f"jailpy serve needs the service extra ({e.name} is missing): "
+                        f"pip install 'jailpy[service]'") from None
+
+
+def _read_token(path: str | None) -> str | None:
+    from .errors import PolicyError
+
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise PolicyError(f"--token-file: cannot read {path}: {e.strerror}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise PolicyError("--token-file: the token must be at least 16 characters, without spaces")
+    return token
+
+
+def _parse_listen(listen: str) -> tuple[str | None, int | None, str | None]:
+    """(host, port, unix socket path) from HOST:PORT, [V6]:PORT or unix:PATH."""
+    from .errors import PolicyError
+
+    if listen.startswith("unix:"):
+        path = listen[5:]
+        if not path:
+            raise PolicyError("--listen: unix:PATH needs a path")
+        return None, None, path
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise PolicyError(f"--listen: expected HOST:PORT or unix:PATH, got {listen!r}")
+    return host.strip("[]"), int(port), None
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_command(
+    listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT|unix:PATH",
+        help="Where to listen (default 127.0.0.1:5050; another address needs --token-file).")] = "127.0.0.1:5050",
+    problems: Annotated[Optional[str], typer.Option("--problems", metavar="DIR",
+        help="A directory of problem directories, for POST /v1/judge.")] = None,
+    broker: Annotated[Optional[str], typer.Option("--broker", metavar="redis://HOST:PORT/DB",
+        help="Add POST /v1/jobs and GET /v1/jobs/ID, run by jailpy worker processes.")] = None,
+    token_file: Annotated[Optional[str], typer.Option("--token-file", metavar="PATH",
+        help="Require 'Authorization: Bearer TOKEN' with the token in PATH.")] = None,
+    slots: Annotated[int, typer.Option("--slots", metavar="N",
+        help="Sandboxes at once (default: the number of CPUs); more requests get 429.")] = 0,
+    max_body: Annotated[int, typer.Option("--max-body", metavar="BYTES", help="Largest request body.")] = 64 << 20,
+) -> None:
+    """Serve the HTTP API (docs/api.md): /v1/run, go-judge's /run, /v1/judge, /v1/files, /v1/health, /metrics."""
+    from .errors import PolicyError
+
+    _need_service()
+    host, port, uds = _parse_listen(listen)
+    token = _read_token(token_file)
+    if host is not None and not _loopback(host) and token is None:
+        raise PolicyError(f"--listen {listen}: listening beyond this machine needs --token-file (bearer auth)")
+    if not 0 <= slots <= 256:
+        raise PolicyError(f"--slots: between 1 and 256, got {slots}")
+    if problems is not None and not os.path.isdir(problems):
+        raise PolicyError(f"--problems: not a directory: {problems}")
+    if broker is not None:
+        from .service.jobs import check_broker_url
+
+        check_broker_url(broker)
+    import uvicorn
+
+    from .service.app import create_app
+
+    app = create_app(slots=slots, problems=problems, token=token, broker=broker, max_body=max_body)
+    print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, uds=uds, log_level="warning", access_log=False,
+                limit_concurrency=1024, timeout_keep_alive=5)

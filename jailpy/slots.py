@@ -142,7 +142,8 @@ class Slot:
     host path of its box (None without one), empty when a writable box is handed out; ``tag``:
     what the caller said a read-only box holds (see :meth:`fill`)."""
 
-    def __init__(self, pool: "SlotPool", key: tuple, policy: Policy, box_mode: str | None, fresh: bool) -> None:
+    def __init__(self, pool: "SlotPool", key: tuple, policy: Policy, box_mode: str | None, fresh: bool,
+                 box_at: str = BOX_AT) -> None:
         from .sandbox import Sandbox
 
         self.pool, self.key, self.box_mode, self.fresh = pool, key, box_mode, fresh
@@ -154,7 +155,8 @@ class Slot:
             os.chmod(self.box, 0o777)  # the sandbox's host id (not the caller's, as root) writes here
             st = os.stat(self.box)
             self._box_ino = (st.st_dev, st.st_ino)
-            b = f"{self.box}:{BOX_AT}"
+            b = f"{self.box}:{box_at}"
+            self.box_at = box_at
             policy = policy.replace(bind=list(policy.bind) + [b]) if box_mode == "rw" else \
                 policy.replace(ro_bind=list(policy.ro_bind) + [b])
         try:
@@ -243,14 +245,15 @@ class SlotPool:
 
     # ---- taking and giving back
     @contextlib.contextmanager
-    def slot(self, policy: Policy, *, box: str | None = None, fresh: bool = False, timeout: float | None = None):
+    def slot(self, policy: Policy, *, box: str | None = None, fresh: bool = False, timeout: float | None = None,
+             box_at: str = BOX_AT):
         """A slot for ``policy`` for the duration of the ``with`` block.  ``box``: None, ``"ro"``
         or ``"rw"`` (a box of the slot's own at /box).  ``fresh``: a throwaway sandbox with a new
         user namespace (for one-off runs like a compile whose policy is never seen again); it
         still counts against ``size``.  ``timeout``: seconds to wait for a free slot (None: wait as
         long as it takes; 0: raise :class:`Busy` at once).  After the block the slot is verified
         (:meth:`verify`) and destroyed on any doubt."""
-        s = self.acquire(policy, box=box, fresh=fresh, timeout=timeout)
+        s = self.acquire(policy, box=box, fresh=fresh, timeout=timeout, box_at=box_at)
         ok = False
         try:
             yield s
@@ -259,8 +262,8 @@ class SlotPool:
             self.release(s, ok)
 
     def acquire(self, policy: Policy, *, box: str | None = None, fresh: bool = False,
-                timeout: float | None = None) -> Slot:
-        key = (policy.digest(), box)
+                timeout: float | None = None, box_at: str = BOX_AT) -> Slot:
+        key = (policy.digest(), box, box_at)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
@@ -290,7 +293,7 @@ class SlotPool:
         try:
             if victim is not None:
                 victim.close()
-            s = Slot(self, key, policy, box, fresh)
+            s = Slot(self, key, policy, box, fresh, box_at)
         except BaseException:
             with self._cond:
                 self._busy -= 1
@@ -457,7 +460,7 @@ class SlotPool:
         with self._cond:
             self.counts["canary_probes"] += 1
         tag, snap = s.tag, s._snapshot
-        r = s.sandbox.run(["/bin/sh", "-c", PROBE.format(box=BOX_AT if s.box else "/nonexistent")],
+        r = s.sandbox.run(["/bin/sh", "-c", PROBE.format(box=s.box_at if s.box else "/nonexistent")],
                           stdin=DEVNULL, stdout=PIPE, stderr=PIPE)
         if r.verdict.value != "OK":
             raise VerificationFailed(f"canary: the probe ended {r.verdict.value} ({r.error or r.limit_fired})")
