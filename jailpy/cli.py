@@ -427,13 +427,16 @@ app.add_typer(seccomp_app, name="seccomp")
 
 from .cli_audit import audit_command  # noqa: E402
 
-from .cli_judge import judge_command, serve_command  # noqa: E402
+from .cli_judge import judge_command, serve_command, worker_command  # noqa: E402
 
 app.command("judge", help="Judge a submission: compile SOURCE and run it on every test of PROBLEM_DIR, each in a "
             "sandbox (exit 0 accepted, 1 any other verdict, 125 jailpy's own error).")(judge_command)
 
 app.command("serve", help="Serve the judge machine's HTTP API (docs/api.md) on 127.0.0.1:5050: /v1/run, "
             "go-judge's /run, /v1/judge, /v1/files, /v1/health, /metrics.")(serve_command)
+
+app.command("worker", help="Run jobs (a /v1/run or /v1/judge request each) from a Redis broker, with "
+            "Dramatiq: at least once, results stored once (docs/deploy.md).")(worker_command)
 
 app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
             "2 if none did but some probes were skipped).")(audit_command)

@@ -174,3 +174,37 @@ def serve_command(
     print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, uds=uds, log_level="warning", access_log=False,
                 limit_concurrency=1024, timeout_keep_alive=5)
+
+
+def worker_command(
+    broker: Annotated[str, typer.Option("--broker", metavar="redis://HOST:PORT/DB",
+        help="The Redis broker the jobs come from.")],
+    slots: Annotated[int, typer.Option("--slots", metavar="N", help="Jobs at once (default 1).")] = 1,
+    problems: Annotated[Optional[str], typer.Option("--problems", metavar="DIR",
+        help="A directory of problem directories, for judge jobs.")] = None,
+    heartbeat_timeout: Annotated[float, typer.Option("--heartbeat-timeout", metavar="SECONDS",
+        help="A worker silent this long is dead: its jobs are run again elsewhere.")] = 15.0,
+) -> None:
+    """Run jobs from a Redis broker (POST /v1/jobs, jailpy.service.submit) until SIGTERM (docs/deploy.md)."""
+    from .errors import PolicyError
+
+    _need_service()
+    try:
+        import dramatiq  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError as e:
+        from .errors import HostError
+
+        raise HostError(f"jailpy worker needs the service extra ({e.name} is missing): "
+                        f"pip install 'jailpy[service]'") from None
+    from .service.jobs import check_broker_url
+    from .service.worker import main_loop
+
+    check_broker_url(broker)
+    if not 1 <= slots <= 256:
+        raise PolicyError(f"--slots: between 1 and 256, got {slots}")
+    if not 0.5 <= heartbeat_timeout <= 3600:
+        raise PolicyError(f"--heartbeat-timeout: between 0.5 and 3600 seconds, got {heartbeat_timeout}")
+    if problems is not None and not os.path.isdir(problems):
+        raise PolicyError(f"--problems: not a directory: {problems}")
+    main_loop(broker, slots, problems, int(heartbeat_timeout * 1000))

@@ -9,12 +9,13 @@ dramatiq[redis], redis, prometheus-client.  ``jailpy exec`` never imports this p
 from __future__ import annotations
 
 
-def submit(request: dict, broker: str) -> str:
-    """Enqueue a ``/v1/run`` request (a dict) on the Redis ``broker`` (``redis://HOST:PORT/DB``);
-    returns the job id.  Raises BadRequest for a malformed request."""
+def submit(request: dict, broker: str, kind: str = "run") -> str:
+    """Enqueue a ``/v1/run`` request (a dict; ``kind="judge"``: a ``/v1/judge`` one) on the Redis
+    ``broker`` (``redis://HOST:PORT/DB``); returns the job id.  Raises BadRequest for a malformed
+    request.  ``jailpy worker`` processes run it; :func:`result` reads it."""
     from .jobs import JobStore
 
-    return JobStore(broker).submit(request)
+    return JobStore(broker).submit(request, kind)
 
 
 def result(job_id: str, broker: str, wait: float = 0.0) -> dict | None:
