@@ -54,6 +54,10 @@ class Result(msgspec.Struct, kw_only=True):
     """ru_maxrss of the largest process in the tree (getrusage(2)); not a cgroup total."""
     memory_peak_bytes: int | None = None
     """Highest memory use of the sandbox's cgroup (None without a cgroup)."""
+    memory_cache_bytes: int | None = None
+    """Page cache of files the run was first to read, charged to its cgroup at the end (None
+    without a cgroup): part of memory_peak_bytes that depends on what was cached before the run
+    (``memory_peak_bytes - memory_cache_bytes`` is what jailpy judge reports as memory)."""
     pids_peak: int | None = None
     """Most processes and threads the sandbox's cgroup held at once (None without a cgroup)."""
     oom_killed: bool = False

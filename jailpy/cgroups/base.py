@@ -138,6 +138,10 @@ class Stats:
     oom_kills: int | None
     pids_max_hits: int | None
     memory_base_bytes: int | None = None
+    memory_file_bytes: int | None = None
+    """Page cache of files charged to the cgroup at the end (memory.stat: v1 total_cache -
+    total_shmem, v2 file - shmem): what the run's reads brought into the cache, reclaimable; a
+    file already cached by an earlier run is not charged again (memory.rst "Accounting")."""
 
 
 # ----------------------------------------------------------------------------- plan ----
@@ -431,7 +435,19 @@ class Cgroup:
                 if hits:
                     mx = _read(self._f("pids", "pids.max")).strip()
                     pids_peak = int(mx) if mx.isdigit() else pids_peak
-        return Stats(user, sys_, mem_peak, pids_peak, oom, hits, self._base_mem)
+        return Stats(user, sys_, mem_peak, pids_peak, oom, hits, self._base_mem,
+                     self._file_cache() if self._dirs.get("memory") else None)
+
+    def _file_cache(self) -> int | None:
+        """Stats.memory_file_bytes now (None when memory.stat cannot be read)."""
+        try:
+            st = _keyed(self._f("memory", "memory.stat"))
+        except OSError:
+            return None
+        if "file" in st:  # v2
+            return max(0, st["file"] - st.get("shmem", 0))
+        cache = st.get("total_cache", st.get("cache"))
+        return None if cache is None else max(0, cache - st.get("total_shmem", st.get("shmem", 0)))
 
     def live(self) -> dict:
         """What the cgroup uses now, for ``jailpy ps``: ``{"state": "running"|"frozen", "cpu_s": CPU

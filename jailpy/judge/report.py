@@ -35,10 +35,9 @@ of the memory limit, so the JVM reports it before the cgroup's OOM killer would)
 
 
 class TestReport(msgspec.Struct, kw_only=True, omit_defaults=False):
-    """One test's outcome.  ``memory_peak_bytes``: the peak resident set size of the program's
-    largest process (getrusage(2) ru_maxrss), what the judge reports as memory (see docs/judge.md
-    "What memory means"); ``cgroup_memory_peak_bytes``: the peak of the sandbox's cgroup (the limit
-    is enforced there; it also counts page cache the program's reads brought in)."""
+    """One test's outcome.  ``memory_peak_bytes``: what the judge reports as memory, the peak of
+    the sandbox's cgroup less the page cache of files the run read (docs/judge.md, "What memory
+    means"); ``cgroup_memory_peak_bytes``: the cgroup's own peak (where the limit is enforced)."""
 
     __test__ = False  # not a pytest class
     name: str

@@ -269,6 +269,15 @@ class Judge:
         return PROBLEM_MOUNT + "/" + os.path.relpath(host_path, self.problem.dir)
 
 
+def judge_memory(r) -> int | None:
+    """What the judge reports as memory (docs/judge.md, "What memory means"): the cgroup's peak
+    less the page cache of files the run read (``Result.memory_cache_bytes``); without a cgroup,
+    the peak RSS of the largest process."""
+    if r.memory_peak_bytes is None:
+        return r.max_rss_bytes
+    return max(0, r.memory_peak_bytes - (r.memory_cache_bytes or 0))
+
+
 def test_report(name: str, r) -> TestReport:
     """A TestReport from the solution's Result (the verdict before any checker: FROM_RESULT)."""
     v = r.verdict.value
@@ -277,7 +286,7 @@ def test_report(name: str, r) -> TestReport:
     if verdict == "RE" and b"java.lang.OutOfMemoryError" in err:
         verdict = "MLE"
     return TestReport(name=name, verdict=verdict, cpu_time_ms=_ms(r.cpu_user_s + r.cpu_sys_s),
-                      wall_time_ms=_ms(r.wall_s), memory_peak_bytes=r.max_rss_bytes,
+                      wall_time_ms=_ms(r.wall_s), memory_peak_bytes=judge_memory(r),
                       cgroup_memory_peak_bytes=r.memory_peak_bytes, exit_code=r.exit_code, signal=r.signal,
                       run_verdict=v, error=r.error, stderr=_text(err, STDERR_KEEP) or None)
 

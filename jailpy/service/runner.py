@@ -15,6 +15,7 @@ import threading
 
 from ..errors import JailpyError
 from ..policy import Policy, load as load_policy
+from ..judge.runner import judge_memory
 from ..stdio import DEVNULL, PIPE
 from .schema import WORKDIR, BadRequest, Cmd, FileRef, RunRequest
 
@@ -53,7 +54,7 @@ def result_dict(r, *, stdout: bytes | None, stderr: bytes | None) -> dict:
     return {
         "verdict": r.verdict.value, "exit_code": r.exit_code, "signal": r.signal,
         "cpu_time_ms": int(round((r.cpu_user_s + r.cpu_sys_s) * 1000)), "wall_time_ms": int(round(r.wall_s * 1000)),
-        "memory_peak_bytes": r.max_rss_bytes, "cgroup_memory_peak_bytes": r.memory_peak_bytes,
+        "memory_peak_bytes": judge_memory(r), "cgroup_memory_peak_bytes": r.memory_peak_bytes,
         "stdout": None if stdout is None else stdout.decode("utf-8", "replace"),
         "stderr": None if stderr is None else stderr.decode("utf-8", "replace"),
         "stdout_truncated": r.stdout_truncated, "stderr_truncated": r.stderr_truncated,

@@ -177,3 +177,29 @@ def test_checkers_unit():
     assert not checkers.floats(b"nan", b"1", 1, 1)[0] and checkers.floats(b"inf", b"inf", 0, 0)[0]
     assert not checkers.floats(b"abc", b"1.0", 1, 1)[0] and checkers.floats(b"yes 1.0", b"yes 1", 0, 0)[0]
     assert [checkers.testlib_verdict(c) for c in (0, 1, 2, 3, 4, 7)] == ["AC", "WA", "WA", "XX", "WA", "XX"]
+
+
+@pytest.mark.parametrize("n", [0, 32])
+def test_memory_is_what_the_program_touched(n, tmp_path):
+    """The judge's memory: the cgroup's peak less the page cache the run brought in (docs/judge.md)."""
+    from jailpy.judge.runner import judge_memory
+    from jailpy.policy import load
+
+    pol = load("default").replace(cwd=False, memory="256M", cpu_time=5.0, pids=8)
+    code = "b = bytearray({} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+    with jailpy.Sandbox(pol) as sb:
+        base = judge_memory(sb.run(["python3", "-c", code.format(0)]))
+        got = judge_memory(sb.run(["python3", "-c", code.format(n)]))
+        # reading a file nobody had cached adds page cache to the cgroup, not to the judge's memory
+        f = tmp_path / "data.bin"
+        f.write_bytes(os.urandom(16 << 20))
+        fd = os.open(f, os.O_RDONLY)
+        os.fsync(fd)  # written back first: dirty pages are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    with jailpy.Sandbox(pol.replace(ro_bind=[f"{f}:/data.bin"])) as sb:
+        r = sb.run(["python3", "-c", code.format(n) + "f = open('/data.bin', 'rb', buffering=0)\n"
+                    "while f.read(65536): pass\n"])
+    assert abs(got - base - (n << 20)) <= 1 << 20, (base, got)
+    assert r.memory_cache_bytes >= 15 << 20, r  # the 16 MiB it read were charged to its cgroup as cache
+    assert abs(judge_memory(r) - base - (n << 20)) <= 1 << 20, r
