@@ -173,7 +173,7 @@ def serve_command(
     app = create_app(slots=slots, problems=problems, token=token, broker=broker, max_body=max_body)
     print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, uds=uds, log_level="warning", access_log=False,
-                limit_concurrency=1024, timeout_keep_alive=5)
+                limit_concurrency=1024, timeout_keep_alive=30, backlog=2048)
 
 
 def worker_command(

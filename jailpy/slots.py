@@ -397,7 +397,7 @@ class SlotPool:
 
     def _server_pid(self, s: Slot) -> int | None:
         fs = s.sandbox._pool._server
-        return fs.proc.pid if fs is not None and not fs.dead else None
+        return fs.proc.pid if fs is not None and not fs.dead and fs.proc.poll() is None else None
 
     def _check_processes(self, s: Slot) -> None:
         pool = s.sandbox._pool
@@ -448,7 +448,10 @@ class SlotPool:
             if s.runs > 1 or s.golden_fds is not None:
                 raise VerificationFailed("fds: the slot's fork server is gone")
             return
-        fds = sorted(os.listdir(f"/proc/{pid}/fd"))
+        try:
+            fds = sorted(os.listdir(f"/proc/{pid}/fd"))
+        except FileNotFoundError:
+            raise VerificationFailed("fds: the slot's fork server is gone") from None
         if s.golden_fds is None:
             s.golden_fds = fds
         elif fds != s.golden_fds:
