@@ -171,6 +171,8 @@ def exec_(
     try:
         try:
             sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
+            for warning in sandbox.warnings:
+                print(f"jailpy: warning: {one_line(warning)}", file=sys.stderr)
             forwarder.attach(sandbox)
             try:
                 result = sandbox.run(command)

@@ -126,6 +126,9 @@ class Sandbox:
         f = self.filter
         self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
+        self.warnings = mounts.unwritable_binds(self.mounts, self.ids)
+        """What will not work as the policy seems to expect (one line each, with the fix): the CLI
+        prints them before the run."""
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
                                 cpu_time=pol.cpu_time)
