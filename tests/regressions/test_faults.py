@@ -224,6 +224,20 @@ def test_a_bind_the_program_cannot_write_is_named_before_the_run(tmp_path):
     assert p.returncode == 0 and b"warning" not in p.stderr, p.stderr
 
 
+def test_a_writable_bind_over_jailpys_own_state_is_refused():
+    if os.getuid() == 0:
+        pytest.skip("a root caller's state is root's, and the program never runs as host root")
+    from jailpy import seccomp
+
+    cache = seccomp.cache_dir().parent.parent  # ~/.cache: holds the seccomp cache and the id leases
+    cache.mkdir(parents=True, exist_ok=True)
+    p = jail("--id-map", "single", "--bind", str(cache), "--", "true")
+    assert p.returncode == 125 and b"jailpy's own state" in p.stderr, p.stderr
+    assert p.stderr.decode().count("\n") == 1
+    p = jail("--id-map", "single", "--ro-bind", str(cache), "--", "true")  # read-only is fine
+    assert p.returncode == 0, p.stderr
+
+
 # ------------------------------------------------------ 17.1 signals in set-up ----
 
 def _one_sigterm(delay: float) -> tuple[int | None, float, str]:
