@@ -11,12 +11,11 @@ class JailpyError(Exception):
     exit_code = 125
 
     def __str__(self) -> str:
-        msg = super().__str__()
-        if msg.isprintable():
-            return msg
-        # one line, always: control and format characters (a newline in a key or a file name,
-        # U+202E) are shown escaped, as repr() would
-        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+        from .text import one_line
+
+        # one line of valid text, always: control and format characters (a newline in a key or a
+        # file name, U+202E) escaped as repr() would, bytes that are not UTF-8 as \xNN
+        return one_line(super().__str__())
 
 
 class PolicyError(JailpyError):
