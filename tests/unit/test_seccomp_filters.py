@@ -661,6 +661,23 @@ def test_editing_an_included_file_invalidates_the_disk_cache(tmp_path):
     assert b.decide(312, (0,) * 6).action == "allow"  # kcmp
 
 
+@pytest.mark.parametrize("where", ["jailpy", "seccomp"])
+def test_the_cache_is_never_written_or_read_through_a_planted_symlink(tmp_path, where):
+    # issue 10 item 2: files jailpy writes on the caller's behalf are never redirected by a link
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    cache = tmp_path / "cache" / "jailpy"
+    cache.parent.mkdir()
+    if where == "jailpy":
+        cache.symlink_to(victim)
+    else:
+        cache.mkdir(mode=0o700)
+        (cache / "seccomp").symlink_to(victim)
+    filt = seccomp.prepare("strict")
+    assert filt.bpf == seccomp.compile_bpf(seccomp.load("strict"))
+    assert list(victim.iterdir()) == [], "the cache was written through the link"
+
+
 def _only_cache_file() -> Path:
     (f,) = seccomp.cache_dir().glob("*.bpf")
     return f
