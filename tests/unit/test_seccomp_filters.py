@@ -906,3 +906,16 @@ def test_cli_show_compile_and_errors(tmp_path):
     bad = write(tmp_path, "bad.json", "{")
     p = _cli("compile", str(bad), "-o", str(tmp_path / "x"))
     assert p.returncode == 125 and b"not valid JSON" in p.stderr
+
+
+def test_condition_values_take_the_names_and_octal_of_c():
+    # the shipped policies name their values (no bare 0xc00 or 0x540a), and a leading 0 is never
+    # silently decimal: '06000' is refused, '0o6000' is octal
+    assert seccomp.parse_condition("low32(arg2) == IPPROTO_MPTCP") == seccomp.parse_condition("low32(arg2) == 262")
+    assert seccomp.parse_condition("arg1 & S_ISUID|S_ISGID != 0") == seccomp.parse_condition("arg1 & 0o6000 != 0")
+    assert seccomp.parse_condition("arg1 & O_CREAT|__O_TMPFILE != 0") == seccomp.parse_condition("arg1 & 0x400040 != 0")
+    assert seccomp.parse_condition("low32(arg1) == TCXONC") == seccomp.parse_condition("low32(arg1) == 0x540a")
+    with pytest.raises(seccomp.SeccompError, match="0o6000"):
+        seccomp.parse_condition("arg1 & 06000 != 0")
+    assert seccomp.describe(NR["ioctl"], (1, 0x540A, 0, 0, 0, 0)) == "ioctl(1, TCXONC, 0x0)"
+    assert seccomp.describe(NR["chmod"], (0x1000, 0o4755, 0, 0, 0, 0)) == "chmod(0x1000, 0o4755)"
