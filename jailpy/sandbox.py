@@ -42,6 +42,10 @@ class _fd_limit:
     def __exit__(self, kind, err, tb) -> bool:
         if isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE):
             raise HostError(fd_exhausted(err)) from None
+        emfile = os.strerror(errno.EMFILE)
+        if isinstance(err, JailpyError) and emfile in str(err) and "ulimit" not in str(err):
+            # a step that reported its own EMFILE (the sandbox's set-up, an id map): say which limit
+            raise type(err)(f"{err} ({fd_exhausted(OSError(errno.EMFILE, emfile))})") from None
         return False
 
 
@@ -282,10 +286,15 @@ class Sandbox:
             t_start = time.monotonic()
             try:
                 launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
-            except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
-                pool.discard(prep)
-                prep = pool.prepare()
-                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+            except (BrokenPipeError, ConnectionResetError):
+                if prep.ahead:  # a sandbox built before this run died meanwhile: build a new one
+                    pool.discard(prep)
+                    prep = pool.prepare()
+                    try:
+                        launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # its set-up failed already: the watch reads why from its status pipe
+                # else its set-up failed already: the watch reads why (verdict: SandboxSetupError)
             io.close_sent()
             control.setup_pidfd = prep.pidfd
             pool.fill()

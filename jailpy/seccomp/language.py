@@ -135,10 +135,13 @@ def _lib():
     if _pyseccomp is None:
         try:
             import pyseccomp
-        except (ImportError, RuntimeError) as e:  # RuntimeError: libseccomp.so not found
-            from ..errors import HostError
+        except (ImportError, RuntimeError, OSError) as e:  # RuntimeError: libseccomp.so not found
+            from ..errors import HostError, out_of_fds
 
-            raise HostError(f"seccomp: libseccomp is not available ({e}): install libseccomp2 and pyseccomp") from None
+            # ctypes.util.find_library runs ldconfig through a temporary file: with no fd left
+            # that fails as "No usable temporary directory"
+            why = out_of_fds() or "install libseccomp2 and pyseccomp"
+            raise HostError(f"seccomp: libseccomp could not be loaded ({e}): {why}") from None
         fn = pyseccomp._libseccomp.seccomp_syscall_resolve_name_arch
         fn.argtypes, fn.restype = (ctypes.c_uint32, ctypes.c_char_p), ctypes.c_int
         _pyseccomp = pyseccomp
