@@ -1,0 +1,168 @@
+"""The supervisor's network service: one asyncio loop in a thread per Sandbox that has a
+network plan, serving every run's channel (a SOCK_SEQPACKET socket pair, unix(7), one end in
+the sandbox's PID 1).  Messages from the sandbox:
+
+    b"S", [netns fd, userns fd]     set up the network from outside (a veth, pasta); the answer
+                                    is b"N" (done) or b"E" + why
+    b"T" + b"target port", [fd]     a connection the program made (the stub's listener)
+    b"H", [fd]                      a connection to the sandbox's HTTP proxy port
+    b"D" + name                     a name the stub refused to resolve
+
+:meth:`Channel.finish` ends a run's part: what the host set up is taken down, and the counts go
+to the Result (``network``)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import socket
+import threading
+
+from .proxy import Counters, Proxy
+
+FINISH_WAIT = 5.0
+"""Seconds :meth:`Channel.finish` waits for the loop (a set-up still going) at most."""
+
+
+class Service:
+    """The loop thread of one Sandbox (started at the first channel)."""
+
+    def __init__(self, plan) -> None:
+        self.plan = plan
+        self.proxy = Proxy(plan)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.setup = None
+        if plan.inside.host_setup:
+            from . import setup_host
+
+            self.setup = setup_host.Setup(plan)
+        self._lock = threading.Lock()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self.loop is None or self.thread is None or not self.thread.is_alive():
+                self.loop = asyncio.new_event_loop()
+                self.thread = threading.Thread(target=self.loop.run_forever, name="jailpy-net", daemon=True)
+                self.thread.start()
+            return self.loop
+
+    def channel(self) -> tuple["Channel", int]:
+        """A new run's channel, and the fd of the sandbox's end (the caller passes it to PID 1
+        and closes it)."""
+        loop = self._start()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mine.setblocking(False)
+        chan = Channel(self, mine)
+        loop.call_soon_threadsafe(loop.add_reader, mine.fileno(), chan._on_message)
+        return chan, theirs.detach()
+
+    def close(self) -> None:
+        """Stop the loop (open relays end) and join the thread."""
+        loop, thread = self.loop, self.thread
+        self.loop = self.thread = None
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(FINISH_WAIT)
+        if self.setup is not None:
+            self.setup.close()
+
+
+class Channel:
+    """One run's end of the channel, its counters and what the host set up for it."""
+
+    def __init__(self, service: Service, sock: socket.socket) -> None:
+        self.service = service
+        self.sock = sock
+        self.counters = Counters()
+        self.tasks: set[asyncio.Task] = set()
+        self.attached = None  # what Setup.attach made (a veth and lease, a pasta process)
+        self.setup_error: str | None = None
+        self.closed = False
+
+    def _on_message(self) -> None:
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 2)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            self._stop_reading()
+            return
+        kind = msg[:1]
+        if kind == b"T" and len(fds) == 1:
+            target, _, port = msg[1:].decode("utf-8", "replace").rpartition(" ")
+            conn = socket.socket(fileno=fds[0])
+            self._task(self.service.proxy.transparent(conn, target, int(port) if port.isdigit() else 0, self.counters))
+        elif kind == b"H" and len(fds) == 1:
+            self._task(self.service.proxy.http(socket.socket(fileno=fds[0]), self.counters))
+        elif kind == b"D":
+            names = self.counters.dns_refused
+            name = msg[1:].decode("utf-8", "replace")
+            if len(names) < 50 and name not in names:
+                names.append(name)
+        elif kind == b"S" and len(fds) == 2 and self.service.setup is not None:
+            self._task(self._host_setup(fds))
+        else:
+            for fd in fds:
+                os.close(fd)
+
+    def _task(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    async def _host_setup(self, fds: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.attached = await loop.run_in_executor(None, self.service.setup.attach, fds[0], fds[1])
+            reply = b"N"
+        except Exception as e:  # noqa: BLE001 - reported to PID 1, which fails the run with it
+            self.setup_error = str(e)
+            reply = b"E" + str(e).encode("utf-8", "replace")[:3000]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            self.sock.send(reply)
+        except OSError:
+            pass
+
+    def _stop_reading(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            except (OSError, ValueError):
+                pass
+
+    def finish(self) -> dict:
+        """End of the run: stop reading the channel, take down what the host set up, and return the
+        counts (the Result's ``network``).  Relays still going (a program's child that outlived
+        it cannot exist: PID 1 killed them all) end when their peers close."""
+        loop = self.service.loop
+
+        async def done() -> None:
+            self._stop_reading()
+            self.sock.close()
+
+        if loop is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(done(), loop).result(FINISH_WAIT)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
+        else:
+            self.sock.close()
+        if self.attached is not None and self.service.setup is not None:
+            self.service.setup.detach(self.attached)
+            self.attached = None
+        out = self.counters.as_dict()
+        if self.attached is None and self.service.setup is not None and self.setup_error:
+            out["setup_error"] = self.setup_error
+        return out
+
+    def discard(self) -> None:
+        """A sandbox that never ran a program: like :meth:`finish`, without the counts."""
+        self.finish()
