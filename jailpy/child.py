@@ -298,14 +298,15 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
         oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        step = "bring up loopback"
+        net.loopback_up()
+        step = "set up the network"  # here, where /proc/self is still this process's (see build_rootfs)
+        net_state = net.inside.setup(ctx.net, ctx.net_fd)
+        step = "build the rootfs"
         if ctx.template_fd is None:
             mounts.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
         sc.sethostname(ctx.hostname)
-        step = "bring up loopback"
-        net.loopback_up()
-        step = "set up the network"
-        net_state = net.inside.setup(ctx.net, ctx.net_fd)
         if ctx.template_fd is None:
             step = "pivot_root into the rootfs"
             mounts.enter_rootfs(ctx.mounts)

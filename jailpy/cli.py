@@ -354,6 +354,8 @@ def _network_rows(n: dict | None) -> list[tuple[str, str]]:
         rows.append(("address", n["address"]))
     rows.append(("connections", f"{n['connections_allowed']} allowed, {n['connections_refused']} refused; "
                                 f"{_size(n['bytes_sent'])} sent, {_size(n['bytes_received'])} received"))
+    if n.get("published_connections"):
+        rows.append(("published", f"{n['published_connections']} connection(s) in through --publish"))
     refused = [f"{e['target']}" + (f":{e['port']}" if e.get("port") else "") for e in n["refused"]]
     if refused:
         rows.append(("refused", clean(", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""))))
@@ -456,6 +458,10 @@ def kill(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> 
 from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` defined first
 
 app.add_typer(seccomp_app, name="seccomp")
+
+from .cli_net import network_app  # noqa: E402
+
+app.add_typer(network_app, name="network")
 
 from .cli_audit import audit_command  # noqa: E402
 

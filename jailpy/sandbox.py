@@ -136,6 +136,8 @@ class Sandbox:
                               min(pol.cpus or math.inf, cpuset or os.cpu_count() or 1))
         inside = self.net.inside if self.net.inside.stub or self.net.inside.host_setup else None
         self._net_service = net.service(self.net) if inside else None
+        if self._net_service is not None:  # the network's /etc/hosts, resolv.conf (bridge)
+            self.mounts.binds += [mounts.BindSpec(src, dst, False, False) for src, dst in self._net_service.binds()]
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
                                f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids,
                                inside, int(bool(inside and inside.stub))),

@@ -76,7 +76,7 @@ def upstream_netns(tmp: Path):
     tag = secrets.token_hex(3)
     h, u = f"jpt-h-{tag}", f"jpt-u-{tag}"
     made: list[str] = []
-    server = None
+    server = state = None
     try:
         for ns in (h, u):
             _ip("netns", "add", ns)
@@ -90,12 +90,22 @@ def upstream_netns(tmp: Path):
             _ip("-n", ns, "link", "set", dev, "up")
         server, _ = _start_server(["ip", "netns", "exec", u], tmp, ZONE,
                                   "203.0.113.2:80,203.0.113.3:80,10.77.0.2:80", "203.0.113.2:53")
+        state = Netns(h).state_dir()
         yield Upstream(["nsenter", f"--net=/run/netns/{h}"], "203.0.113.2", 80, netns=h)
     finally:
         if server is not None:
             _stop(server)
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=TIMEOUT)
+        _remove_state(state)
+
+
+def _remove_state(state: str | None) -> None:
+    """jailpy's state for a namespace the test made (a bridge test leaves a default network there)."""
+    import shutil
+
+    if state and state.startswith("/run/jailpy/net/"):
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @contextmanager
@@ -123,3 +133,52 @@ def netns_leftovers() -> dict:
         out["links"] = sorted(line.split()[0] for line in subprocess.run(
             ["ip", "-br", "link"], capture_output=True, text=True, timeout=TIMEOUT).stdout.splitlines())
     return out
+
+
+@dataclass
+class Netns:
+    """A network namespace of the test's own (root), where jailpy runs through nsenter."""
+
+    name: str
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.name}"]
+
+    def jailpy(self, *args: str, timeout: float = TIMEOUT, **kw) -> subprocess.CompletedProcess:
+        """``jailpy ARGS`` (a sub-command and its arguments) in this namespace."""
+        return subprocess.run([*self.prefix, sys.executable, "-m", "jailpy", *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, cwd=REPO, **kw)
+
+    def popen(self, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen([*self.prefix, sys.executable, "-m", "jailpy", *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, **kw)
+
+    def python(self, code: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+        """Python code run in this namespace, outside any sandbox (as the test's own process would)."""
+        return subprocess.run([*self.prefix, sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, cwd=REPO)
+
+    def links(self) -> list[str]:
+        out = subprocess.run(["ip", "-n", self.name, "-br", "link"], capture_output=True, text=True, timeout=TIMEOUT)
+        return sorted(line.split()[0].partition("@")[0] for line in out.stdout.splitlines())
+
+    def state_dir(self) -> str:
+        return self.python("from jailpy.net import leases; print(leases.state_dir(create=False))").stdout.decode().strip()
+
+
+@contextmanager
+def netns():
+    """As root: an empty network namespace (loopback up) of the test's own; deleted afterwards with
+    jailpy's state for it (/run/jailpy/net/<its cookie>)."""
+    assert IS_ROOT
+    ns = Netns(f"jpt-n-{secrets.token_hex(3)}")
+    _ip("netns", "add", ns.name)
+    state = None
+    try:
+        _ip("-n", ns.name, "link", "set", "lo", "up")
+        state = ns.state_dir()
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=TIMEOUT)
+        _remove_state(state)

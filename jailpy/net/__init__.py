@@ -33,15 +33,16 @@ class Inside:
     ``host_setup``: send the sandbox's network and user namespaces to the supervisor, which sets
     up the veth or the user-mode stack, and wait for its answer before the program starts.
     ``stub``: run the stub resolver and the transparent listeners on ``ports`` (and the HTTP
-    proxy listener) for the names ``hosts`` (normal form or ``*.suffix``).  ``local_route``:
-    the IPv4 destinations routed to loopback so connections to them reach the listeners
-    (``0.0.0.0/0`` without another route out; the fake range beside a real interface).
+    proxy listener) for the names ``hosts`` (normal form or ``*.suffix``) when ``proxied``, and
+    serve ``--publish`` (connect inside for the supervisor's relay).  ``local_routes``: the IPv4
+    destinations routed to loopback so connections to them reach the listeners (``0.0.0.0/0``
+    without another route out; the fake range and --allow-net's networks beside a real interface).
     (A plain class: a dataclass would cost every ``jailpy exec`` a millisecond to import.)"""
 
     def __init__(self, mode: str = "none", host_setup: bool = False, stub: bool = False, hosts: tuple = (),
-                 ports: tuple = (), local_route: str = "0.0.0.0/0") -> None:
-        self.mode, self.host_setup, self.stub = mode, host_setup, stub
-        self.hosts, self.ports, self.local_route = tuple(hosts), tuple(ports), local_route
+                 ports: tuple = (), local_routes: tuple = (), proxied: bool = False) -> None:
+        self.mode, self.host_setup, self.stub, self.proxied = mode, host_setup, stub, proxied
+        self.hosts, self.ports, self.local_routes = tuple(hosts), tuple(ports), tuple(local_routes)
 
 
 class NetPlan:
@@ -56,6 +57,7 @@ class NetPlan:
         self.hosts, self.nets, self.publish, self.resolver = hosts, nets, publish, resolver
         self.inside = Inside()
         self.description: dict | str = "none (loopback only)"
+        self.hostname = "jailpy"
 
     @property
     def jailpy_threads(self) -> int:
@@ -93,24 +95,32 @@ def prepare(policy) -> NetPlan:
     if policy.resolver is not None:
         resolver = rules.parse_resolver(policy.resolver)
     plan = NetPlan(mode, name or None, hosts, nets, publish, resolver)
-    if mode == "none" and publish:
+    plan.hostname = policy.hostname
+    if any(p.proto == "udp" for p in publish):
         from ..errors import PolicyError
 
-        raise PolicyError("publish: --network none has no way in; use --network user (rootless) or bridge (root)")
+        raise PolicyError("publish: only TCP ports can be published so far (/udp is not supported yet)")
+    if mode == "user" and plan.proxied:
+        from ..errors import PolicyError
+
+        raise PolicyError("allow-host/allow-net with --network user: the user-mode stack would be a second, open "
+                          "way out; use --network none (or bridge) with the rules")
     ports = sorted({p for h in hosts for p in h.ports} | {n.port for n in nets if n.port is not None})
-    if mode != "bridge" and any(n.port is None for n in nets):
+    if any(n.port is None for n in nets):
         from ..errors import PolicyError
 
         bad = next(n for n in nets if n.port is None)
-        raise PolicyError(f"allow-net: {bad.net} needs a port (CIDR:PORT) with --network {mode}: jailpy's proxy "
-                          f"takes connections port by port")
+        raise PolicyError(f"allow-net: {bad.net} needs a port (CIDR:PORT): jailpy's proxy takes connections port "
+                          f"by port")
     if mode in ("bridge", "user"):
         from . import setup_host
 
         setup_host.check(plan)
-    plan.inside = Inside(mode=mode, host_setup=mode != "none", stub=plan.proxied,
+    routes = ("0.0.0.0/0",) if mode == "none" else (str(rules.FAKE_NET),) + tuple(
+        n.net for n in nets if ":" not in n.net)
+    plan.inside = Inside(mode=mode, host_setup=mode != "none", stub=plan.proxied or bool(publish),
                          hosts=tuple(h.name for h in hosts), ports=tuple(ports),
-                         local_route="0.0.0.0/0" if mode == "none" else str(rules.FAKE_NET))
+                         local_routes=routes if plan.proxied else (), proxied=plan.proxied)
     plan.description = describe(plan)
     if plan.inside.stub:
         from . import stub  # noqa: F401 - here, so the sandbox's side (forked from this process) has it

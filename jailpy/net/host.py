@@ -7,6 +7,9 @@ the sandbox's PID 1).  Messages from the sandbox:
     b"T" + b"target port", [fd]     a connection the program made (the stub's listener)
     b"H", [fd]                      a connection to the sandbox's HTTP proxy port
     b"D" + name                     a name the stub refused to resolve
+    b"R"                            the stub runs (the program is about to start)
+    b"c", [fd] / b"x" + errno       the answer to the supervisor's b"C" + port: a socket
+                                    connected to the sandbox's 127.0.0.1:port (--publish)
 
 :meth:`Channel.finish` ends a run's part: what the host set up is taken down, and the counts go
 to the Result (``network``)."""
@@ -39,6 +42,42 @@ class Service:
 
             self.setup = setup_host.Setup(plan)
         self._lock = threading.Lock()
+        self.running: list[Channel] = []  # channels whose stub runs, newest last (--publish goes there)
+        self.listeners: list[socket.socket] | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        """Bind the --publish ports (at the Sandbox's start, and again after close())."""
+        if self.listeners is None:
+            self.listeners = []
+            try:
+                for p in self.plan.publish:
+                    self.listeners.append(_listen(p))
+            except BaseException:
+                for s in self.listeners:
+                    s.close()
+                self.listeners = None
+                raise
+            if self.listeners:
+                loop = self._start()
+                for sock in self.listeners:
+                    loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), self._on_publish, sock)
+
+    def binds(self) -> list[tuple[str, str]]:
+        """Host files the sandbox sees read-only (bridge mode: the network's /etc/hosts)."""
+        return self.setup.binds() if self.setup is not None else []
+
+    def _on_publish(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        port = next(p.port for p, s in zip(self.plan.publish, self.listeners) if s is listener)
+        chan = next((c for c in reversed(self.running) if not c.closed), None)
+        if chan is None:
+            conn.close()  # no run is going: nothing to reach
+            return
+        chan._task(chan.relay_in(conn, port))
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -51,6 +90,7 @@ class Service:
     def channel(self) -> tuple["Channel", int]:
         """A new run's channel, and the fd of the sandbox's end (the caller passes it to PID 1
         and closes it)."""
+        self._listen()
         loop = self._start()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mine.setblocking(False)
@@ -59,12 +99,16 @@ class Service:
         return chan, theirs.detach()
 
     def close(self) -> None:
-        """Stop the loop (open relays end) and join the thread."""
+        """Stop the loop (open relays end), join the thread and close the --publish ports (bound
+        again if the Sandbox runs again)."""
         loop, thread = self.loop, self.thread
         self.loop = self.thread = None
         if loop is not None and thread is not None and thread.is_alive():
             loop.call_soon_threadsafe(loop.stop)
             thread.join(FINISH_WAIT)
+        for s in self.listeners or ():
+            s.close()
+        self.listeners = None
         if self.setup is not None:
             self.setup.close()
 
@@ -80,6 +124,7 @@ class Channel:
         self.attached = None  # what Setup.attach made (a veth and lease, a pasta process)
         self.setup_error: str | None = None
         self.closed = False
+        self.pending: list[asyncio.Future] = []  # b"C" requests waiting for the stub's answer
 
     def _on_message(self) -> None:
         try:
@@ -105,6 +150,14 @@ class Channel:
                 names.append(name)
         elif kind == b"S" and len(fds) == 2 and self.service.setup is not None:
             self._task(self._host_setup(fds))
+        elif kind == b"R":
+            self.service.running.append(self)
+        elif kind in (b"c", b"x") and self.pending:
+            fut = self.pending.pop(0)
+            if not fut.done():
+                fut.set_result(socket.socket(fileno=fds.pop()) if kind == b"c" and fds else None)
+            for fd in fds:
+                os.close(fd)
         else:
             for fd in fds:
                 os.close(fd)
@@ -130,7 +183,28 @@ class Channel:
         except OSError:
             pass
 
+    async def relay_in(self, conn: socket.socket, port: int) -> None:
+        """A --publish connection: ask the stub for a socket connected to the sandbox's
+        127.0.0.1:``port``, then copy both ways."""
+        loop = asyncio.get_running_loop()
+        with conn:
+            conn.setblocking(False)
+            fut = loop.create_future()
+            self.pending.append(fut)
+            try:
+                self.sock.send(b"C%d" % port)
+                inner = await asyncio.wait_for(fut, 10)
+            except (OSError, asyncio.TimeoutError):
+                return
+            if inner is None:
+                return  # nothing listens there: the client sees the connection close
+            inner.setblocking(False)
+            self.counters.published += 1
+            await self.service.proxy.relay(conn, inner, Counters())
+
     def _stop_reading(self) -> None:
+        if self in self.service.running:
+            self.service.running.remove(self)
         if not self.closed:
             self.closed = True
             try:
@@ -155,10 +229,11 @@ class Channel:
                 pass
         else:
             self.sock.close()
+        out = self.counters.as_dict()
         if self.attached is not None and self.service.setup is not None:
+            out["address"] = self.attached.get("address")
             self.service.setup.detach(self.attached)
             self.attached = None
-        out = self.counters.as_dict()
         if self.attached is None and self.service.setup is not None and self.setup_error:
             out["setup_error"] = self.setup_error
         return out
@@ -166,3 +241,22 @@ class Channel:
     def discard(self) -> None:
         """A sandbox that never ran a program: like :meth:`finish`, without the counts."""
         self.finish()
+
+
+def _listen(pub) -> socket.socket:
+    """The host side of ``--publish``: a listening TCP socket on HOSTIP:HOSTPORT.  Raises
+    HostError when it cannot be bound (in use, an address this host does not have)."""
+    from ..errors import HostError
+
+    family = socket.AF_INET6 if ":" in pub.host_ip else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((pub.host_ip, pub.host_port))
+        s.listen(128)
+    except OSError as e:
+        s.close()
+        raise HostError(f"--publish {pub}: cannot listen on {pub.host_ip}:{pub.host_port}: {e.strerror}"
+                        + (" (the port is in use: pick another)" if e.errno == 98 else "")) from None
+    s.setblocking(False)
+    return s

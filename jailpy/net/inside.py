@@ -90,7 +90,8 @@ def setup(plan, net_fd: int | None) -> State | None:
     if plan.stub:
         from . import stub
 
-        route_local(plan.local_route)
+        for cidr in plan.local_routes:
+            route_local(cidr)
         state.stub = stub.Stub(plan, sock)
     return state
 

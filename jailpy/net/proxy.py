@@ -49,6 +49,7 @@ class Counters:
         self.bytes_out = 0
         self.bytes_in = 0
         self.open = 0
+        self.published = 0
 
     def refuse(self, target: str, port: int | None, why: str) -> None:
         self.refused += 1
@@ -59,7 +60,8 @@ class Counters:
     def as_dict(self) -> dict:
         return {"connections_allowed": self.allowed, "connections_refused": self.refused,
                 "refused": self.refused_list, "dns_refused": self.dns_refused, "allowed": self.allowed_list,
-                "bytes_sent": self.bytes_out, "bytes_received": self.bytes_in}
+                "bytes_sent": self.bytes_out, "bytes_received": self.bytes_in,
+                "published_connections": self.published}
 
 
 class Proxy:

@@ -43,11 +43,15 @@ class Stub:
         self.next_addr = int(FAKE_NET.network_address) + 1
         self.last_addr = int(FAKE_NET.broadcast_address) - 1
         self.refused: set[str] = set()
+        self.listeners: dict[int, str] = {}  # fd -> "T" (transparent) or "H" (HTTP proxy)
+        self.socks: list[socket.socket] = []
+        self.dns = None
+        if not plan.proxied:
+            return  # --publish alone: only the relay's connections (see _on_ctl)
         self.dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.dns.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         self.dns.bind(("0.0.0.0", 53))
-        self.listeners: dict[int, str] = {}  # fd -> "T" (transparent) or "H" (HTTP proxy)
-        self.socks = [self.dns]
+        self.socks.append(self.dns)
         for port in plan.ports:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("0.0.0.0", port))
@@ -86,13 +90,15 @@ class Stub:
         poll = select.poll()
         for s in self.socks:
             poll.register(s, select.POLLIN)
-        poll.register(self.ctl, select.POLLHUP)
+        poll.register(self.ctl, select.POLLIN)
+        self._tell(b"R")
         try:
             while True:
                 for fd, ev in poll.poll():
                     if fd == self.ctl.fileno():
-                        return  # the supervisor is gone: no more network
-                    if fd == self.dns.fileno():
+                        if not self._on_ctl():
+                            return  # the supervisor is gone: no more network
+                    elif self.dns is not None and fd == self.dns.fileno():
                         self._on_dns()
                     else:
                         self._on_accept(fd)
@@ -101,6 +107,30 @@ class Stub:
         finally:
             for s in self.socks:
                 s.close()
+
+    def _on_ctl(self) -> bool:
+        """A request of the supervisor's: b"C" + port: connect to 127.0.0.1:port here (a
+        --publish relay) and send the socket back (b"c") or why not (b"x" + errno).  False when
+        the channel has closed."""
+        try:
+            msg = self.ctl.recv(64)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not msg:
+            return False
+        if msg[:1] == b"C" and msg[1:].isdigit():
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.settimeout(2)
+                s.connect(("127.0.0.1", int(msg[1:])))
+                self._tell(b"c", s.fileno())
+            except OSError as e:
+                self._tell(b"x" + str(e.errno or 0).encode())
+            finally:
+                s.close()
+        return True
 
     def _on_dns(self) -> None:
         try:
