@@ -311,6 +311,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
             step = "pivot_root into the rootfs"
             mounts.enter_rootfs(ctx.mounts)
         mounts.enter_workdir(ctx.mounts)
+        step = "set up the network"
+        net.inside.wait_host(net_state)  # the supervisor's part (a veth, pasta), done while the rootfs was built
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "restrict the program"
         _forget_the_caller()

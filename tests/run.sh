@@ -40,6 +40,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# --network user rootless: slirp4netns and pasta open /dev/net/tun, 0666 on a stock Debian (udev);
+# some VM images leave it 0600
+[ -c /dev/net/tun ] && chmod 0666 /dev/net/tun
+
 log "pytest as root"
 setup_venv "$repo"
 rc=0

@@ -136,7 +136,7 @@ def service(plan: NetPlan):
 
 def describe(plan: NetPlan) -> dict | str:
     """``protections.network`` of the Result."""
-    if plan.mode == "none" and not plan.proxied:
+    if plan.mode == "none" and not plan.proxied and not plan.publish:
         return "none (loopback only)"
     d: dict = {"mode": plan.mode + (f":{plan.network}" if plan.network else "")}
     if plan.proxied:

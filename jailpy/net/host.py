@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import socket
 import threading
@@ -171,7 +172,7 @@ class Channel:
         loop = asyncio.get_running_loop()
         try:
             self.attached = await loop.run_in_executor(None, self.service.setup.attach, fds[0], fds[1])
-            reply = b"N"
+            reply = b"N" + json.dumps(self.attached.get("blackhole", [])).encode()
         except Exception as e:  # noqa: BLE001 - reported to PID 1, which fails the run with it
             self.setup_error = str(e)
             reply = b"E" + str(e).encode("utf-8", "replace")[:3000]

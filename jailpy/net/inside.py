@@ -24,7 +24,8 @@ HOST_SETUP_WAIT = 30.0
 
 RTM_NEWROUTE = 24
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_HOST, RTN_LOCAL = 255, 3, 254, 2
+RT_TABLE_MAIN, RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 254, 255, 3, 0, 254
+RTN_LOCAL, RTN_BLACKHOLE = 2, 6
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
 
 
@@ -41,14 +42,21 @@ def _rta(kind: int, data: bytes) -> bytes:
     return struct.pack("HH", n, kind) + data + b"\0" * ((4 - n % 4) % 4)
 
 
-def route_local(cidr: str) -> None:
+def route_local(cidr: str, blackhole: bool = False) -> None:
     """``ip route add local CIDR dev lo table local``: every IPv4 destination in ``cidr`` is this
     host's own, so a connection to it reaches a listener bound to 0.0.0.0 (and getsockname(2)
-    there gives the address the program dialled).  Needs CAP_NET_ADMIN.  Raises OSError."""
+    there gives the address the program dialled).  With ``blackhole``: ``ip route add blackhole
+    CIDR`` instead (nothing reaches it).  Needs CAP_NET_ADMIN.  Raises OSError."""
     net, _, bits = cidr.partition("/")
-    rtm = struct.pack("BBBBBBBBI", socket.AF_INET, int(bits), 0, 0, RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_HOST,
-                      RTN_LOCAL, 0)
-    attrs = _rta(RTA_TABLE, struct.pack("I", RT_TABLE_LOCAL)) + _rta(RTA_OIF, struct.pack("i", socket.if_nametoindex("lo")))
+    bits = bits or "32"
+    if blackhole:
+        rtm = struct.pack("BBBBBBBBI", socket.AF_INET, int(bits), 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+                          RT_SCOPE_UNIVERSE, RTN_BLACKHOLE, 0)
+        attrs = _rta(RTA_TABLE, struct.pack("I", RT_TABLE_MAIN))
+    else:
+        rtm = struct.pack("BBBBBBBBI", socket.AF_INET, int(bits), 0, 0, RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_HOST,
+                          RTN_LOCAL, 0)
+        attrs = _rta(RTA_TABLE, struct.pack("I", RT_TABLE_LOCAL)) + _rta(RTA_OIF, struct.pack("i", socket.if_nametoindex("lo")))
     if int(bits):
         attrs += _rta(RTA_DST, socket.inet_aton(net))
     body = rtm + attrs
@@ -96,17 +104,26 @@ def setup(plan, net_fd: int | None) -> State | None:
     return state
 
 
+def wait_host(state: State | None) -> None:
+    """Before the capabilities are dropped: wait for the supervisor's network set-up (a veth, a
+    user-mode stack) and blackhole the addresses it names (the host's own, which a user-mode
+    stack would reach).  Raises OSError when the supervisor refused or did not answer in
+    HOST_SETUP_WAIT seconds."""
+    if state is None or not state.plan.host_setup:
+        return
+    if not select.select([state.sock], [], [], HOST_SETUP_WAIT)[0]:
+        raise OSError(110, "the supervisor did not set up the network in time")
+    msg = state.sock.recv(65536)
+    if msg[:1] != b"N":
+        raise OSError(5, (msg[1:].decode(errors="replace") or "the supervisor ended") + " (network set-up)")
+    import json
+
+    for cidr in json.loads(msg[1:] or b"[]"):
+        route_local(cidr, blackhole=True)
+
+
 def start(state: State | None) -> None:
     """After the capabilities are dropped, before the seccomp filter (which then does not apply
-    to the stub's thread) and the program: wait for the supervisor's network set-up, start the
-    stub.  Raises OSError when the supervisor refused or did not answer in HOST_SETUP_WAIT s."""
-    if state is None:
-        return
-    if state.plan.host_setup:
-        if not select.select([state.sock], [], [], HOST_SETUP_WAIT)[0]:
-            raise OSError(110, "the supervisor did not set up the network in time")
-        msg = state.sock.recv(4096)
-        if msg[:1] != b"N":
-            raise OSError(5, (msg[1:].decode(errors="replace") or "the supervisor ended") + " (network set-up)")
-    if state.stub is not None:
+    to the stub's thread) and the program: start the stub."""
+    if state is not None and state.stub is not None:
         state.stub.start()
