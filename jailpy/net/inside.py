@@ -22,7 +22,10 @@ IFF_UP = 0x1
 HOST_SETUP_WAIT = 30.0
 """Seconds PID 1 waits for the supervisor to set up the network (a veth, pasta) at most."""
 
-RTM_NEWROUTE = 24
+RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_GATEWAY = 5
+RTN_UNICAST = 1
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RT_TABLE_MAIN, RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 254, 255, 3, 0, 254
 RTN_LOCAL, RTN_BLACKHOLE = 2, 6
@@ -59,9 +62,12 @@ def route_local(cidr: str, blackhole: bool = False) -> None:
         attrs = _rta(RTA_TABLE, struct.pack("I", RT_TABLE_LOCAL)) + _rta(RTA_OIF, struct.pack("i", socket.if_nametoindex("lo")))
     if int(bits):
         attrs += _rta(RTA_DST, socket.inet_aton(net))
-    body = rtm + attrs
-    msg = struct.pack("IHHII", 16 + len(body), RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-                      1, 0) + body
+    _netlink(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, rtm + attrs, f"add the route {cidr}")
+
+
+def _netlink(kind: int, flags: int, body: bytes, what: str) -> None:
+    """Send one rtnetlink request and wait for its acknowledgement.  Raises OSError."""
+    msg = struct.pack("IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, 1, 0) + body
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0) as s:  # NETLINK_ROUTE
         s.bind((0, 0))
         s.send(msg)
@@ -69,7 +75,7 @@ def route_local(cidr: str, blackhole: bool = False) -> None:
     if len(reply) >= 20 and struct.unpack("H", reply[4:6])[0] == 2:  # NLMSG_ERROR
         err = struct.unpack("i", reply[16:20])[0]
         if err:
-            raise OSError(-err, f"add the local route {cidr}: {os.strerror(-err)}")
+            raise OSError(-err, f"{what}: {os.strerror(-err)}")
 
 
 class State:
@@ -118,8 +124,27 @@ def wait_host(state: State | None) -> None:
         raise OSError(5, (msg[1:].decode(errors="replace") or "the supervisor ended") + " (network set-up)")
     import json
 
-    for cidr in json.loads(msg[1:] or b"[]"):
+    answer = json.loads(msg[1:] or b"{}")
+    conf = answer.get("configure")
+    if conf:
+        configure(conf["dev"], conf["address"], conf["prefixlen"], conf["gateway"])
+    for cidr in answer.get("blackhole", ()):
         route_local(cidr, blackhole=True)
+
+
+def configure(dev: str, address: str, prefixlen: int, gateway: str) -> None:
+    """``ip addr add ADDRESS/PREFIXLEN dev DEV; ip link set DEV up; ip route add default via
+    GATEWAY`` (rtnetlink(7) RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE).  Raises OSError."""
+    idx = socket.if_nametoindex(dev)
+    ifa = struct.pack("BBBBI", socket.AF_INET, prefixlen, 0, 0, idx)
+    ip = socket.inet_aton(address)
+    _netlink(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifa + _rta(IFA_LOCAL, ip) + _rta(IFA_ADDRESS, ip), "address")
+    ifi = struct.pack("BxHiII", socket.AF_UNSPEC, 0, idx, IFF_UP, IFF_UP)
+    _netlink(RTM_NEWLINK, 0, ifi, "link up")
+    rtm = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
+                      RTN_UNICAST, 0)
+    _netlink(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, rtm + _rta(RTA_TABLE, struct.pack("I", RT_TABLE_MAIN))
+             + _rta(RTA_GATEWAY, socket.inet_aton(gateway)) + _rta(RTA_OIF, struct.pack("i", idx)), "default route")
 
 
 def start(state: State | None) -> None:

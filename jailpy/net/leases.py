@@ -88,6 +88,10 @@ def _write(path: str, data: object) -> None:
     os.rename(tmp, path)
 
 
+CURSOR = "_last"
+"""The leases file's key for the address leased last (round robin)."""
+
+
 def _read(path: str, default):
     try:
         with open(path) as f:
@@ -210,29 +214,32 @@ def _alive(lease: dict) -> bool:
 def live_leases(name: str) -> dict:
     """The leases of network ``name`` whose process is alive (call under :func:`locked`)."""
     leases = _read(os.path.join(state_dir(), f"{name}.leases"), {})
-    return {a: v for a, v in leases.items() if _alive(v)}
+    return {a: v for a, v in leases.items() if a != CURSOR and _alive(v)}
 
 
 def take(name: str, subnet: str, veth: str, hostname: str, sweep) -> tuple[str, list[dict]]:
-    """Lease the lowest free address of ``subnet`` (the first is the bridge's) to this process;
+    """Lease the next free address of ``subnet`` after the last one leased (round robin, so an
+    address comes back only after the others: a finished sandbox's veth, which the kernel removes
+    with its namespace, is long gone by then; the first address is the bridge's) to this process;
     stale leases are dropped and passed to ``sweep(lease)`` first.  Returns (address, the live
     leases of the others).  Raises HostError when the subnet is full."""
     with locked(name):
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
+        cursor = leases.pop(CURSOR, None)
         for addr, lease in list(leases.items()):
             if not _alive(lease):
                 sweep(dict(lease, address=addr))
                 del leases[addr]
         net = ipaddress.ip_network(subnet)
-        hosts = net.hosts()
-        next(hosts)  # the bridge's own address
-        addr = next((str(h) for h in hosts if str(h) not in leases), None)
+        hosts = [str(h) for h in net.hosts()][1:]  # not the bridge's own address
+        start = hosts.index(cursor) + 1 if cursor in hosts else 0
+        addr = next((h for h in hosts[start:] + hosts[:start] if h not in leases), None)
         if addr is None:
             raise HostError(f"network {name!r} ({subnet}) has no free address: {len(leases)} sandboxes on it")
         others = [dict(v, address=a) for a, v in leases.items()]
         leases[addr] = {"pid": os.getpid(), "start": _start_time(os.getpid()), "veth": veth, "hostname": hostname}
-        _write(path, leases)
+        _write(path, dict(leases, **{CURSOR: addr}))
         return addr, others
 
 
@@ -241,7 +248,7 @@ def release(name: str, addr: str) -> None:
     with locked(name):
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
-        if leases.get(addr, {}).get("pid") == os.getpid():
+        if addr != CURSOR and leases.get(addr, {}).get("pid") == os.getpid():
             del leases[addr]
             _write(path, leases)
 
@@ -251,7 +258,7 @@ def sweep(name: str, sweeper) -> int:
     with locked(name):
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
-        stale = [a for a, v in leases.items() if not _alive(v)]
+        stale = [a for a, v in leases.items() if a != CURSOR and not _alive(v)]
         for a in stale:
             sweeper(dict(leases.pop(a), address=a))
         if stale:
