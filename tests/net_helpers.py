@@ -10,7 +10,6 @@ server and delete what they made, also when the test fails."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys

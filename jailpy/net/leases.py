@@ -2,7 +2,7 @@
 
 State lives per network namespace (the bridges do): ``/run/jailpy/net/<the namespace's cookie>/``
 as root (a tmpfs: gone after a reboot, like the bridges), else
-``$XDG_RUNTIME_DIR/jailpy/net/...`` or ``/tmp/jailpy-net-<uid>/...``.  There:
+``$XDG_RUNTIME_DIR/jailpy/net/...`` or ``~/.cache/jailpy/net/...``, every part checked.  There:
 
 * ``NAME.json``: a network (``jailpy network create``): its subnet, bridge and owner;
 * ``NAME.leases``: ``{address: {"pid", "start", "veth", "hostname"}}`` of the sandboxes on it,
@@ -32,19 +32,25 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,10}$")
 
 
 def state_dir(create: bool = True) -> str:
-    """This network namespace's state directory (see the module docstring)."""
-    ino = netns_id()
+    """This network namespace's state directory (see the module docstring; made when missing,
+    whatever ``create`` says: an empty one costs nothing), each part checked
+    (a real directory of the caller's, writable by nobody else: :func:`jailpy.hostfiles.private_dir`).
+    Raises HostError when a check fails."""
+    from ..hostfiles import private_dir
+
+    cookie = netns_id()
     if os.geteuid() == 0:
-        base = "/run/jailpy/net"
+        base, parts = "/run", ("jailpy", "net", cookie)
+    elif os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
+        base, parts = os.environ["XDG_RUNTIME_DIR"], ("jailpy", "net", cookie)
     else:
-        run = os.environ.get("XDG_RUNTIME_DIR")
-        base = os.path.join(run, "jailpy", "net") if run and os.path.isdir(run) else f"/tmp/jailpy-net-{os.geteuid()}"
-    path = os.path.join(base, str(ino))
-    if create:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.lstat(path)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise HostError(f"{path}: not a private directory of uid {os.geteuid()}; remove it")
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        os.makedirs(base, 0o700, exist_ok=True)
+        parts = ("jailpy", "net", cookie)
+    try:
+        path = private_dir(base, parts, create=True)
+    except OSError as e:
+        raise HostError(f"jailpy's network state directory: {e.strerror or e}") from None
     return path
 
 
