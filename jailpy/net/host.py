@@ -197,6 +197,10 @@ class Channel:
         finally:
             for fd in fds:
                 os.close(fd)
+        if self.closed and self.attached is not None:  # the run was given up meanwhile (a discarded sandbox)
+            self.service.detach(self.attached)
+            self.attached = None
+            return
         try:
             self.sock.send(reply)
         except OSError:
