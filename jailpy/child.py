@@ -90,6 +90,10 @@ class SpawnContext:
     """This process tree builds a rootfs template instead of running a program: PID 1 builds it
     (rootfs.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
     over ``ctl_fd``."""
+    net: object = None
+    """What PID 1 does for the network (a jailpy.net.Inside), None: loopback only."""
+    net_fd: int | None = None
+    """PID 1's end of the run's network channel (jailpy.net.host), with ``net``."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -111,7 +115,7 @@ def setup(ctx: SpawnContext) -> None:
     try:
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
         _stdio_to_devnull()  # the helpers hold none of the caller's stdio
-        keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds)
+        keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds, *_net_fds(ctx))
         _close_all_but(keep + tuple(fd for fd in (ctx.userns_fd, ctx.template_fd) if fd is not None))
         if ctx.cgroup_procs:
             step = "join the sandbox's cgroup"
@@ -159,7 +163,7 @@ def setup(ctx: SpawnContext) -> None:
                 _template_init(ctx, sources)
             init(ctx, sources)
         _send(ctx, pid1=pid)
-        for fd in (0, 1, 2, ctx.ctl_fd, ctx.status_w, ctx.sync_w, *sources):
+        for fd in (0, 1, 2, ctx.ctl_fd, ctx.status_w, ctx.sync_w, *sources, *_net_fds(ctx)):
             os.close(fd)
         # wait for PID 1 without reaping it, then until the supervisor is done with this run
         # (go pipe closed): until then its pid cannot be reused, so the supervisor's
@@ -192,7 +196,7 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
         if _hup(ctx.go_r):
             os._exit(125)  # the supervisor is gone
         _stdio_to_devnull()
-        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources, *ctx.cgroup_fds))
+        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources, *ctx.cgroup_fds, *_net_fds(ctx)))
         if ctx.cgroup_fds:
             step = "join the sandbox's cgroup"
             for fd, path in zip(ctx.cgroup_fds, ctx.cgroup_procs):
@@ -215,6 +219,10 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
     if ctx.build_template:
         _template_init(ctx, sources)
     init(ctx, sources)
+
+
+def _net_fds(ctx: SpawnContext) -> tuple[int, ...]:
+    return () if ctx.net_fd is None else (ctx.net_fd,)
 
 
 def _stdio_to_devnull() -> None:
@@ -290,16 +298,21 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
         oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        step = "bring up loopback"
+        net.loopback_up()
+        step = "set up the network"  # here, where /proc/self is still this process's (see build_rootfs)
+        net_state = net.inside.setup(ctx.net, ctx.net_fd)
+        step = "build the rootfs"
         if ctx.template_fd is None:
             rootfs.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
         sc.sethostname(ctx.hostname)
-        step = "bring up loopback"
-        net.loopback_up()
         if ctx.template_fd is None:
             step = "pivot_root into the rootfs"
             rootfs.enter_rootfs(ctx.mounts)
         rootfs.enter_workdir(ctx.mounts)
+        step = "set up the network"
+        net.inside.wait_host(net_state)  # the supervisor's part (a veth, pasta), done while the rootfs was built
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "restrict the program"
         _forget_the_caller()
@@ -339,6 +352,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
             _send(ctx, ready=1)
             if ctl.recv(1) != b"G":
                 os._exit(0)  # the supervisor gave up on this run
+        step = "start the network"
+        net.inside.start(net_state)  # a thread of PID 1's, without the capabilities and seccomp filter
         if ctx.seccomp_bpf is not None:
             step = "install the seccomp filter"
             listener = seccomp.install(ctx.seccomp_bpf, ctx.seccomp_listener)

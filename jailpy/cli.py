@@ -55,6 +55,7 @@ def _root(
 
 FS = "Filesystem"
 PROC = "Program"
+NET = "Network"
 OUT = "Limits and report"
 
 
@@ -101,8 +102,22 @@ def exec_(
         help="How sandbox ids map to host ids: range gives each sandbox two ids of your /etc/subuid range "
         "(via newuidmap) no other running sandbox has, so the program owns none of your files; single maps one "
         "id (your own, unless jailpy runs as root); auto picks range when you have one.")] = None,
-    network: Annotated[Optional[str], typer.Option(metavar="none", rich_help_panel=PROC,
-        help="Network access: none (only a private loopback) is the one mode so far.")] = None,
+    network: Annotated[Optional[str], typer.Option(metavar="MODE", rich_help_panel=NET,
+        help="none (default: only a private loopback), user (its own network through pasta or slirp4netns; "
+             "rootless), bridge (a veth on jailpy's bridge; root), or bridge:NAME (a named network: "
+             "jailpy network create).")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(metavar="NAME[:PORT]", rich_help_panel=NET,
+        help="Let the program connect (TCP) to host NAME, e.g. pypi.org:443 or *.example.org (ports 80 and 443 "
+             "when none is given), through jailpy's proxy, with any --network mode. Everything else is refused. "
+             "Repeatable.")] = None,
+    allow_net: Annotated[Optional[list[str]], typer.Option(metavar="CIDR[:PORT]", rich_help_panel=NET,
+        help="Let the program connect to these addresses, e.g. 192.0.2.0/24:5432 (also what lets an allowed "
+             "name resolve to a private or loopback address). Repeatable.")] = None,
+    publish: Annotated[Optional[list[str]], typer.Option(metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]", rich_help_panel=NET,
+        help="Make the sandbox's PORT reachable at HOSTIP:HOSTPORT on this machine (HOSTIP 127.0.0.1 unless given; "
+             "--network user or bridge). Repeatable.")] = None,
+    resolver: Annotated[Optional[str], typer.Option(metavar="IP[:PORT]", rich_help_panel=NET,
+        help="The DNS server jailpy's proxy asks for allowed names (default: this machine's resolver).")] = None,
     wall_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
         help="Kill the whole sandbox after this many seconds of real time (verdict WLE). Default: 3600.")] = None,
     cpu_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
@@ -155,7 +170,8 @@ def exec_(
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
-            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
+            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "allow_host": allow_host,
+            "allow_net": allow_net, "publish": publish, "resolver": resolver,
         }.items() if v is not None}
         for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
             if flag:
@@ -311,6 +327,26 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _network_rows(n: dict | None) -> list[tuple[str, str]]:
+    """The --stats lines of a Result's ``network`` section."""
+    if not n:
+        return []
+    rows = []
+    if n.get("address"):
+        rows.append(("address", n["address"]))
+    rows.append(("connections", f"{n['connections_allowed']} allowed, {n['connections_refused']} refused; "
+                                f"{_size(n['bytes_sent'])} sent, {_size(n['bytes_received'])} received"))
+    if n.get("published_connections"):
+        rows.append(("published", f"{n['published_connections']} connection(s) in through --publish"))
+    refused = [f"{e['target']}" + (f":{e['port']}" if e.get("port") else "") for e in n["refused"]]
+    if refused:
+        rows.append(("refused", clean(", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""))))
+    if n["dns_refused"]:
+        names = n["dns_refused"]
+        rows.append(("names refused", clean(", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))))
+    return rows
+
+
 def _print_stats(r) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -328,6 +364,7 @@ def _print_stats(r) -> None:
         ("stdout", "-" if r.stdout_bytes is None else _size(r.stdout_bytes) + (" (truncated)" if r.stdout_truncated else "")),
         ("stderr", "-" if r.stderr_bytes is None else _size(r.stderr_bytes) + (" (truncated)" if r.stderr_truncated else "")),
     ]
+    rows += _network_rows(r.network)
     if r.blocked_syscall:
         b = r.blocked_syscall
         rows.append(("blocked", f"{b['text']}" + (f" (x{b['count']})" if b.get("count", 1) > 1 else "")))
@@ -403,6 +440,10 @@ def kill(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> 
 from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` defined first
 
 app.add_typer(seccomp_app, name="seccomp")
+
+from .cli_net import network_app  # noqa: E402
+
+app.add_typer(network_app, name="network")
 
 from .cli_audit import audit_command  # noqa: E402
 

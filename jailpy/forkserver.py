@@ -134,6 +134,7 @@ def main(sock_fd: int) -> None:
 
     from . import _syscalls as sc
     from . import caps, child, rootfs
+    from .net import stub  # noqa: F401 - the network stub of PID 1s that run without the host's files
 
     # blocked here and so in every PID 1 cloned from here, until it has its handlers (child.init)
     signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))

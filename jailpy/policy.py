@@ -29,6 +29,10 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NETWORK_RE = re.compile(r"^(none|user|bridge(:[a-z0-9][a-z0-9-]{0,10})?)$")
+NETWORK_TABLE = {"mode": "network", "allow_host": "allow_host", "allow_net": "allow_net", "publish": "publish",
+                 "resolver": "resolver"}
+"""Keys of a policy file's ``[network]`` table and the flat keys they stand for."""
 _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
@@ -167,8 +171,23 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_map: Literal["auto", "single", "range"] = "auto"
     """auto: two ids of a subuid range via newuidmap when the caller has one (as root: of jailpy's
     range), else the caller's own id; single: one id; range: two ids of the range, or an error."""
-    network: Literal["none"] = "none"
-    """none: a new network namespace with only loopback."""
+    network: str = "none"
+    """none: a new network namespace with only loopback; user: user-mode networking (pasta or
+    slirp4netns, rootless); bridge: a veth on jailpy's bridge (root); bridge:NAME: on the named
+    network NAME (``jailpy network create``).  A TOML file may instead hold a ``[network]`` table
+    with ``mode`` (this key), ``allow_host``, ``allow_net``, ``publish`` and ``resolver``."""
+    allow_host: list[str] = []
+    """``NAME[:PORT]`` (``*.example.org`` for any name below it; ports 80 and 443 when none is
+    given) the program may connect to over TCP, through jailpy's proxy; everything else is refused."""
+    allow_net: list[str] = []
+    """``CIDR[:PORT]`` addresses the program may connect to (through the proxy; the port is needed
+    except with bridge); also what lets a name resolve to a private or loopback address."""
+    publish: list[str] = []
+    """``[HOSTIP:]HOSTPORT:PORT[/tcp|udp]``: the host's HOSTIP:HOSTPORT (127.0.0.1 by default)
+    reaches the sandbox's PORT (user and bridge modes)."""
+    resolver: str | None = None
+    """``IP[:PORT]`` of the DNS server jailpy's proxy asks for allowed names; default: the host's
+    resolver (getaddrinfo, /etc/resolv.conf)."""
     wall_time: float | None = None
     """Wall-clock limit in seconds; the whole sandbox is killed when it fires (verdict WLE).
     None: DEFAULT_WALL_TIME applies, and the Result's protections say so."""
@@ -331,6 +350,24 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("seccomp", "expected a policy name, a file, or none")
         if self.seccomp_log and self.seccomp == "none":
             raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
+        if not _NETWORK_RE.match(self.network):
+            raise bad("network", f"expected none, user, bridge or bridge:NAME (NAME: up to 11 of a-z 0-9 -), "
+                                 f"got {self.network!r}")
+        if self.allow_host or self.allow_net or self.publish or self.resolver is not None:
+            from .net import rules
+
+            for key, parse in (("allow_host", rules.parse_host), ("allow_net", rules.parse_net),
+                               ("publish", rules.parse_publish)):
+                for spec in getattr(self, key):
+                    try:
+                        parse(spec)
+                    except rules.RuleError as e:
+                        raise bad(key, str(e)) from None
+            if self.resolver is not None:
+                try:
+                    rules.parse_resolver(self.resolver)
+                except rules.RuleError as e:
+                    raise bad("resolver", str(e)) from None
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):
             raise bad("rootfs", f"must be a directory path, got {self.rootfs!r}")
         return self
@@ -373,7 +410,11 @@ def _key_name(key: str, source: str) -> str:
 
 
 def from_dict(raw: dict, source: str) -> Policy:
-    """Build and validate a Policy from plain data; PolicyError names ``source`` and the key."""
+    """Build and validate a Policy from plain data; PolicyError names ``source`` and the key.
+    A ``network`` table (``[network]`` in TOML: ``mode``, ``allow_host``...) is read as the flat
+    keys it stands for (:data:`NETWORK_TABLE`)."""
+    if isinstance(raw, dict) and isinstance(raw.get("network"), dict):
+        raw = _flatten_network(raw, source)
     try:
         policy = msgspec.convert(raw, Policy, strict=True)
     except msgspec.ValidationError as e:
@@ -390,6 +431,20 @@ def from_dict(raw: dict, source: str) -> Policy:
             msg = f"{key if re.fullmatch(r'[A-Za-z0-9_-]+', key) else repr(key)}: unknown key"
         raise PolicyError(f"{source}: {msg}") from None
     return policy.validate(source)
+
+
+def _flatten_network(raw: dict, source: str) -> dict:
+    table = raw["network"]
+    out = {k: v for k, v in raw.items() if k != "network"}
+    for k, v in table.items():
+        flat = NETWORK_TABLE.get(k) if isinstance(k, str) else None
+        if flat is None:
+            shown = k if isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_-]+", k) else repr(k)
+            raise PolicyError(f"{source}: network.{shown}: unknown key (known: {', '.join(NETWORK_TABLE)})")
+        if flat in out:
+            raise PolicyError(f"{source}: network.{k}: also given as {flat}; give it once")
+        out[flat] = v
+    return out
 
 
 def _is_file(p: Path) -> bool:
@@ -449,6 +504,8 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
     if real in seen:
         raise PolicyError(f"{path}: include loop through {real}")
     data = read_toml(path)
+    if isinstance(data.get("network"), dict):
+        data = _flatten_network(data, str(path))
     includes = data.pop("include", [])  # names from policies/, or paths relative to this file
     if isinstance(includes, str):
         includes = [includes]

@@ -76,6 +76,12 @@ class Result(msgspec.Struct, kw_only=True):
     up to 50, whose setuid/setgid bits it cleared: files of the sandbox's ids), ``cleared_count``,
     ``checked`` (inodes), ``complete`` (False: a bound or an unreadable directory stopped the check,
     see ``detail``).  None without writable binds."""
+    network: dict | None = None
+    """With a network (egress rules, a bridge, user-mode networking): what it did (jailpy.net.proxy):
+    ``connections_allowed``, ``connections_refused``, ``refused`` (up to 50 ``{"target", "port",
+    "reason"}``), ``dns_refused`` (up to 50 names the sandbox's resolver refused), ``allowed`` (up
+    to 50 ``{"target", "port", "address"}``), ``bytes_sent``, ``bytes_received``; and ``address``
+    (bridge, user).  None with ``--network none`` and no rules."""
     protections: dict = {}
     jailpy_version: str = ""
     policy_hash: str = ""

@@ -18,7 +18,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, mounts, registry, rlimits, seccomp, ucounts
+from . import __version__, cgroups, child, idlease, launch, mounts, net, registry, rlimits, seccomp, ucounts
 from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -110,6 +110,7 @@ class Sandbox:
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
         self.mounts = mounts.prepare(pol)
+        self.net = net.prepare(pol)
         for fd in pol.pass_fd:
             try:
                 os.fstat(fd)
@@ -141,9 +142,15 @@ class Sandbox:
         cpuset = len(cgroups.parse_cpulist(pol.cpuset or ""))
         self._limits = Limits(self.wall_time, self.output_limit, pol.cpu_time,
                               min(pol.cpus or math.inf, cpuset or os.cpu_count() or 1))
+        inside = self.net.inside if self.net.inside.stub or self.net.inside.host_setup else None
+        self._net_service = net.service(self.net) if inside else None
+        if self._net_service is not None:  # the network's /etc/hosts, resolv.conf (bridge)
+            self.mounts.binds += [mounts.BindSpec(src, dst, False, False) for src, dst in self._net_service.binds()]
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
-                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids),
-                          reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork)
+                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids,
+                               inside, int(bool(inside and inside.stub))),
+                          reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork,
+                          net=self._net_service)
 
     def _check_state_binds(self) -> None:
         """Refuse (PolicyError) a writable bind that would let the program write jailpy's own state
@@ -169,7 +176,7 @@ class Sandbox:
         if pol.no_cgroup:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
-                                pids=pol.pids + JAILPY_PIDS if pol.pids is not None else None,
+                                pids=pol.pids + JAILPY_PIDS + self.net.jailpy_threads if pol.pids is not None else None,
                                 cpus=pol.cpus, cpuset=pol.cpuset)
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
@@ -190,6 +197,7 @@ class Sandbox:
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
+        env.update(self.net.environment())
         if "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
         for k in self.policy.env_pass:
@@ -212,7 +220,7 @@ class Sandbox:
             "user": self.ids.description,
             "rootfs": self.mounts.description,
             "cwd": self.mounts.cwd_note,
-            "network": "none (loopback only)",
+            "network": self.net.description,
             "capabilities": "none (effective, permitted, inheritable, bounding and ambient empty)",
             "no_new_privs": True,
             "session": "new (setsid)",
@@ -320,7 +328,10 @@ class Sandbox:
             io.close()
             control.setup_pidfd = None
             prep.close()
-        return decide(facts, self._context)
+            network = prep.net.finish() if prep.net is not None else None  # counts; what the host set up goes
+        result = decide(facts, self._context)
+        result.network = network
+        return result
 
     def _hold_ids(self) -> None:
         """The run's host ids: after close(), or in a process forked from the Sandbox's owner, a
@@ -372,6 +383,8 @@ class Sandbox:
         if self._control.active():
             self.kill()  # a run is going (called from another thread): it ends the same way in every mode
         self._pool.release()
+        if self._net_service is not None:
+            self._net_service.close()
         reap_exiting(timeout=0 if wait is False else REAP_WAIT)
         self._lease.release(busy=self._control.active)  # when the run that is going ends, if one is
 

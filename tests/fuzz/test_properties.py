@@ -131,7 +131,7 @@ class _NoSandbox:
 
 _INT_FLAGS = {"pids", "nofile", "uid", "gid"}
 _FLOAT_FLAGS = {"wall_time", "cpu_time", "cpus"}
-_LIST_FLAGS = {"bind", "ro_bind", "tmpfs", "env", "env_pass", "pass_fd"}
+_LIST_FLAGS = {"bind", "ro_bind", "tmpfs", "env", "env_pass", "pass_fd", "allow_host", "allow_net", "publish"}
 _VALUE_FLAGS = sorted(set(FIELD_VALUES) - {"cwd", "no_cgroup", "seccomp_log", "hide"})
 cli_text = st.one_of(
     st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=16),
