@@ -191,7 +191,10 @@ def exec_(
                 print(f"jailpy: warning: {one_line(warning)}", file=sys.stderr)
             forwarder.attach(sandbox)
             try:
-                result = sandbox.run(command)
+                # the report is written as soon as the program is done, output still on its way
+                # to a reader that is slow (or stopped) is written after it (wait_output below)
+                result = sandbox.run(command, wait_output=False)
+                forwarder.finish()
             finally:
                 sandbox.close()  # reap jailpy's helpers and remove the cgroup
         except OSError as e:
@@ -223,6 +226,7 @@ def exec_(
             raise HostError(f"--report: cannot write {report}: {e.strerror} (the program ran and exited "
                             f"{result.exit_code})") from None
     _exit_code = result.exit_code
+    sandbox.wait_output()  # a signal now ends jailpy at once (_Forwarder.finish)
 
 
 def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
@@ -301,11 +305,11 @@ def _print_setid(found: dict | None) -> None:
         return
     if found["cleared_count"]:
         shown = " ".join(found["cleared"][:5]) + (" ..." if found["cleared_count"] > 5 else "")
-        print(f"jailpy: warning: cleared the setuid/setgid bits the program set on {found['cleared_count']} "
-              f"file(s) in writable binds: {shown}", file=sys.stderr)
+        print(one_line(f"jailpy: warning: cleared the setuid/setgid bits the program set on "
+                       f"{found['cleared_count']} file(s) in writable binds: {shown}"), file=sys.stderr)
     if not found["complete"]:
-        print(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
-              f"{found['detail']}", file=sys.stderr)
+        print(one_line(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
+                       f"{found['detail']}"), file=sys.stderr)
 
 
 def _print_seccomp_log(entries: list[dict]) -> None:
@@ -399,10 +403,13 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
     t = Table(box=None)
     for col in ("NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS", "COMMAND"):
         t.add_column(col)
-    for r in rows:
-        t.add_row(r["name"], str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
+    from rich.markup import escape
+    from rich.text import Text
+
+    for r in rows:  # a program's arguments are text, never rich markup ("[/]" broke ps)
+        t.add_row(escape(r["name"]), str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
                   f"{r['cpu_s']:.2f} s" if "cpu_s" in r else "-", _size(r.get("memory_bytes")),
-                  str(r.get("pids", "-")), " ".join(r["command"])[:60])
+                  str(r.get("pids", "-")), Text(one_line(" ".join(r["command"]))[:60]))
     Console(highlight=False).print(t)
 
 
@@ -474,11 +481,63 @@ class _Forwarder:
             self.sandbox.send_signal(signum)
 
     def attach(self, sandbox) -> None:
-        """From now on, signals go to ``sandbox``'s run (held until it begins)."""
+        """From now on, signals go to ``sandbox``'s run (held until it begins), and job control
+        reaches it: the program runs in a session of its own (so it cannot type into your
+        terminal), where Ctrl-Z would not stop it; so jailpy stops it (Sandbox.suspend) when the
+        terminal stops jailpy (SIGTSTP, SIGTTIN, SIGTTOU), and continues it with jailpy
+        (SIGCONT), unless jailpy is then in the background while the program's stdin is the
+        terminal: a background program could read what you type at the shell's prompt."""
+        import signal
+
         sandbox.hold_signals()
         self.sandbox = sandbox
         while self.early:
             sandbox.send_signal(self.early.pop(0))
+        for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(s, self._stop)
+        signal.signal(signal.SIGCONT, self._cont)
+        if _background_at_the_terminal():
+            self._stop(signal.SIGTTIN, None)
+
+    def finish(self) -> None:
+        """The program is done: a signal from now on (Ctrl-C while jailpy's own output waits
+        for a terminal stopped with Ctrl-S, or for a reader that stopped reading) ends jailpy at
+        once with 128+N, as it would end any program writing there; what output was still on its
+        way is dropped.  Job control goes back to the defaults."""
+        import signal
+
+        from .child import FORWARDED
+
+        for s in FORWARDED:
+            signal.signal(s, lambda signum, _frame: os._exit(128 + signum))
+        for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT):
+            signal.signal(s, signal.SIG_DFL)
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        import signal
+
+        self.sandbox.suspend()
+        if signum == signal.SIGTTIN:
+            print("jailpy: stopped: the program's stdin is your terminal and jailpy is in the background, where "
+                  "it could read what you type; 'fg' goes on (or start it with < /dev/null)", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _cont(self, _signum: int, _frame: object) -> None:
+        import signal
+
+        if _background_at_the_terminal():
+            self._stop(signal.SIGTTIN, None)
+        else:
+            self.sandbox.resume()
+
+
+def _background_at_the_terminal() -> bool:
+    """Whether jailpy's stdin is a terminal whose foreground process group is not jailpy's (a
+    job in the background: tcgetpgrp(3))."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
+    except OSError:
+        return False
 
 
 def _fill_std_fds() -> None:

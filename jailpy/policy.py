@@ -255,6 +255,16 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         raw.update({k: v for k, v in changes.items()})
         return from_dict(raw, "command line")
 
+    def checked(self, source: str = "policy") -> "Policy":
+        """This policy with every field's type checked too (a Policy built in Python takes any
+        value: ``Policy(cwd="no")`` would bind the current directory), then :meth:`validate`d.
+        Raises PolicyError naming the key."""
+        try:
+            raw = msgspec.to_builtins(self)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise PolicyError(f"{source}: {e}") from None
+        return from_dict(raw, source)
+
     def validate(self, source: str = "policy") -> "Policy":
         """Check values a type cannot express; raises PolicyError naming ``source`` and the key."""
         def bad(key: str, msg: str) -> PolicyError:
@@ -499,10 +509,22 @@ def read_toml(path: Path, error: type[PolicyError] = PolicyError) -> dict:
         raise error(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+MAX_INCLUDES = 64
+"""Policy files one policy may consist of, and entries one ``include`` list may have."""
+
+
+def _read(path: Path, seen: tuple[Path, ...], memo: dict | None = None) -> dict:
+    """The keys of ``path`` with its includes merged in.  ``seen``: the files on the way here (an
+    include loop is an error); ``memo``: the files read so far for this policy, each read once
+    (a file included from many places, as in a diamond, costs one read)."""
+    memo = {} if memo is None else memo
     real = path.resolve()
     if real in seen:
         raise PolicyError(f"{path}: include loop through {real}")
+    if real in memo:
+        return memo[real]
+    if len(memo) >= MAX_INCLUDES:
+        raise PolicyError(f"{path}: a policy may consist of at most {MAX_INCLUDES} files")
     data = read_toml(path)
     if isinstance(data.get("network"), dict):
         data = _flatten_network(data, str(path))
@@ -511,6 +533,8 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise PolicyError(f"{path}: include: expected a list of policy names or paths")
+    if len(includes) > MAX_INCLUDES:
+        raise PolicyError(f"{path}: include: at most {MAX_INCLUDES} entries, got {len(includes)}")
     merged: dict = {}
     for inc in includes:
         is_path = "/" in inc or inc.endswith(".toml")
@@ -520,8 +544,9 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
             raise PolicyError(f"{path}: include: {e}") from None
         if is_path and not _is_file(target):
             raise PolicyError(f"{path}: include: policy file not found: {target}")
-        merged.update(_read(target, seen + (real,)))
+        merged.update(_read(target, seen + (real,), memo))
     merged.update(data)
+    memo[real] = merged
     return merged
 
 

@@ -105,7 +105,8 @@ class Sandbox:
         if not 0 <= self.prefork <= 8:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._control = RunControl()
-        self.policy = pol = (policy or Policy()).validate()
+        self._sinks: list = []  # the last run's output still on its way (wait_output)
+        self.policy = pol = (policy or Policy()).checked()
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
@@ -246,6 +247,7 @@ class Sandbox:
         stdout: int | None = None,
         stderr: int | None = None,
         capture_output: bool = False,
+        wait_output: bool = True,
     ) -> Result:
         """Run ``argv`` (``argv[0]`` looked up in the sandbox's PATH) and wait for it.
 
@@ -256,6 +258,12 @@ class Sandbox:
         Returns a Result (also for 126/127: see ``Result.error``).  Raises PolicyError for a
         bad argument (a directory as stdin, an empty argv, a name already running) and
         SandboxSetupError when the sandbox could not be built; nothing is left running then.
+
+        With an output limit, output for an fd of yours is written by a thread of jailpy's, which
+        holds at most 1 MiB a stream for a reader that does not keep up (the limits run on
+        whatever the reader does).  ``wait_output``: return only once it is written (the
+        default); False: return as soon as the program is done and the Result known, while what
+        is left is written in the background (:meth:`wait_output` waits for it).
 
         The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
         thread that outlives the run."""
@@ -273,13 +281,24 @@ class Sandbox:
         control.begin()
         try:
             with _fd_limit():
-                result = self._run(list(argv), stdin, stdout, stderr)
+                result = self._run(list(argv), stdin, stdout, stderr, wait_output)
         finally:
             control.end()
             self._lease.after_run()  # clear setuid/setgid bits the run left in writable binds
         return self._lease.note(result)
 
-    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec) -> Result:
+    def wait_output(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (None: until done) for the output of the last run that
+        is still being written to your fds (``run(..., wait_output=False)``); True when all of it
+        is written (or its reader went away)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for sink in self._sinks:
+            if not sink.wait(None if end is None else max(0.0, end - time.monotonic())):
+                return False
+        self._sinks = []
+        return True
+
+    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, wait_output: bool) -> Result:
         io = open_stdio(stdin, stdout, stderr, self.output_limit)
         pool, control = self._pool, self._control
         entry = prep = None
@@ -307,7 +326,7 @@ class Sandbox:
             control.setup_pidfd = prep.pidfd
             pool.fill()
             watch = Watch(prep, control, self._limits, io, t_start, self.ids, pool.userns_fd is None,
-                          self.filter.decide if self.filter else None)
+                          self.filter.decide if self.filter else None, wait_output)
             watch.start()
         except BaseException:
             control.setup_pidfd = None
@@ -322,6 +341,7 @@ class Sandbox:
             raise
         try:
             facts = watch.run()
+            self._sinks = list(watch.sinks.values())
         finally:
             if entry is not None:
                 registry.unregister(entry)
@@ -361,6 +381,16 @@ class Sandbox:
         :meth:`run` begins, for that run: for a caller whose signal handlers exist before the
         run does (the CLI forwards SIGTERM and Ctrl-C this way), so none is lost in between."""
         self._control.hold()
+
+    def suspend(self) -> None:
+        """Stop the running program and everything it started (SIGSTOP to each, through the
+        sandbox's PID 1) and its wall-time clock, until :meth:`resume`: what job control does to
+        a program in a shell (the CLI does it on Ctrl-Z).  No-op when nothing runs."""
+        self._control.suspend()
+
+    def resume(self) -> None:
+        """Continue what :meth:`suspend` stopped (SIGCONT); the wall-time clock runs again."""
+        self._control.resume()
 
     def kill(self) -> None:
         """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them

@@ -180,8 +180,11 @@ class CgroupPlan:
 
     def sweep(self) -> None:
         """Remove ``jailpy-<pid>-<n>`` cgroups under the parent whose supervisor ``pid`` is dead (in
-        this pid namespace) and which hold no process (cgroup.procs empty), with any empty
-        cgroups nested in them.  Nothing else is touched; a busy one is left alone."""
+        this pid namespace), with any cgroups nested in them.  Processes still in one are a dead
+        jailpy's sandbox that outlived it, which happens only when it was frozen (``jailpy pause``:
+        a frozen PID 1 cannot act on its parent-death signal): they are killed first (thawed,
+        with the freezer, so they can die: :meth:`Cgroup.kill`).  Nothing else is touched."""
+        stale: dict[str, list[str]] = {}
         for d in self.parent_dirs:
             try:
                 names = os.listdir(d)
@@ -189,9 +192,16 @@ class CgroupPlan:
                 continue
             for n in names:
                 m = _NAME_RE.match(n)
-                if not m or _alive(int(m.group(1))):
-                    continue
-                _rmtree(os.path.join(d, n))
+                if m and not _alive(int(m.group(1))):
+                    stale.setdefault(n, []).append(os.path.join(d, n))
+        for paths in stale.values():
+            if any(_pids_in(os.path.join(p, "cgroup.procs")) for p in paths):
+                try:
+                    Cgroup.from_paths(paths).kill()
+                except (OSError, HostError):
+                    continue  # left for a later sweep
+            for p in paths:
+                _rmtree(p)
 
     def create(self) -> Cgroup:
         """Make this run's cgroup ``<parent>/jailpy-<pid>-<n>`` in every hierarchy (v1) or once (v2)
