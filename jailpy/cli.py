@@ -133,6 +133,9 @@ def exec_(
         "programs need to compute: for judges), a TOML or OCI JSON file, or none.")] = None,
     seccomp_log: Annotated[bool, typer.Option("--seccomp-log", rich_help_panel=PROC,
         help="Deny nothing, but list every call the seccomp policy would deny (to write a policy).")] = False,
+    allow_nesting: Annotated[bool, typer.Option("--allow-nesting", rich_help_panel=PROC,
+        help="Let the program run a sandbox of its own (a nested jailpy, bwrap, a container): allows its "
+             "namespace and mount calls and 64 user namespaces. Off by default.")] = False,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -157,7 +160,8 @@ def exec_(
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
         }.items() if v is not None}
-        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
+        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log"),
+                          (allow_nesting, "allow_nesting")):
             if flag:
                 changes[key] = key != "cwd"
         if changes:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _syscalls as sc
-from . import ucounts
+from . import nesting, ucounts
 from .errors import PolicyError
 
 if TYPE_CHECKING:
@@ -91,6 +91,12 @@ class MountPlan:
     sysctls: tuple[tuple[str, int], ...] = ()
     """``(name, value)`` written to /proc/sys/user/NAME in the sandbox's fresh proc, before
     /proc/sys goes read-only (:func:`jailpy.ucounts.apply`; from :func:`jailpy.ucounts.plan`)."""
+    nesting: bool = False
+    """``allow_nesting``: a second proc (and sysfs), fully visible and covered by the sandbox's own,
+    so the kernel mounts new ones for a nested sandbox (:func:`jailpy.nesting.mount_covered`)."""
+    proc_hint: str = ""
+    """Why a new proc may be refused here and the setting to change (jailpy.nesting.hint), for the
+    error when it is: set when this mount namespace's /proc is masked."""
 
     def hidden_under(self, path: str) -> str | None:
         """The hidden directory (``hide``) that ``path`` (absolute, inside the sandbox) lies in,
@@ -219,8 +225,14 @@ def prepare(policy: Policy) -> MountPlan:
         b.late = any(_under(b.dst, p) for p in per_run)
     desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
         f", hidden: {' '.join(hide)}" if hide else "")
+    proc_hint = ""
+    if any(p.startswith("/proc/") and "binfmt_misc" not in p for p in points):
+        import errno
+
+        proc_hint = nesting.hint(errno.EPERM, "proc")
     return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
-                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy))
+                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy),
+                     nesting=policy.allow_nesting, proc_hint=proc_hint)
 
 
 def _normal(path: str) -> str:
@@ -446,7 +458,9 @@ def build_rootfs(plan: MountPlan, source_fds: list[int], template: bool = False)
     for d, mode in (("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777)):
         os.mkdir(f"/newroot/{d}", mode)
     if template:
-        _step("mount /proc", sc.mount, "proc", "/newroot/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        if plan.nesting:
+            nesting.mount_covered("/newroot")
+        _mount_proc(plan, "/newroot/proc")
         _sysfs("/newroot", old)
         for dst, _ in plan.tmpfs:  # mount points that no per-run mount will hold
             if not any(_under(dst, p) for p in ("/tmp", "/dev", "/sys")):
@@ -519,7 +533,9 @@ def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, 
     except OSError:
         pass  # no POSIX mqueue support compiled in: nothing to share either
     proc = f"{base}/proc"
-    _step("mount /proc", sc.mount, "proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if plan.nesting and base:  # a template's copy has them from the template
+        nesting.mount_covered(base)
+    _mount_proc(plan, proc)
     ucounts.apply(proc, plan.sysctls)  # while /proc/sys is writable and PID 1 holds its capabilities
     for m in PROC_MASKED:
         _mask(base, f"{proc}/{m}")
@@ -546,6 +562,16 @@ def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, 
         _step(f"tmpfs at {dst}", mk)
     for b, fd in binds:
         _bind_fd(root, b, fd, trees)
+
+
+def _mount_proc(plan: MountPlan, target: str) -> None:
+    """A new proc at ``target`` (of this pid namespace).  Raises OSError; when the kernel refuses
+    it (EPERM: this mount namespace's /proc is masked, mount_too_revealing), naming the setting of
+    the enclosing container or sandbox to change (``plan.proc_hint``)."""
+    try:
+        sc.mount("proc", target, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"mount /proc: {e.strerror}{plan.proc_hint if e.errno == 1 else ''}") from None
 
 
 def _sysfs(base: str, old: int | None) -> None:

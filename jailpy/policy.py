@@ -229,6 +229,11 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seccomp policy: a name (``default``, ``strict``), a TOML or OCI JSON file, or ``none``."""
     seccomp_log: bool = False
     """Permissive mode: nothing is denied; every call the policy would deny is listed in the Result."""
+    allow_nesting: bool = False
+    """Let the program set up a sandbox of its own (a nested jailpy, bubblewrap, a CI job's
+    container): the seccomp filter allows the namespace and mount calls, ``user.max_user_namespaces``
+    is 64 unless ``max_user_namespaces`` says otherwise, and a covered proc lets the kernel mount new
+    ones (jailpy.nesting).  Off by default: it opens kernel code (mounts, namespaces) to the program."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""

@@ -18,7 +18,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, mounts, registry, rlimits, seccomp, ucounts
+from . import __version__, cgroups, child, idlease, launch, mounts, nesting, registry, rlimits, seccomp, ucounts, userns
 from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -122,9 +122,13 @@ class Sandbox:
         self.cgroup_plan = self._cgroup_plan()
         if self.cgroup_plan is not None:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
-        self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
+        self.enclosure = nesting.detect()  # what encloses jailpy itself (a container, a sandbox), if anything
+        self._listener = not self.enclosure.seccomp_filters or nesting.listener_possible()
+        self.filter = None if pol.seccomp == "none" else seccomp.prepare(
+            pol.seccomp, log=pol.seccomp_log, nesting=pol.allow_nesting, notify=self._listener)
         f = self.filter
-        self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
+        self._ids_asked = nesting.program_ids(pol.uid, pol.gid, pol.allow_nesting)
+        self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
@@ -202,6 +206,13 @@ class Sandbox:
             "output_limit": self.output_limit,
             "landlock": None,
             "lsm": None,
+            "nested": nesting.describe(self.enclosure, self._lease.own, userns.setgroups_denied(),
+                                       self.cgroup_plan is not None, self._listener),
+            "nesting": None if not self.policy.allow_nesting else {
+                "user_namespaces": dict(self.mounts.sysctls).get("max_user_namespaces"),
+                "seccomp": "namespace and mount calls allowed (and keyctl to join a new session keyring)",
+                "proc": "a second proc and sysfs, fully visible and covered, let the kernel mount new ones",
+            },
         }
 
     def run(
@@ -297,7 +308,7 @@ class Sandbox:
         if not self._lease.held:
             old = self._lease
             old.release()  # a fork's copy: closes only that
-            self._lease = idlease.take(self.policy.uid, self.policy.gid, self.policy.id_map, old.binds,
+            self._lease = idlease.take(*self._ids_asked, self.policy.id_map, old.binds,
                                        prefer=old.name)
             if self._lease.ids != self.ids:
                 self.ids = self._lease.ids

@@ -97,6 +97,16 @@ def _nosocket() -> bool:
     return any(w.startswith("cgroup.memory=") and "nosocket" in w.partition("=")[2].split(",") for w in words)
 
 
+def readonly_fix(e: OSError) -> str:
+    """For EROFS: the clause naming why (a container that mounts its cgroup filesystem read-only:
+    no cgroup delegation) and the fix; else ""."""
+    if e.errno != errno.EROFS:
+        return ""
+    return ("; the cgroup filesystem is mounted read-only here (a container without cgroup delegation): run jailpy "
+            "with a writable cgroup (Docker/Podman: on cgroup v2 with --cgroupns=private and a delegated cgroup, e.g. "
+            "podman run --systemd=always; Kubernetes does not delegate), or run without limits")
+
+
 def _user() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name

@@ -16,7 +16,7 @@ import re
 
 from ..errors import HostError
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
-from .fs import _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
+from .fs import readonly_fix, _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
 
 TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"
 """Socket buffer memory of the cgroup (memory.rst 2.7.1).  v1 charges socket buffers to no memory
@@ -76,7 +76,7 @@ def prepare(limits: Limits, parent: str | None, v1: dict[str, _Hierarchy],
                     _inherit_cpuset(d)
             except OSError as e:
                 if c in need:
-                    raise HostError(f"cgroup: cannot create {d} (controller {c}, cgroup v1): {e.strerror}") from None
+                    raise HostError(f"cgroup: cannot create {d} (controller {c}, cgroup v1): {e.strerror}{readonly_fix(e)}") from None
                 continue
         if not os.path.isdir(d):
             if c in need:

@@ -18,7 +18,7 @@ import time
 
 from ..errors import HostError
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, WAIT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
-from .fs import _Hierarchy, _host_has_swap, _keyed, _nosocket, _own_cgroups, _pids_in, _read, _user, _write
+from .fs import readonly_fix, _Hierarchy, _host_has_swap, _keyed, _nosocket, _own_cgroups, _pids_in, _read, _user, _write
 
 SUPERVISOR_LEAF = "jailpy-supervisor"
 """Rootless cgroup v2: the leaf this process moves into so its own (delegated) cgroup can have
@@ -69,11 +69,11 @@ def prepare(limits: Limits, parent: str | None, h: _Hierarchy, need: list[str], 
             _enable(h.mount, need2 + want2, need2)
         except OSError as e:
             raise HostError(f"cgroup: cannot enable controllers {' '.join(need2)} in "
-                            f"{h.mount}/cgroup.subtree_control (cgroup v2): {e.strerror}") from None
+                            f"{h.mount}/cgroup.subtree_control (cgroup v2): {e.strerror}{readonly_fix(e)}") from None
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
-            raise HostError(f"cgroup: cannot create {d} (cgroup v2): {e.strerror}") from None
+            raise HostError(f"cgroup: cannot create {d} (cgroup v2): {e.strerror}{readonly_fix(e)}") from None
     else:
         if own_dir is None:
             raise HostError(f"cgroup: this process's cgroup v2 path is not visible under {h.mount}, so the "
