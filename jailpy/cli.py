@@ -115,6 +115,9 @@ def exec_(
         help="CPU bandwidth, in CPUs: 0.5 is half of one CPU.")] = None,
     cpuset: Annotated[Optional[str], typer.Option(metavar="LIST", rich_help_panel=OUT,
         help="Run only on these CPUs, e.g. 0 or 0-1,3.")] = None,
+    cpu_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="CPU priority 1-10000 (default 100): its share of busy CPUs relative to other sandboxes "
+             "(weight 300 gets three times what 100 gets).")] = None,
     output_limit: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
         help="At most SIZE bytes on stdout and on stderr each; more kills the sandbox (verdict OLE).")] = None,
     fsize: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
@@ -157,7 +160,7 @@ def exec_(
             "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
-            "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
+            "pids": pids, "cpus": cpus, "cpuset": cpuset, "cpu_weight": cpu_weight, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
         }.items() if v is not None}
         for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log"),

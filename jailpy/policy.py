@@ -33,7 +33,7 @@ _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
 """Seconds of wall-clock time a run gets when the policy sets no wall_time: nothing runs forever by mistake."""
-CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
+CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time", "cpu_weight")
 """Policy fields enforced by a cgroup."""
 MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
 QUOTA_KEYS = ("max_inotify_instances", "max_inotify_watches", "max_fanotify_groups", "max_fanotify_marks",
@@ -181,6 +181,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu controller quota)."""
     cpuset: str | None = None
     """CPUs the tree may run on, e.g. ``"0"`` or ``"0-1,3"`` (cgroup cpuset controller)."""
+    cpu_weight: int | None = None
+    """CPU priority, 1-10000 (100 is every cgroup's default): the tree's share of CPUs that others
+    want too, relative to the other sandboxes (cgroup v2 cpu.weight; v1 cpu.shares, mapped as
+    runc and crun map them)."""
     cpu_time: float | None = None
     """CPU seconds (user + system) summed over the whole tree, from the cgroup; verdict TLE.
     RLIMIT_CPU is set per process as a backstop."""
@@ -320,6 +324,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("msgqueue", str(e).partition(": ")[2] or str(e)) from None
         if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
             raise bad("cpus", f"must be between 0.01 and 1024 CPUs, got {self.cpus}")
+        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
+            raise bad("cpu_weight", f"must be between 1 and 10000, got {self.cpu_weight}")
         if self.cpuset is not None and not _CPUSET_RE.match(self.cpuset):
             raise bad("cpuset", f"expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
         if self.cpu_time is not None and not 0 < self.cpu_time <= MAX_SECONDS:

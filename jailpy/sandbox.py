@@ -147,7 +147,7 @@ class Sandbox:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
                                 pids=pol.pids + JAILPY_PIDS if pol.pids is not None else None,
-                                cpus=pol.cpus, cpuset=pol.cpuset)
+                                cpus=pol.cpus, cpuset=pol.cpuset, cpu_weight=pol.cpu_weight)
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
         parent = pol.cgroup_parent

@@ -36,7 +36,7 @@ from ..errors import HostError, PolicyError
 from . import v1, v2
 # the interface, re-exported; the private helpers for tests/unit/test_cgroups.py
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, MIN_QUOTA_US, WAIT, Cgroup, CgroupPlan, Limits, Stats  # noqa: F401
-from .base import _fmt_cpus, parse_cpulist  # noqa: F401
+from .base import CPU_WEIGHT_RANGE, LIMIT_KEYS, _fmt_cpus, parse_cpulist, shares_of_weight  # noqa: F401
 from .fs import V1_CONTROLLERS, _hierarchies, _keyed, _own_cgroups, _pids_in, _read, _rmtree, _write, join  # noqa: F401
 from .v2 import SUPERVISOR_LEAF  # noqa: F401
 
@@ -84,7 +84,7 @@ def _needs(limits: Limits, cpu_accounting: bool) -> tuple[list[str], list[str]]:
         need.append("memory")
     if limits.pids is not None:
         need.append("pids")
-    if limits.cpus is not None:
+    if limits.cpus is not None or limits.cpu_weight is not None:
         need.append("cpu")
     if cpu_accounting:
         need.append("cpuacct")

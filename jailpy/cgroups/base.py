@@ -30,6 +30,13 @@ WAIT = 5.0
 _NAME_RE = re.compile(r"^jailpy-(\d+)-(\d+)$")
 _CPULIST_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 _FLAGS = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus", "cpuset": "--cpuset"}
+_FILE_FLAGS = {"cpu.weight": "--cpu-weight", "cpu.shares": "--cpu-weight"}
+"""The flag to name when the kernel refuses a file's value, where it is not the controller's _FLAGS."""
+CPU_WEIGHT_RANGE = (1, 10000)
+"""cgroup v2 cpu.weight: 1-10000, default 100 (cgroup-v2.rst, CPU Interface Files)."""
+
+LIMIT_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_weight")
+"""The fields of :class:`Limits`, in the order the Result's protections.cgroup.limits lists them."""
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -88,17 +95,29 @@ def _quota_us(cpus: float) -> int:
     return max(MIN_QUOTA_US, round(cpus * CFS_PERIOD_US))
 
 
+def shares_of_weight(weight: int) -> int:
+    """cgroup v1 cpu.shares for cgroup v2 cpu.weight ``weight`` (1-10000): the inverse of the
+    conversion runc and crun apply to an OCI ``cpu.shares`` on a v2 host (runc
+    libcontainer/cgroups ConvertCPUSharesToCgroupV2Value, crun's the same:
+    ``weight = 1 + (shares - 2) * 9999 / 262142``, shares 2-262144 onto weights 1-10000), so a
+    weight gives the same share of a contended CPU on v1 as on v2.  Rounded to the nearest integer;
+    1 -> 2, 100 (v2's default) -> 2597, 10000 -> 262144."""
+    return 2 + round((weight - 1) * 262142 / 9999)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the sandbox's cgroup enforces.  ``memory``: bytes for the whole tree, no swap;
     ``pids``: processes + threads at once; ``cpus``: CPU bandwidth in CPUs (0.5 = half a CPU);
-    ``cpuset``: a CPU list like ``"0-1"``.  None = not limited.  Raises PolicyError (naming the
+    ``cpuset``: a CPU list like ``"0-1"``; ``cpu_weight``: its share of contended CPUs relative to
+    its siblings, 1-10000 (v2 cpu.weight; v1 cpu.shares by :func:`shares_of_weight`).  None = not limited.  Raises PolicyError (naming the
     flag) for values that can never be valid."""
 
     memory: int | None = None
     pids: int | None = None
     cpus: float | None = None
     cpuset: str | None = None
+    cpu_weight: int | None = None
 
     def __post_init__(self) -> None:
         if self.memory is not None and (isinstance(self.memory, bool) or not isinstance(self.memory, int)
@@ -111,10 +130,14 @@ class Limits:
             raise PolicyError(f"--cpus: expected a positive number of CPUs, got {self.cpus!r}")
         if self.cpuset is not None and not parse_cpulist(self.cpuset):
             raise PolicyError(f"--cpuset: expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
+        lo, hi = CPU_WEIGHT_RANGE
+        if self.cpu_weight is not None and (isinstance(self.cpu_weight, bool) or not isinstance(self.cpu_weight, int)
+                                            or not lo <= self.cpu_weight <= hi):
+            raise PolicyError(f"--cpu-weight: expected a weight from {lo} to {hi}, got {self.cpu_weight!r}")
 
     def any(self) -> bool:
         """True when at least one limit is set."""
-        return any(v is not None for v in (self.memory, self.pids, self.cpus, self.cpuset))
+        return any(getattr(self, k) is not None for k in LIMIT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -160,7 +183,7 @@ class CgroupPlan:
         self._dirs = dict(dirs)  # v1 controller name -> parent directory (v2: all the same directory)
         self._swap = swap
         ctrls = controllers if controllers is not None else sorted(dirs)
-        lim = {k: getattr(limits, k) for k in ("memory", "pids", "cpus", "cpuset") if getattr(limits, k) is not None}
+        lim = {k: getattr(limits, k) for k in LIMIT_KEYS if getattr(limits, k) is not None}
         self.description: dict = {"version": self.version, "parent": parent, "limits": lim, "controllers": ctrls}
         if swap is not None:
             self.description["swap"] = swap
@@ -243,7 +266,8 @@ class CgroupPlan:
                 _write(p, value)
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY, errno.ENOSPC) and flag_value is not None:
-                    raise PolicyError(f"{_FLAGS[ctrl]} {flag_value}: the kernel refused {value!r} for {p}: "
+                    raise PolicyError(f"{_FILE_FLAGS.get(f, _FLAGS.get(ctrl, ctrl))} {flag_value}: the kernel refused "
+                                      f"{value!r} for {p}: "
                                       f"{e.strerror}") from None
                 raise OSError(e.errno, e.strerror, p) from None
 

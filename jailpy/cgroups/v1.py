@@ -15,7 +15,7 @@ import os
 import re
 
 from ..errors import HostError
-from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
+from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us, shares_of_weight
 from .fs import readonly_fix, _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
 
 TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"
@@ -105,6 +105,8 @@ def prepare(limits: Limits, parent: str | None, v1: dict[str, _Hierarchy],
     if limits.cpuset is not None:
         _check_cpuset(limits.cpuset, dirs["cpuset"], "cpuset.effective_cpus", "cpuset.mems")
     plan = CgroupPlan1(name, limits, dirs, swap)
+    if limits.cpu_weight is not None:
+        plan.description["cpu_shares"] = shares_of_weight(limits.cpu_weight)  # what cpu.shares holds
     if limits.memory is not None:
         plan.description["socket_memory"] = (f"{TCP_LIMIT} = the memory limit: TCP and UDP buffers, counted "
                                              "apart from the memory limit (so up to twice it in all)")
@@ -230,6 +232,8 @@ class CgroupPlan1(CgroupPlan):
         if lim.cpus is not None:
             put("cpu", "cpu.cfs_period_us", CFS_PERIOD_US)
             put("cpu", "cpu.cfs_quota_us", _quota_us(lim.cpus), lim.cpus)
+        if lim.cpu_weight is not None:
+            put("cpu", "cpu.shares", shares_of_weight(lim.cpu_weight), lim.cpu_weight)
         if "cpuset" in dirs:  # both must be set before a process can join (cpusets.rst 1.3)
             up = os.path.dirname(dirs["cpuset"])
             put("cpuset", "cpuset.mems", _read(os.path.join(up, "cpuset.mems")).strip())

@@ -263,5 +263,7 @@ class CgroupPlan2(CgroupPlan):
             put("pids", "pids.max", lim.pids, lim.pids)
         if lim.cpus is not None:
             put("cpu", "cpu.max", f"{_quota_us(lim.cpus)} {CFS_PERIOD_US}", lim.cpus)
+        if lim.cpu_weight is not None:
+            put("cpu", "cpu.weight", lim.cpu_weight, lim.cpu_weight)
         if lim.cpuset is not None:
             put("cpuset", "cpuset.cpus", lim.cpuset, lim.cpuset)

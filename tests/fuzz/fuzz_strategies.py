@@ -127,6 +127,7 @@ FIELD_VALUES = {
     "wall_time": st.one_of(st.none(), floats, big_int),
     "memory": st.one_of(st.none(), sizes),
     "pids": st.one_of(st.none(), big_int),
+    "cpu_weight": st.one_of(st.none(), big_int, st.sampled_from([0, 1, 100, 10000, 10001])),
     "cpus": st.one_of(st.none(), floats, big_int),
     "cpuset": st.one_of(st.none(), st.sampled_from(["0", "0-1", "0-1,3", "1-0", "0,,1", "99999", "a"]), weird_text),
     "cpu_time": st.one_of(st.none(), floats, big_int),
