@@ -147,7 +147,7 @@ class Sandbox:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
                                 pids=pol.pids + JAILPY_PIDS if pol.pids is not None else None,
-                                cpus=pol.cpus, cpuset=pol.cpuset, cpu_weight=pol.cpu_weight)
+                                cpus=pol.cpus, cpuset=pol.cpuset, cpu_weight=pol.cpu_weight, io=self._io_limits())
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
         parent = pol.cgroup_parent
@@ -164,6 +164,18 @@ class Sandbox:
                                 "limit what they use when the program starts, and the Result's peaks do not "
                                 "count them")
         return plan
+
+    def _io_limits(self) -> "cgroups.IoLimits | None":
+        """The disk IO limits, on the disks of the writable binds (jailpy.cgroups.io.devices)."""
+        pol = self.policy
+        if all(getattr(pol, k) is None for k in ("io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops",
+                                                  "io_weight")):
+            return None
+        from .cgroups import io
+
+        size = lambda v: parse_size(v) if v is not None else None  # noqa: E731
+        return io.IoLimits(io.devices([b.src for b in self.mounts.binds if b.rw]), size(pol.io_read_bps),
+                           size(pol.io_write_bps), pol.io_read_iops, pol.io_write_iops, pol.io_weight)
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}

@@ -39,6 +39,7 @@ from .base import CFS_PERIOD_US, DEFAULT_PARENT, MIN_QUOTA_US, WAIT, Cgroup, Cgr
 from .base import CPU_WEIGHT_RANGE, LIMIT_KEYS, _fmt_cpus, parse_cpulist, shares_of_weight  # noqa: F401
 from .fs import V1_CONTROLLERS, _hierarchies, _keyed, _own_cgroups, _pids_in, _read, _rmtree, _write, join  # noqa: F401
 from .v2 import SUPERVISOR_LEAF  # noqa: F401
+from .io import IoLimits  # noqa: F401
 
 
 def _check_parent_path(parent: str) -> str:
@@ -90,7 +91,9 @@ def _needs(limits: Limits, cpu_accounting: bool) -> tuple[list[str], list[str]]:
         need.append("cpuacct")
     if limits.cpuset is not None:
         need.append("cpuset")
-    want = [c for c in ("memory", "pids", "cpuacct", "freezer") if c not in need]
+    if limits.io is not None and limits.io.any():
+        need.append("blkio")
+    want = [c for c in ("memory", "pids", "cpuacct", "freezer", "blkio") if c not in need]
     return need, want
 
 
@@ -124,4 +127,4 @@ def _prepare(limits: Limits, parent: str | None, cpu_accounting: bool) -> Cgroup
     return v1.prepare(limits, parent, by_ctrl, need, want)
 
 
-__all__ = ["Limits", "Stats", "CgroupPlan", "Cgroup", "prepare", "join", "parse_cpulist"]
+__all__ = ["Limits", "IoLimits", "Stats", "CgroupPlan", "Cgroup", "prepare", "join", "parse_cpulist"]

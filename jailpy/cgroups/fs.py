@@ -12,7 +12,7 @@ import pwd
 import re
 from dataclasses import dataclass
 
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "blkio")
 """The v1 controllers jailpy uses (cgroups(7)); cpu and cpuacct may share one "cpu,cpuacct" mount."""
 
 

@@ -15,6 +15,7 @@ import os
 import re
 
 from ..errors import HostError
+from . import io
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us, shares_of_weight
 from .fs import readonly_fix, _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
 
@@ -104,7 +105,14 @@ def prepare(limits: Limits, parent: str | None, v1: dict[str, _Hierarchy],
                         f"use a kernel with CONFIG_MEMCG_V1 and kernel memory accounting, or cgroup v2")
     if limits.cpuset is not None:
         _check_cpuset(limits.cpuset, dirs["cpuset"], "cpuset.effective_cpus", "cpuset.mems")
+    if limits.io is not None and limits.io.weight is not None:
+        io.check_weight(limits.io.devices, os.path.exists(os.path.join(dirs["blkio"], "blkio.bfq.weight")),
+                        dirs["blkio"])
     plan = CgroupPlan1(name, limits, dirs, swap)
+    if limits.io is not None and limits.io.any():
+        plan.description["io"] = ("blkio.throttle.*_device per disk: holds direct and synchronous IO (O_DIRECT, "
+                                  "O_SYNC, fsync); buffered writes are neither throttled nor counted (cgroup v1 "
+                                  "has no writeback attribution)")
     if limits.cpu_weight is not None:
         plan.description["cpu_shares"] = shares_of_weight(limits.cpu_weight)  # what cpu.shares holds
     if limits.memory is not None:
@@ -131,7 +139,17 @@ class Cgroup1(Cgroup):
     _CPU_UNIT = 1e9  # cpuacct.usage: nanoseconds
     _MEMORY_CURRENT = "memory.usage_in_bytes"
     _PROBE = {"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us",
-              "cpuacct": "cpuacct.usage", "cpuset": "cpuset.cpus", "freezer": "freezer.state"}
+              "cpuacct": "cpuacct.usage", "cpuset": "cpuset.cpus", "freezer": "freezer.state",
+              "blkio": "blkio.throttle.io_service_bytes"}
+
+    def _io_raw(self) -> tuple[int, int] | None:
+        d = self._dirs.get("blkio")
+        if d is None:
+            return None
+        try:
+            return io.v1_bytes(_read(os.path.join(d, "blkio.throttle.io_service_bytes_recursive")))
+        except OSError:
+            return None
 
     def _cpu_raw(self) -> tuple[int, int, int] | None:
         d = self._dirs.get("cpuacct")
@@ -234,6 +252,12 @@ class CgroupPlan1(CgroupPlan):
             put("cpu", "cpu.cfs_quota_us", _quota_us(lim.cpus), lim.cpus)
         if lim.cpu_weight is not None:
             put("cpu", "cpu.shares", shares_of_weight(lim.cpu_weight), lim.cpu_weight)
+        if lim.io is not None:
+            for dev in lim.io.devices:
+                for _, f, v in lim.io.throttles():
+                    put("blkio", f, f"{dev} {v}", v)
+            if lim.io.weight is not None:
+                put("blkio", "blkio.bfq.weight", lim.io.weight, lim.io.weight)
         if "cpuset" in dirs:  # both must be set before a process can join (cpusets.rst 1.3)
             up = os.path.dirname(dirs["cpuset"])
             put("cpuset", "cpuset.mems", _read(os.path.join(up, "cpuset.mems")).strip())

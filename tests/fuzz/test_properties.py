@@ -129,7 +129,7 @@ class _NoSandbox:
         raise _Captured(policy)
 
 
-_INT_FLAGS = {"pids", "nofile", "uid", "gid", "cpu_weight"}
+_INT_FLAGS = {"pids", "nofile", "uid", "gid", "cpu_weight", "io_weight", "io_read_iops", "io_write_iops"}
 _FLOAT_FLAGS = {"wall_time", "cpu_time", "cpus"}
 _LIST_FLAGS = {"bind", "ro_bind", "tmpfs", "env", "env_pass", "pass_fd"}
 _VALUE_FLAGS = sorted(set(FIELD_VALUES) - {"cwd", "no_cgroup", "seccomp_log", "allow_nesting", "hide"})
