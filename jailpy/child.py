@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 
 from . import _syscalls as sc
-from . import caps, cgroups, launch, mounts, net, seccomp, userns
+from . import caps, cgroups, launch, mounts, net, rootfs, seccomp, userns
 
 KILL_ALL = signal.SIGRTMIN + 2
 """Sent by the supervisor to PID 1 to end the run (a time limit, Sandbox.kill): PID 1 SIGKILLs
@@ -79,7 +79,7 @@ class SpawnContext:
     template_fd: int | None = None
     """A rootfs template's mount namespace (see ``build_template``): the set-up process joins it
     before it unshares, so the run's mount namespace starts as a copy of the template's and PID 1
-    adds only what every run gets afresh (mounts.refresh_rootfs).  Needs ``userns_fd``."""
+    adds only what every run gets afresh (rootfs.refresh_rootfs).  Needs ``userns_fd``."""
     cgroup_fds: tuple[int, ...] = ()
     """The same cgroup.procs files, opened by the supervisor (for PID 1 cloned by the fork server,
     whose mount namespace is already the rootfs template's, without the host's /sys)."""
@@ -88,7 +88,7 @@ class SpawnContext:
     its clones inherit it: capabilities(7)), so PID 1 need not drop it again."""
     build_template: bool = False
     """This process tree builds a rootfs template instead of running a program: PID 1 builds it
-    (mounts.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
+    (rootfs.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
     over ``ctl_fd``."""
 
 
@@ -132,7 +132,7 @@ def setup(ctx: SpawnContext) -> None:
                 if any(b.late for b in ctx.mounts.binds):
                     step = "open the bind sources"
                     sc.unshare(sc.CLONE_NEWNS)  # the host's files, in a mount namespace this user namespace owns
-                    sources = mounts.clone_late_sources(ctx.mounts, mounts.open_sources(ctx.mounts, "late"))
+                    sources = rootfs.clone_late_sources(ctx.mounts, rootfs.open_sources(ctx.mounts, "late"))
                 else:
                     sources = []
                 step = "join the rootfs template"
@@ -151,7 +151,7 @@ def setup(ctx: SpawnContext) -> None:
                 os._exit(125)  # the supervisor refused (it reports why) or died
         if sources is None:
             step = "open the bind sources"
-            sources = mounts.open_sources(ctx.mounts, "early" if ctx.build_template else "all")
+            sources = rootfs.open_sources(ctx.mounts, "early" if ctx.build_template else "all")
         step = "switch to the sandbox ids"
         userns.become(ctx.ids)
         # a change of credentials clears the parent-death signal (prctl(2) PR_SET_PDEATHSIG): set it again
@@ -185,7 +185,7 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
     and ipc namespaces, from inside the sandbox's user namespace and, for a run, a copy of the
     rootfs template's mount namespace): what the set-up process does for a forked sandbox,
     then :func:`init` (or, with ``ctx.build_template``, the template's build).  ``sources``:
-    the late binds' detached mounts (mounts.clone_late_sources), made by the fork server.
+    the late binds' detached mounts (rootfs.clone_late_sources), made by the fork server.
     Never returns."""
     step = "set-up"
     try:
@@ -209,7 +209,7 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
             sc.unshare(sc.CLONE_NEWCGROUP)  # rooted at the cgroup just joined
         else:
             step = "open the bind sources"
-            sources = mounts.open_sources(ctx.mounts, "early")
+            sources = rootfs.open_sources(ctx.mounts, "early")
         step = "switch to the sandbox ids"
         userns.become(ctx.ids)
     except BaseException as e:  # noqa: BLE001 - must never return into the fork server
@@ -289,20 +289,20 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         # (in a template's copy, /proc is the run's own only once refresh_rootfs mounted it)
         step = "build the rootfs"
         if ctx.template_fd is not None:
-            mounts.refresh_rootfs(ctx.mounts, sources)
+            rootfs.refresh_rootfs(ctx.mounts, sources)
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
         oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         if ctx.template_fd is None:
-            mounts.build_rootfs(ctx.mounts, sources)
+            rootfs.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
         sc.sethostname(ctx.hostname)
         step = "bring up loopback"
         net.loopback_up()
         if ctx.template_fd is None:
             step = "pivot_root into the rootfs"
-            mounts.enter_rootfs(ctx.mounts)
-        mounts.enter_workdir(ctx.mounts)
+            rootfs.enter_rootfs(ctx.mounts)
+        rootfs.enter_workdir(ctx.mounts)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "restrict the program"
         _forget_the_caller()
@@ -409,8 +409,8 @@ def _template_init(ctx: SpawnContext, sources: list[int]) -> None:
     step = "build the rootfs template"
     try:
         _die_with_parent(lambda: not _hup(ctx.go_r))
-        mounts.build_rootfs(ctx.mounts, sources, template=True)
-        mounts.enter_rootfs(ctx.mounts)
+        rootfs.build_rootfs(ctx.mounts, sources, template=True)
+        rootfs.enter_rootfs(ctx.mounts)
         fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         socket.send_fds(socket.socket(fileno=ctx.ctl_fd), [b"T"], [fd])
         os._exit(0)

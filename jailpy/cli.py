@@ -190,6 +190,8 @@ def exec_(
     try:
         try:
             sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
+            for warning in sandbox.warnings:
+                print(f"jailpy: warning: {one_line(warning)}", file=sys.stderr)
             forwarder.attach(sandbox)
             try:
                 result = sandbox.run(command)
@@ -215,11 +217,11 @@ def exec_(
     if stats:
         _print_stats(result)
     if report == "-":
-        sys.stderr.buffer.write(_result_json(result) + b"\n")
+        sys.stderr.buffer.write(result.to_json() + b"\n")
         sys.stderr.flush()
     elif report_file is not None:
         try:
-            report_file.commit(_result_json(result) + b"\n")
+            report_file.commit(result.to_json() + b"\n")
         except OSError as e:
             raise HostError(f"--report: cannot write {report}: {e.strerror} (the program ran and exited "
                             f"{result.exit_code})") from None
@@ -274,34 +276,14 @@ def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
     return f
 
 
-def _result_json(result) -> bytes:
-    """Result.to_json(), with non-UTF-8 bytes in its strings (a path, the working directory)
-    written as ``\\xNN`` (see jailpy.cli_text) instead of failing."""
-    try:
-        return result.to_json()
-    except UnicodeEncodeError:
-        import msgspec
-
-        d = msgspec.to_builtins(result)
-        d.pop("stdout", None)
-        d.pop("stderr", None)
-        return msgspec.json.format(msgspec.json.encode(clean(d)), indent=2)
-
-
-def _err_text(e: BaseException) -> str:
-    """An error's one-line message, with non-UTF-8 bytes as ``\\xNN`` (JailpyError's own str()
-    shows them as surrogate escapes)."""
-    return one_line(Exception.__str__(e))
-
-
 def _write_xx(report: str, err: Exception, policy_hash: str | None, f=None) -> None:
     """Write a Result with verdict XX (jailpy failed) to ``report`` (a path, or - for stderr),
     through ``f`` (the run's AtomicFile) or a new AtomicFile: never written through a link."""
     from . import __version__, hostfiles
     from .result import Result, Verdict
 
-    data = _result_json(Result(verdict=Verdict.XX, exit_code=125, error=_err_text(err), jailpy_version=__version__,
-                               policy_hash=policy_hash or "")) + b"\n"
+    data = Result(verdict=Verdict.XX, exit_code=125, error=str(err), jailpy_version=__version__,
+                  policy_hash=policy_hash or "").to_json() + b"\n"
     if report == "-":
         sys.stderr.buffer.write(data)
         sys.stderr.flush()
@@ -521,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         which = _exec_app if args[:1] == ["exec"] else app
         rv = which(args=args, prog_name="jailpy", standalone_mode=False)
     except JailpyError as e:
-        print(f"jailpy: error: {_err_text(e)}", file=sys.stderr)
+        print(f"jailpy: error: {e}", file=sys.stderr)
         return e.exit_code
     except click.exceptions.Abort:
         print("jailpy: aborted", file=sys.stderr)

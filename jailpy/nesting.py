@@ -23,7 +23,7 @@ jailpy does not weaken itself to fit: what it cannot do, it refuses with the set
 Result's ``protections.nested`` lists (:func:`describe`).  Host side only.
 
 A jailpy sandbox with ``allow_nesting`` gives its program what a nested jailpy needs (the
-sandbox side is in :mod:`jailpy.mounts`, :mod:`jailpy.seccomp.nesting`, :mod:`jailpy.ucounts`):
+sandbox side is in :mod:`jailpy.rootfs`, :mod:`jailpy.seccomp.nesting`, :mod:`jailpy.ucounts`):
 its seccomp filter allows the namespace and mount calls, ``user.max_user_namespaces`` is
 ``NESTED_USER_NAMESPACES`` unless the policy sets another, and below the sandbox's /proc lies a
 second, fully visible proc, covered (unreachable), which lets the kernel mount new ones.
@@ -286,7 +286,7 @@ def describe(enc: Enclosure, ids_single: bool, setgroups_denied: bool, cgroup_us
 
 
 def mount_covered(base: str) -> None:
-    """SANDBOX SIDE, ``allow_nesting`` (jailpy.mounts): a proc and a sysfs at ``base``/proc/HIDDEN_PROC and ``base``/sys/HIDDEN_PROC,
+    """SANDBOX SIDE, ``allow_nesting`` (jailpy.rootfs): a proc and a sysfs at ``base``/proc/HIDDEN_PROC and ``base``/sys/HIDDEN_PROC,
     directories of the new root's tmpfs that the sandbox's own /proc and /sys are then mounted over.
     The kernel mounts a new proc (sysfs) in a user namespace only where one is already *fully
     visible* in the mount namespace (fs/namespace.c mount_too_revealing, mnt_already_visible: no

@@ -95,6 +95,7 @@ class Prepared:
                  sources: tuple, cgroup: "cgroups.Cgroup | None", pidfd: int | None = None) -> None:
         self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
         self.sources = sources  # (st_dev, st_ino) of each bind source when this sandbox was built
+        self.ahead = False  # built before its run (prefork), not for it
         self.cgroup = cgroup  # the sandbox's own cgroup, removed once its processes are gone
         self.own = pidfd is None
         self.is_pid1 = not self.own  # the fork server starts the sandbox's PID 1 itself (no set-up process)
@@ -279,7 +280,9 @@ class Pool:
     def fill(self) -> None:
         """Build sandboxes ahead until ``prefork`` wait (none with pass_fds)."""
         while not self.spec.pass_fds and len(self._ready) < self.prefork:
-            self._ready.append(self.prepare())  # built while this run runs, on the cores it leaves free
+            prep = self.prepare()  # built while this run runs, on the cores it leaves free
+            prep.ahead = True
+            self._ready.append(prep)
 
     def prepare(self, build_template: bool = False) -> Prepared:
         """Start the set-up process; it builds the sandbox and then waits for the program (with

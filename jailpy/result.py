@@ -92,4 +92,9 @@ class Result(msgspec.Struct, kw_only=True):
         d = msgspec.to_builtins(self)
         d.pop("stdout", None)
         d.pop("stderr", None)
-        return msgspec.json.format(msgspec.json.encode(d), indent=2)
+        try:
+            return msgspec.json.format(msgspec.json.encode(d), indent=2)
+        except UnicodeEncodeError:  # a path or argument that is not UTF-8: its bytes as \xNN
+            from .text import clean
+
+            return msgspec.json.format(msgspec.json.encode(clean(d)), indent=2)

@@ -42,6 +42,10 @@ class _fd_limit:
     def __exit__(self, kind, err, tb) -> bool:
         if isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE):
             raise HostError(fd_exhausted(err)) from None
+        emfile = os.strerror(errno.EMFILE)
+        if isinstance(err, JailpyError) and emfile in str(err) and "ulimit" not in str(err):
+            # a step that reported its own EMFILE (the sandbox's set-up, an id map): say which limit
+            raise type(err)(f"{err} ({fd_exhausted(OSError(errno.EMFILE, emfile))})") from None
         return False
 
 
@@ -130,6 +134,10 @@ class Sandbox:
         self._ids_asked = nesting.program_ids(pol.uid, pol.gid, pol.allow_nesting)
         self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
+        self._check_state_binds()
+        self.warnings = mounts.unwritable_binds(self.mounts, self.ids)
+        """What will not work as the policy seems to expect (one line each, with the fix): the CLI
+        prints them before the run."""
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
                                 cpu_time=pol.cpu_time)
@@ -140,6 +148,25 @@ class Sandbox:
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
                                f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids),
                           reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork)
+
+    def _check_state_binds(self) -> None:
+        """Refuse (PolicyError) a writable bind that would let the program write jailpy's own state
+        in the caller's name: the seccomp cache (compiled filters later runs load), the id leases
+        and the registry of named sandboxes.  Only a program running as the caller's own uid can
+        (``--id-map single`` without a subuid range): the directories are 0700 and the caller's."""
+        prog = mounts._host_id(self.ids.uid_map, self.ids.uid)
+        binds = [b.src for b in self.mounts.binds if b.rw]
+        if prog != os.getuid() or not binds:
+            return
+        base, parts = registry._location()
+        state = [str(seccomp.cache_dir()), idlease.lease_dir(), os.path.join(base, *parts)]
+        for src in binds:
+            for d in state:
+                d = os.path.realpath(d)
+                if mounts._under(d, src) or mounts._under(src, d):
+                    raise PolicyError(f"--bind {src}: the program runs as you and would be able to write {d}, "
+                                      f"jailpy's own state (seccomp cache, id leases, registry) that later runs "
+                                      f"trust; bind a directory outside it, or use a subuid range (--id-map range)")
 
     def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
         pol = self.policy
@@ -282,10 +309,15 @@ class Sandbox:
             t_start = time.monotonic()
             try:
                 launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
-            except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
-                pool.discard(prep)
-                prep = pool.prepare()
-                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+            except (BrokenPipeError, ConnectionResetError):
+                if prep.ahead:  # a sandbox built before this run died meanwhile: build a new one
+                    pool.discard(prep)
+                    prep = pool.prepare()
+                    try:
+                        launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # its set-up failed already: the watch reads why from its status pipe
+                # else its set-up failed already: the watch reads why (verdict: SandboxSetupError)
             io.close_sent()
             control.setup_pidfd = prep.pidfd
             pool.fill()

@@ -12,7 +12,7 @@ message queue bytes are counted the same way but bounded by rlimits: :mod:`jailp
 
 Host side: :func:`plan` turns the policy into ``(name, value)`` pairs for the sysctls this kernel
 has; :func:`describe` for Result.protections.  Child side: :func:`apply`, called by the sandbox's
-PID 1 in its fresh /proc (mounts._per_run) before /proc/sys is made read-only: writing needs
+PID 1 in its fresh /proc (rootfs._per_run) before /proc/sys is made read-only: writing needs
 CAP_SYS_RESOURCE in the namespace that owns the sysctl set (kernel/ucount.c set_permissions),
 which PID 1 has until it drops its capabilities, and the program never has; the values apply to
 the namespace PID 1 is in, whichever path made it (a fresh user namespace per run, or one shared

@@ -40,7 +40,7 @@ import shutil
 from dataclasses import dataclass
 
 from . import _syscalls as sc
-from .errors import HostError, PolicyError
+from .errors import HostError, PolicyError, fd_exhausted
 
 NOBODY = 65534
 SLOT_IDS = 2
@@ -380,6 +380,8 @@ def write_maps(plan: IdPlan, pid: int) -> None:
         with open(f"/proc/{pid}/gid_map", "w") as f:
             f.write(fmt(plan.gid_map))
     except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise HostError(f"cannot write the user namespace id map: {fd_exhausted(e)}") from None
         raise HostError(f"cannot write the user namespace id map of pid {pid}: {e.strerror}") from None
 
 

@@ -79,6 +79,8 @@ def _private(st: os.stat_result) -> bool:
 def _read_private(path: Path, limit: int = 1 << 20) -> bytes | None:
     """The file's bytes if it and its directory belong to this user and nobody else may write
     them, else None."""
+    if not _private_cache_dir(create=False):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -94,11 +96,27 @@ def _read_private(path: Path, limit: int = 1 << 20) -> bytes | None:
         os.close(fd)
 
 
+def _private_cache_dir(create: bool) -> bool:
+    """Whether cache_dir() is a real directory of the caller's that no one else may write, made
+    (0700) with ``create``: every part below ``~/.cache`` is checked without following a
+    symlink (jailpy.hostfiles.private_dir), so a link planted there cannot redirect the cache."""
+    from ..hostfiles import private_dir
+
+    d = cache_dir()
+    try:
+        if create:
+            os.makedirs(d.parent.parent, mode=0o700, exist_ok=True)  # ~/.cache itself, when a new user has none
+        return private_dir(str(d.parent.parent), (d.parent.name, d.name), create=create) is not None
+    except OSError:
+        return False
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write atomically (temporary file, rename), 0600 in a 0700 directory; failures are ignored
     (the next run compiles again)."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private_cache_dir(create=True):
+            return
         import tempfile  # only when the cache is written: not on the start-up path
 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
