@@ -364,9 +364,19 @@ class Cgroup:
         """(peak memory in bytes, OOM kills) with the memory controller in use."""
         raise NotImplementedError
 
+    _IO_STAT: tuple = ("", None)
+    """The backend's IO accounting file and its parser (jailpy.cgroups.io.v1_bytes / v2_bytes)."""
+
     def _io_raw(self) -> tuple[int, int] | None:
         """(read, write) bytes of the tree's disk IO so far; None without the io/blkio controller."""
-        raise NotImplementedError
+        d = self._dirs.get("blkio")
+        if d is None:
+            return None
+        name, parse = self._IO_STAT
+        try:
+            return parse(_read(os.path.join(d, name)))
+        except OSError:
+            return None
 
     def _set_memory_limit(self, value: int) -> None:
         """Write ``value`` bytes as the memory limit (see raise_memory_limit())."""

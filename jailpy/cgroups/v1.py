@@ -142,14 +142,7 @@ class Cgroup1(Cgroup):
               "cpuacct": "cpuacct.usage", "cpuset": "cpuset.cpus", "freezer": "freezer.state",
               "blkio": "blkio.throttle.io_service_bytes"}
 
-    def _io_raw(self) -> tuple[int, int] | None:
-        d = self._dirs.get("blkio")
-        if d is None:
-            return None
-        try:
-            return io.v1_bytes(_read(os.path.join(d, "blkio.throttle.io_service_bytes_recursive")))
-        except OSError:
-            return None
+    _IO_STAT = ("blkio.throttle.io_service_bytes_recursive", io.v1_bytes)
 
     def _cpu_raw(self) -> tuple[int, int, int] | None:
         d = self._dirs.get("cpuacct")

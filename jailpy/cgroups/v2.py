@@ -190,14 +190,7 @@ class Cgroup2(Cgroup):
     _PROBE = {"memory": "memory.max", "pids": "pids.max", "cpu": "cpu.max", "cpuset": "cpuset.cpus",
               "cpuacct": "cpu.stat", "freezer": "cgroup.freeze", "blkio": "io.stat"}
 
-    def _io_raw(self) -> tuple[int, int] | None:
-        d = self._dirs.get("blkio")
-        if d is None:
-            return None
-        try:
-            return io.v2_bytes(_read(os.path.join(d, "io.stat")))
-        except OSError:
-            return None
+    _IO_STAT = ("io.stat", io.v2_bytes)
 
     def _cpu_raw(self) -> tuple[int, int, int] | None:
         p = os.path.join(self.paths[0], "cpu.stat")
