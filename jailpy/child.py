@@ -154,6 +154,9 @@ def setup(ctx: SpawnContext) -> None:
             sc.unshare(flags)  # with CLONE_NEWNS: a copy of the mount namespace joined above
         except OSError as e:
             raise OSError(e.errno, userns.unshare_hint(e) if step == "unshare the namespaces" else e.strerror) from None
+        if ctx.userns_fd is None and ctx.ids.self_write:
+            step = "write the id maps"
+            userns.write_own_maps(ctx.ids)
         if ctx.userns_fd is None:
             os.write(ctx.sync_w, b"u")
             if os.read(ctx.go_r, 1) != b"g":

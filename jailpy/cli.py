@@ -130,6 +130,19 @@ def exec_(
         help="CPU bandwidth, in CPUs: 0.5 is half of one CPU.")] = None,
     cpuset: Annotated[Optional[str], typer.Option(metavar="LIST", rich_help_panel=OUT,
         help="Run only on these CPUs, e.g. 0 or 0-1,3.")] = None,
+    cpu_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="CPU priority 1-10000 (default 100): its share of busy CPUs relative to other sandboxes "
+             "(weight 300 gets three times what 100 gets).")] = None,
+    io_read_bps: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Disk reads per second (e.g. 10M) on the disks of the paths it can write (--bind).")] = None,
+    io_write_bps: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Disk writes per second on those disks (direct and synchronous writes; see README).")] = None,
+    io_read_iops: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk read operations per second on those disks.")] = None,
+    io_write_iops: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk write operations per second on those disks.")] = None,
+    io_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk IO priority 1-10000 (needs the BFQ scheduler or blk-iocost).")] = None,
     output_limit: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
         help="At most SIZE bytes on stdout and on stderr each; more kills the sandbox (verdict OLE).")] = None,
     fsize: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
@@ -148,6 +161,9 @@ def exec_(
         "programs need to compute: for judges), a TOML or OCI JSON file, or none.")] = None,
     seccomp_log: Annotated[bool, typer.Option("--seccomp-log", rich_help_panel=PROC,
         help="Deny nothing, but list every call the seccomp policy would deny (to write a policy).")] = False,
+    allow_nesting: Annotated[bool, typer.Option("--allow-nesting", rich_help_panel=PROC,
+        help="Let the program run a sandbox of its own (a nested jailpy, bwrap, a container): allows its "
+             "namespace and mount calls and 64 user namespaces. Off by default.")] = False,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -169,11 +185,14 @@ def exec_(
             "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
-            "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
+            "pids": pids, "cpus": cpus, "cpuset": cpuset, "cpu_weight": cpu_weight,
+            "io_read_bps": io_read_bps, "io_write_bps": io_write_bps, "io_read_iops": io_read_iops,
+            "io_write_iops": io_write_iops, "io_weight": io_weight, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "allow_host": allow_host,
             "allow_net": allow_net, "publish": publish, "resolver": resolver,
         }.items() if v is not None}
-        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
+        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log"),
+                          (allow_nesting, "allow_nesting")):
             if flag:
                 changes[key] = key != "cwd"
         if changes:

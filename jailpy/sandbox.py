@@ -18,7 +18,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, mounts, net, registry, rlimits, seccomp, ucounts
+from . import __version__, cgroups, child, idlease, launch, mounts, nesting, net, registry, rlimits, seccomp, ucounts, userns
 from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -128,9 +128,13 @@ class Sandbox:
         self.cgroup_plan = self._cgroup_plan()
         if self.cgroup_plan is not None:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
-        self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
+        self.enclosure = nesting.detect()  # what encloses jailpy itself (a container, a sandbox), if anything
+        self._listener = not self.enclosure.seccomp_filters or nesting.listener_possible()
+        self.filter = None if pol.seccomp == "none" else seccomp.prepare(
+            pol.seccomp, log=pol.seccomp_log, nesting=pol.allow_nesting, notify=self._listener)
         f = self.filter
-        self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
+        self._ids_asked = nesting.program_ids(pol.uid, pol.gid, pol.allow_nesting)
+        self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
         self._check_state_binds()
         self.warnings = mounts.unwritable_binds(self.mounts, self.ids)
@@ -178,7 +182,7 @@ class Sandbox:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
                                 pids=pol.pids + JAILPY_PIDS + self.net.jailpy_threads if pol.pids is not None else None,
-                                cpus=pol.cpus, cpuset=pol.cpuset)
+                                cpus=pol.cpus, cpuset=pol.cpuset, cpu_weight=pol.cpu_weight, io=self._io_limits())
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
         parent = pol.cgroup_parent
@@ -195,6 +199,18 @@ class Sandbox:
                                 "limit what they use when the program starts, and the Result's peaks do not "
                                 "count them")
         return plan
+
+    def _io_limits(self) -> "cgroups.IoLimits | None":
+        """The disk IO limits, on the disks of the writable binds (jailpy.cgroups.io.devices)."""
+        pol = self.policy
+        if all(getattr(pol, k) is None for k in ("io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops",
+                                                  "io_weight")):
+            return None
+        from .cgroups import io
+
+        size = lambda v: parse_size(v) if v is not None else None  # noqa: E731
+        return io.IoLimits(io.devices([b.src for b in self.mounts.binds if b.rw]), size(pol.io_read_bps),
+                           size(pol.io_write_bps), pol.io_read_iops, pol.io_write_iops, pol.io_weight)
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
@@ -238,6 +254,13 @@ class Sandbox:
             "output_limit": self.output_limit,
             "landlock": None,
             "lsm": None,
+            "nested": nesting.describe(self.enclosure, self._lease.own, userns.setgroups_denied(),
+                                       self.cgroup_plan is not None, self._listener),
+            "nesting": None if not self.policy.allow_nesting else {
+                "user_namespaces": dict(self.mounts.sysctls).get("max_user_namespaces"),
+                "seccomp": "namespace and mount calls allowed (and keyctl to join a new session keyring)",
+                "proc": "a second proc and sysfs, fully visible and covered, let the kernel mount new ones",
+            },
         }
 
     def run(
@@ -360,7 +383,7 @@ class Sandbox:
         if not self._lease.held:
             old = self._lease
             old.release()  # a fork's copy: closes only that
-            self._lease = idlease.take(self.policy.uid, self.policy.gid, self.policy.id_map, old.binds,
+            self._lease = idlease.take(*self._ids_asked, self.policy.id_map, old.binds,
                                        prefer=old.name)
             if self._lease.ids != self.ids:
                 self.ids = self._lease.ids

@@ -80,7 +80,8 @@ def decide(f: Facts, ctx: Context) -> Result:
         if mem is not None and stats.memory_base_bytes:
             mem = max(0, mem - stats.memory_base_bytes)  # what jailpy's own processes held is not the program's
         pids = None if stats.pids_peak is None else max(0, stats.pids_peak - f.jailpy_pids)
-        common.update(memory_peak_bytes=mem, pids_peak=pids, oom_killed=oom)
+        common.update(memory_peak_bytes=mem, pids_peak=pids, oom_killed=oom,
+                      io_read_bytes=stats.io_read_bytes, io_write_bytes=stats.io_write_bytes)
     msgs = f.msgs
     if f.limit_fired == "setup" and "started" not in msgs:
         raise SandboxSetupError("cannot set up the sandbox: it was not ready after a minute (an overloaded host, "
