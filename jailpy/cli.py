@@ -130,6 +130,19 @@ def exec_(
         help="CPU bandwidth, in CPUs: 0.5 is half of one CPU.")] = None,
     cpuset: Annotated[Optional[str], typer.Option(metavar="LIST", rich_help_panel=OUT,
         help="Run only on these CPUs, e.g. 0 or 0-1,3.")] = None,
+    cpu_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="CPU priority 1-10000 (default 100): its share of busy CPUs relative to other sandboxes "
+             "(weight 300 gets three times what 100 gets).")] = None,
+    io_read_bps: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Disk reads per second (e.g. 10M) on the disks of the paths it can write (--bind).")] = None,
+    io_write_bps: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Disk writes per second on those disks (direct and synchronous writes; see README).")] = None,
+    io_read_iops: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk read operations per second on those disks.")] = None,
+    io_write_iops: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk write operations per second on those disks.")] = None,
+    io_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk IO priority 1-10000 (needs the BFQ scheduler or blk-iocost).")] = None,
     output_limit: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
         help="At most SIZE bytes on stdout and on stderr each; more kills the sandbox (verdict OLE).")] = None,
     fsize: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
@@ -148,6 +161,9 @@ def exec_(
         "programs need to compute: for judges), a TOML or OCI JSON file, or none.")] = None,
     seccomp_log: Annotated[bool, typer.Option("--seccomp-log", rich_help_panel=PROC,
         help="Deny nothing, but list every call the seccomp policy would deny (to write a policy).")] = False,
+    allow_nesting: Annotated[bool, typer.Option("--allow-nesting", rich_help_panel=PROC,
+        help="Let the program run a sandbox of its own (a nested jailpy, bwrap, a container): allows its "
+             "namespace and mount calls and 64 user namespaces. Off by default.")] = False,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -169,11 +185,14 @@ def exec_(
             "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
-            "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
+            "pids": pids, "cpus": cpus, "cpuset": cpuset, "cpu_weight": cpu_weight,
+            "io_read_bps": io_read_bps, "io_write_bps": io_write_bps, "io_read_iops": io_read_iops,
+            "io_write_iops": io_write_iops, "io_weight": io_weight, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "allow_host": allow_host,
             "allow_net": allow_net, "publish": publish, "resolver": resolver,
         }.items() if v is not None}
-        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
+        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log"),
+                          (allow_nesting, "allow_nesting")):
             if flag:
                 changes[key] = key != "cwd"
         if changes:
@@ -191,7 +210,10 @@ def exec_(
                 print(f"jailpy: warning: {one_line(warning)}", file=sys.stderr)
             forwarder.attach(sandbox)
             try:
-                result = sandbox.run(command)
+                # the report is written as soon as the program is done, output still on its way
+                # to a reader that is slow (or stopped) is written after it (wait_output below)
+                result = sandbox.run(command, wait_output=False)
+                forwarder.finish()
             finally:
                 sandbox.close()  # reap jailpy's helpers and remove the cgroup
         except OSError as e:
@@ -223,6 +245,7 @@ def exec_(
             raise HostError(f"--report: cannot write {report}: {e.strerror} (the program ran and exited "
                             f"{result.exit_code})") from None
     _exit_code = result.exit_code
+    sandbox.wait_output()  # a signal now ends jailpy at once (_Forwarder.finish)
 
 
 def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
@@ -301,11 +324,11 @@ def _print_setid(found: dict | None) -> None:
         return
     if found["cleared_count"]:
         shown = " ".join(found["cleared"][:5]) + (" ..." if found["cleared_count"] > 5 else "")
-        print(f"jailpy: warning: cleared the setuid/setgid bits the program set on {found['cleared_count']} "
-              f"file(s) in writable binds: {shown}", file=sys.stderr)
+        print(one_line(f"jailpy: warning: cleared the setuid/setgid bits the program set on "
+                       f"{found['cleared_count']} file(s) in writable binds: {shown}"), file=sys.stderr)
     if not found["complete"]:
-        print(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
-              f"{found['detail']} (their ids are not given to another sandbox until a check finishes)",
+        print(one_line(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
+                       f"{found['detail']} (their ids are not given to another sandbox until a check finishes)"),
               file=sys.stderr)
 
 
@@ -400,10 +423,13 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
     t = Table(box=None)
     for col in ("NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS", "COMMAND"):
         t.add_column(col)
-    for r in rows:
-        t.add_row(r["name"], str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
+    from rich.markup import escape
+    from rich.text import Text
+
+    for r in rows:  # a program's arguments are text, never rich markup ("[/]" broke ps)
+        t.add_row(escape(r["name"]), str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
                   f"{r['cpu_s']:.2f} s" if "cpu_s" in r else "-", _size(r.get("memory_bytes")),
-                  str(r.get("pids", "-")), " ".join(r["command"])[:60])
+                  str(r.get("pids", "-")), Text(one_line(" ".join(r["command"]))[:60]))
     Console(highlight=False).print(t)
 
 
@@ -475,11 +501,63 @@ class _Forwarder:
             self.sandbox.send_signal(signum)
 
     def attach(self, sandbox) -> None:
-        """From now on, signals go to ``sandbox``'s run (held until it begins)."""
+        """From now on, signals go to ``sandbox``'s run (held until it begins), and job control
+        reaches it: the program runs in a session of its own (so it cannot type into your
+        terminal), where Ctrl-Z would not stop it; so jailpy stops it (Sandbox.suspend) when the
+        terminal stops jailpy (SIGTSTP, SIGTTIN, SIGTTOU), and continues it with jailpy
+        (SIGCONT), unless jailpy is then in the background while the program's stdin is the
+        terminal: a background program could read what you type at the shell's prompt."""
+        import signal
+
         sandbox.hold_signals()
         self.sandbox = sandbox
         while self.early:
             sandbox.send_signal(self.early.pop(0))
+        for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(s, self._stop)
+        signal.signal(signal.SIGCONT, self._cont)
+        if _background_at_the_terminal():
+            self._stop(signal.SIGTTIN, None)
+
+    def finish(self) -> None:
+        """The program is done: a signal from now on (Ctrl-C while jailpy's own output waits
+        for a terminal stopped with Ctrl-S, or for a reader that stopped reading) ends jailpy at
+        once with 128+N, as it would end any program writing there; what output was still on its
+        way is dropped.  Job control goes back to the defaults."""
+        import signal
+
+        from .child import FORWARDED
+
+        for s in FORWARDED:
+            signal.signal(s, lambda signum, _frame: os._exit(128 + signum))
+        for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT):
+            signal.signal(s, signal.SIG_DFL)
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        import signal
+
+        self.sandbox.suspend()
+        if signum == signal.SIGTTIN:
+            print("jailpy: stopped: the program's stdin is your terminal and jailpy is in the background, where "
+                  "it could read what you type; 'fg' goes on (or start it with < /dev/null)", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _cont(self, _signum: int, _frame: object) -> None:
+        import signal
+
+        if _background_at_the_terminal():
+            self._stop(signal.SIGTTIN, None)
+        else:
+            self.sandbox.resume()
+
+
+def _background_at_the_terminal() -> bool:
+    """Whether jailpy's stdin is a terminal whose foreground process group is not jailpy's (a
+    job in the background: tcgetpgrp(3))."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
+    except OSError:
+        return False
 
 
 def _fill_std_fds() -> None:

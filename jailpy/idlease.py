@@ -9,11 +9,23 @@ first host uid, in a directory only the caller can write (:func:`lease_dir`) --
 * rootless: ``~/.cache/jailpy/ids`` of the caller's home in the password database (not $HOME or
   $XDG_CACHE_HOME: every jailpy process of one user must see the same directory whatever its
   environment, or two of them could lease the same slot), when that home is a directory of the
-  caller's; else, for a user without a home, ``$XDG_RUNTIME_DIR/jailpy/ids`` when that variable
-  is set (every jailpy of that user must then see the same one); else jailpy refuses to run.
-  Never a fixed name in a directory others can write (``/tmp/jailpy-UID`` once: another user
-  could create it first and block every run); each directory is checked part by part
-  (:func:`jailpy.hostfiles.private_dir`: real directories of the caller's, the last one 0700).
+  caller's it can write; else, for a user without one, ``$XDG_RUNTIME_DIR/jailpy/ids`` when that
+  variable is set (every jailpy of that user must then see the same one); else jailpy refuses to
+  run, with the fix;
+* in a user namespace other than the initial one (a container, ``unshare -U``, bubblewrap,
+  jailpy) the same for root, the home may also be that of the uid the namespace maps the caller
+  to (``unshare -r`` makes a user uid 0, whose home in the password database is not its own),
+  and the last part is ``ids-MAP``, MAP a hash of /proc/self/uid_map: uid N there is a different
+  user in every such namespace, and its records must not be read as another's.  As a last
+  resort there: ``/tmp/jailpy-UID-MAP/ids`` *when /tmp belongs to a uid of this namespace* (the
+  /tmp a jailpy sandbox, bubblewrap's ``--tmpfs /tmp`` or a container made), never the host's
+  /tmp seen through ``unshare -U``, which every local user can write.
+
+Never a fixed name in a directory another user can write and the caller could not then fix
+(``/tmp/jailpy-UID`` once: another user could create it first and block every run for good);
+each directory is checked part by part (:func:`jailpy.hostfiles.private_dir`: real directories
+of the caller's, the last one 0700), and one that fails the check is refused with the fix
+(XDG_RUNTIME_DIR comes before a namespace's /tmp, so it always is one).
 
 The slot is the lease holder's while it holds an exclusive flock(2) on that file: an open file
 description that only the supervisor has (close-on-exec; jailpy's set-up processes close every fd
@@ -87,6 +99,48 @@ def _home(uid: int) -> str | None:
     return home if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and home.startswith("/") else None
 
 
+def _outer_home(uid: int) -> str | None:
+    """In a user namespace: the home (password database) of the uid the parent namespace knows
+    the caller as (/proc/self/uid_map), when it is a directory the caller owns here."""
+    for inside, outside, count in userns.id_map("uid"):
+        if inside <= uid < inside + count:
+            try:
+                home = pwd.getpwuid(outside + uid - inside).pw_dir
+                st = os.stat(home)
+            except (KeyError, OSError):
+                return None
+            return home if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and home.startswith("/") else None
+    return None
+
+
+def _namespace_tmp(uid: int, tag: str) -> str | None:
+    """In a user namespace whose /tmp belongs to one of its uids (not the overflow uid: the
+    host's /tmp seen through ``unshare -U``): ``/tmp/jailpy-UID-MAP``, made 0700 and checked to
+    be the caller's.  None when /tmp is not such a directory.  Raises UnsafeDirectory when the
+    name is taken by someone else, OSError when it cannot be made."""
+    from .hostfiles import UnsafeDirectory
+
+    try:
+        st = os.lstat("/tmp")
+        with open("/proc/sys/kernel/overflowuid") as f:
+            overflow = int(f.read())
+    except (OSError, ValueError):
+        return None
+    mapped = any(inside <= st.st_uid < inside + count for inside, _, count in userns.id_map("uid"))
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid == overflow or not mapped:
+        return None
+    d = f"/tmp/jailpy-{uid}-{tag}"
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)  # sticky /tmp: no one else can rename or remove a directory of ours
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        raise UnsafeDirectory(errno.EPERM, f"{d} is not a private directory of uid {uid} (owner {st.st_uid}, "
+                                           f"mode {stat.S_IMODE(st.st_mode):04o})")
+    return d
+
+
 def lease_dir() -> str:
     """The caller's lease directory (see the module docstring), created 0700 and checked part by
     part (:func:`jailpy.hostfiles.private_dir`).  Raises HostError, in one line that names the
@@ -95,34 +149,51 @@ def lease_dir() -> str:
     from .hostfiles import UnsafeDirectory, private_dir
 
     uid = os.getuid()
-    parts = ("jailpy", "ids")
-    if uid == 0:
-        base = "/run"
+    nested = userns.in_nested_userns()
+    tag = ""
+    if nested:
+        import hashlib
+
+        tag = hashlib.sha256(repr(userns.id_map("uid")).encode()).hexdigest()[:12]
+    leaf = f"ids-{tag}" if nested else "ids"
+    if uid == 0 and not nested:
+        tries = [("root", "/run", ("jailpy", leaf))]
     else:
-        home = _home(uid)
+        homes = [h for h in (_home(uid), _outer_home(uid) if nested else None) if h is not None]
+        tries = [("home", os.path.join(h, ".cache"), ("jailpy", leaf)) for h in dict.fromkeys(homes)]
         runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-        if home is not None:
-            base = os.path.join(home, ".cache")
-        elif runtime.startswith("/"):
-            base = runtime
-        else:
-            try:
-                where = f"its home {pwd.getpwuid(uid).pw_dir} is missing or not its own"
-            except KeyError:
-                where = "it is not in the password database"
-            raise HostError(f"no directory for jailpy's id leases: uid {uid} has no home directory ({where}) and "
-                            f"XDG_RUNTIME_DIR is not set; give the user a home directory of its own, or set "
-                            f"XDG_RUNTIME_DIR to a directory only it can write (every jailpy of this user must "
-                            f"see the same one)")
-    path = os.path.join(base, *parts)
-    try:
-        if uid != 0 and base.endswith("/.cache") and not os.path.lexists(base):
-            os.mkdir(base, 0o700)  # ~/.cache of a new account (XDG: made 0700), in a home of the caller's
-        return private_dir(base, parts)
-    except UnsafeDirectory as e:
-        raise HostError(f"the id lease directory {path} is unsafe: {e}; fix or remove it") from None
-    except OSError as e:
-        raise HostError(f"cannot create the id lease directory {path}: {e.strerror}") from None
+        if runtime.startswith("/"):
+            tries.append(("runtime", runtime, ("jailpy", leaf)))
+        if nested:
+            tries.append(("tmp", "", ("ids",)))
+    tried = [] if any(kind == "home" for kind, _, _ in tries) else ["no home directory of its own"]
+    if not any(kind == "runtime" for kind, _, _ in tries):
+        tried.append("XDG_RUNTIME_DIR is not set")
+    for kind, base, parts in tries:
+        path = os.path.join(base or f"/tmp/jailpy-{uid}-{tag}", *parts)
+        try:
+            if kind == "tmp":
+                base = _namespace_tmp(uid, tag)
+                if base is None:
+                    tried.append("/tmp is not this user namespace's")
+                    break
+            elif kind == "home" and not os.path.lexists(base):
+                os.mkdir(base, 0o700)  # ~/.cache of a new account (XDG: made 0700), in a home of the caller's
+            d = private_dir(base, parts)
+            if not os.access(d, os.W_OK | os.X_OK):  # a home bound read-only (bubblewrap --ro-bind / /)
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return d
+        except UnsafeDirectory as e:
+            raise HostError(f"the id lease directory {path} is unsafe: {e}; fix or remove it"
+                            + (", or set XDG_RUNTIME_DIR to a directory only you can write" if kind == "tmp"
+                               else "")) from None
+        except OSError as e:
+            if kind == "root" or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise HostError(f"cannot create the id lease directory {path}: {e.strerror}") from None
+            tried.append(f"{path}: {e.strerror}")  # a read-only home: the next place
+    raise HostError(f"no directory for jailpy's id leases (uid {uid}: {'; '.join(tried)}): give the user a home "
+                    f"directory of its own, or set XDG_RUNTIME_DIR to a directory only it can write (every jailpy "
+                    f"of this user must see the same one)")
 
 
 def _open_dir(d: str) -> int:
@@ -376,7 +447,10 @@ def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: 
 def _lock(dfd: int, name: str) -> int | None:
     """The lock file ``name`` in the lease directory ``dfd``, opened and locked (flock(2)
     LOCK_EX|LOCK_NB); None while another process holds it."""
-    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    except OSError as e:
+        raise HostError(f"cannot open the id lease {name}: {e.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _syscalls as sc
-from . import ucounts
+from . import nesting, ucounts
 from .errors import PolicyError
 
 if TYPE_CHECKING:
@@ -72,6 +72,12 @@ class MountPlan:
     sysctls: tuple[tuple[str, int], ...] = ()
     """``(name, value)`` written to /proc/sys/user/NAME in the sandbox's fresh proc, before
     /proc/sys goes read-only (:func:`jailpy.ucounts.apply`; from :func:`jailpy.ucounts.plan`)."""
+    nesting: bool = False
+    """``allow_nesting``: a second proc (and sysfs), fully visible and covered by the sandbox's own,
+    so the kernel mounts new ones for a nested sandbox (:func:`jailpy.nesting.mount_covered`)."""
+    proc_hint: str = ""
+    """Why a new proc may be refused here and the setting to change (jailpy.nesting.hint), for the
+    error when it is: set when this mount namespace's /proc is masked."""
 
     def hidden_under(self, path: str) -> str | None:
         """The hidden directory (``hide``) that ``path`` (absolute, inside the sandbox) lies in,
@@ -200,8 +206,14 @@ def prepare(policy: Policy) -> MountPlan:
         b.late = any(_under(b.dst, p) for p in per_run)
     desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
         f", hidden: {' '.join(hide)}" if hide else "")
+    proc_hint = ""
+    if any(p.startswith("/proc/") and "binfmt_misc" not in p for p in points):
+        import errno
+
+        proc_hint = nesting.hint(errno.EPERM, "proc")
     return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
-                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy))
+                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy),
+                     nesting=policy.allow_nesting, proc_hint=proc_hint)
 
 
 def _normal(path: str) -> str:

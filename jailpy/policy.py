@@ -37,7 +37,9 @@ _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
 """Seconds of wall-clock time a run gets when the policy sets no wall_time: nothing runs forever by mistake."""
-CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
+IO_KEYS = ("io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops", "io_weight")
+"""Disk IO limits (jailpy.cgroups.io)."""
+CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time", "cpu_weight") + IO_KEYS
 """Policy fields enforced by a cgroup."""
 MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
 QUOTA_KEYS = ("max_inotify_instances", "max_inotify_watches", "max_fanotify_groups", "max_fanotify_marks",
@@ -200,6 +202,23 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu controller quota)."""
     cpuset: str | None = None
     """CPUs the tree may run on, e.g. ``"0"`` or ``"0-1,3"`` (cgroup cpuset controller)."""
+    cpu_weight: int | None = None
+    """CPU priority, 1-10000 (100 is every cgroup's default): the tree's share of CPUs that others
+    want too, relative to the other sandboxes (cgroup v2 cpu.weight; v1 cpu.shares, mapped as
+    runc and crun map them)."""
+    io_read_bps: str | int | None = None
+    """Disk reads per second, e.g. ``"10M"``, on each disk under the paths the sandbox can write
+    (its writable binds): cgroup v2 io.max rbps, v1 blkio.throttle.read_bps_device."""
+    io_write_bps: str | int | None = None
+    """Disk writes per second on those disks (io.max wbps, blkio.throttle.write_bps_device); see
+    README for what holds buffered writes on v1 and v2."""
+    io_read_iops: int | None = None
+    """Read operations per second on those disks (io.max riops)."""
+    io_write_iops: int | None = None
+    """Write operations per second on those disks (io.max wiops)."""
+    io_weight: int | None = None
+    """Proportional disk IO weight, 1-10000 (io.weight / blkio.bfq.weight): only with the BFQ
+    scheduler or blk-iocost on those disks, else refused."""
     cpu_time: float | None = None
     """CPU seconds (user + system) summed over the whole tree, from the cgroup; verdict TLE.
     RLIMIT_CPU is set per process as a backstop."""
@@ -248,12 +267,27 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seccomp policy: a name (``default``, ``strict``), a TOML or OCI JSON file, or ``none``."""
     seccomp_log: bool = False
     """Permissive mode: nothing is denied; every call the policy would deny is listed in the Result."""
+    allow_nesting: bool = False
+    """Let the program set up a sandbox of its own (a nested jailpy, bubblewrap, a CI job's
+    container): the seccomp filter allows the namespace and mount calls, ``user.max_user_namespaces``
+    is 64 unless ``max_user_namespaces`` says otherwise, and a covered proc lets the kernel mount new
+    ones (jailpy.nesting).  Off by default: it opens kernel code (mounts, namespaces) to the program."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""
         raw = msgspec.to_builtins(self)
         raw.update({k: v for k, v in changes.items()})
         return from_dict(raw, "command line")
+
+    def checked(self, source: str = "policy") -> "Policy":
+        """This policy with every field's type checked too (a Policy built in Python takes any
+        value: ``Policy(cwd="no")`` would bind the current directory), then :meth:`validate`d.
+        Raises PolicyError naming the key."""
+        try:
+            raw = msgspec.to_builtins(self)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise PolicyError(f"{source}: {e}") from None
+        return from_dict(raw, source)
 
     def validate(self, source: str = "policy") -> "Policy":
         """Check values a type cannot express; raises PolicyError naming ``source`` and the key."""
@@ -334,6 +368,21 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("msgqueue", str(e).partition(": ")[2] or str(e)) from None
         if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
             raise bad("cpus", f"must be between 0.01 and 1024 CPUs, got {self.cpus}")
+        for key in ("io_read_bps", "io_write_bps"):
+            v = getattr(self, key)
+            if v is not None:
+                try:
+                    parse_size(v)
+                except PolicyError as e:
+                    raise bad(key, str(e).partition(": ")[2] or str(e)) from None
+        for key in ("io_read_iops", "io_write_iops"):
+            v = getattr(self, key)
+            if v is not None and not 1 <= v <= 1 << 40:
+                raise bad(key, f"must be between 1 and {1 << 40} operations per second, got {v}")
+        if self.io_weight is not None and not 1 <= self.io_weight <= 10000:
+            raise bad("io_weight", f"must be between 1 and 10000, got {self.io_weight}")
+        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
+            raise bad("cpu_weight", f"must be between 1 and 10000, got {self.cpu_weight}")
         if self.cpuset is not None and not _CPUSET_RE.match(self.cpuset):
             raise bad("cpuset", f"expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
         if self.cpu_time is not None and not 0 < self.cpu_time <= MAX_SECONDS:
@@ -499,10 +548,22 @@ def read_toml(path: Path, error: type[PolicyError] = PolicyError) -> dict:
         raise error(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+MAX_INCLUDES = 64
+"""Policy files one policy may consist of, and entries one ``include`` list may have."""
+
+
+def _read(path: Path, seen: tuple[Path, ...], memo: dict | None = None) -> dict:
+    """The keys of ``path`` with its includes merged in.  ``seen``: the files on the way here (an
+    include loop is an error); ``memo``: the files read so far for this policy, each read once
+    (a file included from many places, as in a diamond, costs one read)."""
+    memo = {} if memo is None else memo
     real = path.resolve()
     if real in seen:
         raise PolicyError(f"{path}: include loop through {real}")
+    if real in memo:
+        return memo[real]
+    if len(memo) >= MAX_INCLUDES:
+        raise PolicyError(f"{path}: a policy may consist of at most {MAX_INCLUDES} files")
     data = read_toml(path)
     if isinstance(data.get("network"), dict):
         data = _flatten_network(data, str(path))
@@ -511,6 +572,8 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise PolicyError(f"{path}: include: expected a list of policy names or paths")
+    if len(includes) > MAX_INCLUDES:
+        raise PolicyError(f"{path}: include: at most {MAX_INCLUDES} entries, got {len(includes)}")
     merged: dict = {}
     for inc in includes:
         is_path = "/" in inc or inc.endswith(".toml")
@@ -520,8 +583,9 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
             raise PolicyError(f"{path}: include: {e}") from None
         if is_path and not _is_file(target):
             raise PolicyError(f"{path}: include: policy file not found: {target}")
-        merged.update(_read(target, seen + (real,)))
+        merged.update(_read(target, seen + (real,), memo))
     merged.update(data)
+    memo[real] = merged
     return merged
 
 

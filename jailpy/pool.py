@@ -387,7 +387,7 @@ class Pool:
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         # the signals the supervisor forwards stay blocked in the set-up process and in PID 1 until
         # PID 1 has its handlers (child.init): one sent before then waits instead of being lost
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, child.BLOCKED)
         try:
             pid = os.fork()
             if pid == 0:

@@ -58,6 +58,11 @@ class Result(msgspec.Struct, kw_only=True):
     """Most processes and threads the sandbox's cgroup held at once (None without a cgroup)."""
     oom_killed: bool = False
     """The kernel's OOM killer ended a process in the sandbox's cgroup."""
+    io_read_bytes: int | None = None
+    """Bytes the whole tree read from disks (cgroup v2 io.stat rbytes, v1 blkio; None without a
+    cgroup with the io controller).  Page-cache hits are no disk IO; tmpfs is memory."""
+    io_write_bytes: int | None = None
+    """Bytes the whole tree wrote to disks (io.stat wbytes; on v1 only direct and synchronous writes)."""
     stdout_bytes: int | None = None
     stderr_bytes: int | None = None
     stdout_truncated: bool = False

@@ -18,7 +18,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, mounts, net, registry, rlimits, seccomp, ucounts
+from . import __version__, cgroups, child, idlease, launch, mounts, nesting, net, registry, rlimits, seccomp, ucounts, userns
 from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -105,7 +105,8 @@ class Sandbox:
         if not 0 <= self.prefork <= 8:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._control = RunControl()
-        self.policy = pol = (policy or Policy()).validate()
+        self._sinks: list = []  # the last run's output still on its way (wait_output)
+        self.policy = pol = (policy or Policy()).checked()
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
@@ -127,9 +128,13 @@ class Sandbox:
         self.cgroup_plan = self._cgroup_plan()
         if self.cgroup_plan is not None:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
-        self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
+        self.enclosure = nesting.detect()  # what encloses jailpy itself (a container, a sandbox), if anything
+        self._listener = not self.enclosure.seccomp_filters or nesting.listener_possible()
+        self.filter = None if pol.seccomp == "none" else seccomp.prepare(
+            pol.seccomp, log=pol.seccomp_log, nesting=pol.allow_nesting, notify=self._listener)
         f = self.filter
-        self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
+        self._ids_asked = nesting.program_ids(pol.uid, pol.gid, pol.allow_nesting)
+        self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
         self._check_state_binds()
         self.warnings = mounts.unwritable_binds(self.mounts, self.ids)
@@ -177,7 +182,7 @@ class Sandbox:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
                                 pids=pol.pids + JAILPY_PIDS + self.net.jailpy_threads if pol.pids is not None else None,
-                                cpus=pol.cpus, cpuset=pol.cpuset)
+                                cpus=pol.cpus, cpuset=pol.cpuset, cpu_weight=pol.cpu_weight, io=self._io_limits())
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
         parent = pol.cgroup_parent
@@ -194,6 +199,18 @@ class Sandbox:
                                 "limit what they use when the program starts, and the Result's peaks do not "
                                 "count them")
         return plan
+
+    def _io_limits(self) -> "cgroups.IoLimits | None":
+        """The disk IO limits, on the disks of the writable binds (jailpy.cgroups.io.devices)."""
+        pol = self.policy
+        if all(getattr(pol, k) is None for k in ("io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops",
+                                                  "io_weight")):
+            return None
+        from .cgroups import io
+
+        size = lambda v: parse_size(v) if v is not None else None  # noqa: E731
+        return io.IoLimits(io.devices([b.src for b in self.mounts.binds if b.rw]), size(pol.io_read_bps),
+                           size(pol.io_write_bps), pol.io_read_iops, pol.io_write_iops, pol.io_weight)
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
@@ -237,6 +254,13 @@ class Sandbox:
             "output_limit": self.output_limit,
             "landlock": None,
             "lsm": None,
+            "nested": nesting.describe(self.enclosure, self._lease.own, userns.setgroups_denied(),
+                                       self.cgroup_plan is not None, self._listener),
+            "nesting": None if not self.policy.allow_nesting else {
+                "user_namespaces": dict(self.mounts.sysctls).get("max_user_namespaces"),
+                "seccomp": "namespace and mount calls allowed (and keyctl to join a new session keyring)",
+                "proc": "a second proc and sysfs, fully visible and covered, let the kernel mount new ones",
+            },
         }
 
     def run(
@@ -246,6 +270,7 @@ class Sandbox:
         stdout: int | None = None,
         stderr: int | None = None,
         capture_output: bool = False,
+        wait_output: bool = True,
     ) -> Result:
         """Run ``argv`` (``argv[0]`` looked up in the sandbox's PATH) and wait for it.
 
@@ -256,6 +281,12 @@ class Sandbox:
         Returns a Result (also for 126/127: see ``Result.error``).  Raises PolicyError for a
         bad argument (a directory as stdin, an empty argv, a name already running) and
         SandboxSetupError when the sandbox could not be built; nothing is left running then.
+
+        With an output limit, output for an fd of yours is written by a thread of jailpy's, which
+        holds at most 1 MiB a stream for a reader that does not keep up (the limits run on
+        whatever the reader does).  ``wait_output``: return only once it is written (the
+        default); False: return as soon as the program is done and the Result known, while what
+        is left is written in the background (:meth:`wait_output` waits for it).
 
         The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
         thread that outlives the run."""
@@ -274,13 +305,24 @@ class Sandbox:
         self._lease.stop.clear()  # from now on a signal reaches the run; after it, the check (send_signal)
         try:
             with _fd_limit():
-                result = self._run(list(argv), stdin, stdout, stderr)
+                result = self._run(list(argv), stdin, stdout, stderr, wait_output)
         finally:
             control.end()
             self._lease.after_run()  # clear setuid/setgid bits the run left in writable binds
         return self._lease.note(result)
 
-    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec) -> Result:
+    def wait_output(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (None: until done) for the output of the last run that
+        is still being written to your fds (``run(..., wait_output=False)``); True when all of it
+        is written (or its reader went away)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for sink in self._sinks:
+            if not sink.wait(None if end is None else max(0.0, end - time.monotonic())):
+                return False
+        self._sinks = []
+        return True
+
+    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, wait_output: bool) -> Result:
         io = open_stdio(stdin, stdout, stderr, self.output_limit)
         pool, control = self._pool, self._control
         entry = prep = None
@@ -308,7 +350,7 @@ class Sandbox:
             control.setup_pidfd = prep.pidfd
             pool.fill()
             watch = Watch(prep, control, self._limits, io, t_start, self.ids, pool.userns_fd is None,
-                          self.filter.decide if self.filter else None)
+                          self.filter.decide if self.filter else None, wait_output)
             watch.start()
         except BaseException:
             control.setup_pidfd = None
@@ -323,6 +365,7 @@ class Sandbox:
             raise
         try:
             facts = watch.run()
+            self._sinks = list(watch.sinks.values())
         finally:
             if entry is not None:
                 registry.unregister(entry)
@@ -341,7 +384,7 @@ class Sandbox:
         if not self._lease.held:
             old = self._lease
             old.release()  # a fork's copy: closes only that
-            self._lease = idlease.take(self.policy.uid, self.policy.gid, self.policy.id_map, old.binds,
+            self._lease = idlease.take(*self._ids_asked, self.policy.id_map, old.binds,
                                        prefer=old.name)
             if self._lease.ids != self.ids:
                 self.ids = self._lease.ids
@@ -366,6 +409,16 @@ class Sandbox:
         :meth:`run` begins, for that run: for a caller whose signal handlers exist before the
         run does (the CLI forwards SIGTERM and Ctrl-C this way), so none is lost in between."""
         self._control.hold()
+
+    def suspend(self) -> None:
+        """Stop the running program and everything it started (SIGSTOP to each, through the
+        sandbox's PID 1) and its wall-time clock, until :meth:`resume`: what job control does to
+        a program in a shell (the CLI does it on Ctrl-Z).  No-op when nothing runs."""
+        self._control.suspend()
+
+    def resume(self) -> None:
+        """Continue what :meth:`suspend` stopped (SIGCONT); the wall-time clock runs again."""
+        self._control.resume()
 
     def kill(self) -> None:
         """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them

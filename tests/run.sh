@@ -30,9 +30,10 @@ fi
 log "system packages"
 need=()
 # compilers and runtimes the seccomp tests run under every policy (they skip what is missing)
-# the network tests: ip (network namespaces, veths), nft, pasta and slirp4netns (--network user)
+# the network tests: ip (network namespaces, veths), nft, pasta and slirp4netns (--network user);
+# bubblewrap and crun: jailpy inside them (tests/integration/test_nesting.py, test_containers.py)
 for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go \
-         iproute2 nftables passt slirp4netns; do
+         iproute2 nftables passt slirp4netns bubblewrap crun; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -121,7 +121,9 @@ class UserNet:
         try:
             import select
 
-            ok = select.select([ready_r], [], [], READY_WAIT)[0] and os.read(ready_r, 1) == b"1"
+            p = select.poll()  # not select(2): the caller may hold fds above 1023
+            p.register(ready_r, select.POLLIN)
+            ok = bool(p.poll(int(READY_WAIT * 1000))) and os.read(ready_r, 1) == b"1"
         finally:
             os.close(ready_r)
         if not ok:

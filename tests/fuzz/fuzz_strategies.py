@@ -138,6 +138,12 @@ FIELD_VALUES = {
     "wall_time": st.one_of(st.none(), floats, big_int),
     "memory": st.one_of(st.none(), sizes),
     "pids": st.one_of(st.none(), big_int),
+    "cpu_weight": st.one_of(st.none(), big_int, st.sampled_from([0, 1, 100, 10000, 10001])),
+    "io_weight": st.one_of(st.none(), big_int, st.sampled_from([0, 1, 10000, 10001])),
+    "io_read_bps": st.one_of(st.none(), sizes),
+    "io_write_bps": st.one_of(st.none(), sizes),
+    "io_read_iops": st.one_of(st.none(), big_int),
+    "io_write_iops": st.one_of(st.none(), big_int),
     "cpus": st.one_of(st.none(), floats, big_int),
     "cpuset": st.one_of(st.none(), st.sampled_from(["0", "0-1", "0-1,3", "1-0", "0,,1", "99999", "a"]), weird_text),
     "cpu_time": st.one_of(st.none(), floats, big_int),
@@ -159,6 +165,7 @@ FIELD_VALUES = {
     "seccomp": st.one_of(st.sampled_from(["default", "strict", "none", "docker-like", "nope", "", "../x",
                                           "/nonexistent.json"]), weird_text),
     "seccomp_log": st.booleans(),
+    "allow_nesting": st.one_of(st.booleans(), st.sampled_from([0, 1, "yes"])),
 }
 assert set(FIELD_VALUES) == set(Policy.__struct_fields__), "a Policy field has no strategy: add it"
 

@@ -444,15 +444,18 @@ def test_sigterm_during_the_check_ends_jailpy_promptly(shared_dir, ids_env):
 
 
 # ---------------------------------------------------------------- attack report: lease_tmp_squat.sh
-def _lease_dir_as_homeless(xdg: str | None) -> tuple[str | None, str]:
+def _lease_dir_as_homeless(xdg: str | None, userns: bool = False, own_tmp: bool = False) -> tuple[str | None, str]:
     """lease_dir() in a child that is a user with no home directory (as root: a uid the password
     database does not know; rootless: this user, its home looked up as missing), with
-    XDG_RUNTIME_DIR ``xdg``.  Returns (the directory or None, the error)."""
+    XDG_RUNTIME_DIR ``xdg``; with ``userns``, as uid 0 of a user namespace of its own (like
+    ``unshare -r``), with ``own_tmp`` and a tmpfs of that namespace's on /tmp (like a sandbox's).
+    Returns (the directory or None, the error)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
+            from jailpy import _syscalls as sc
             from jailpy import idlease
 
             if xdg is None:
@@ -463,8 +466,18 @@ def _lease_dir_as_homeless(xdg: str | None) -> tuple[str | None, str]:
                 os.setgroups([])
                 os.setresgid(HOMELESS, HOMELESS, HOMELESS)
                 os.setresuid(HOMELESS, HOMELESS, HOMELESS)
+                sc.prctl(sc.PR_SET_DUMPABLE, 1)  # the id change made /proc/self root's: uid_map too
             else:
-                idlease._home = lambda uid: None
+                idlease._home = idlease._outer_home = lambda uid: None
+            if userns:
+                uid, gid = os.getuid(), os.getgid()
+                sc.unshare(sc.CLONE_NEWUSER | (sc.CLONE_NEWNS if own_tmp else 0))
+                for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                    with open(f"/proc/self/{name}", "w") as f:
+                        f.write(text)
+                if own_tmp:
+                    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+                    sc.mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")
             try:
                 out = {"dir": idlease.lease_dir()}
             except HostError as e:
@@ -509,3 +522,16 @@ def test_a_user_without_a_home_never_keeps_its_leases_in_tmp(tmp_path):
         shutil.rmtree(top)
         if made:
             shutil.rmtree(squat)
+
+
+def test_in_a_user_namespace_the_hosts_tmp_is_not_used_but_the_namespaces_own_is():
+    # inside `unshare -r` (uid 0 there, whose home is not its own) jailpy fell back to
+    # /tmp/jailpy-0-MAP in the host's /tmp: any local user could create it first.  It is used
+    # only when /tmp is the namespace's own (a jailpy sandbox's, bwrap --tmpfs /tmp)
+    before = set(os.listdir("/tmp"))
+    d, err = _lease_dir_as_homeless(None, userns=True)
+    assert d is None and "/tmp is not this user namespace's" in err and "XDG_RUNTIME_DIR" in err, (d, err)
+    assert not {n for n in set(os.listdir("/tmp")) - before if n.startswith("jailpy-0-")}, "used the host's /tmp"
+    d, err = _lease_dir_as_homeless(None, userns=True, own_tmp=True)
+    assert d is not None and d.startswith("/tmp/jailpy-0-") and "/ids" in d, (d, err)
+    assert not os.path.exists(os.path.dirname(d)), "the namespace's own /tmp should not be the host's"
