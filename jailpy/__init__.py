@@ -37,6 +37,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in ("audit", "cgroups", "child", "cli", "errors", "mounts", "policy", "registry", "result", "rlimits",
-                "seccomp", "sandbox", "pool", "slots", "service", "watch", "verdict", "stdio", "launch", "userns"):
+                "seccomp", "sandbox", "pool", "slots", "service", "watch", "verdict", "stdio", "launch", "rootfs",
+                "userns"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jailpy' has no attribute {name!r}")

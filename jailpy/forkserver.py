@@ -78,7 +78,9 @@ class ForkServer:
         """True once the server has said it is ready.  ``wait``: wait for that (up to 30 s) instead
         of answering at once."""
         if not self._ready and not self.dead:
-            if select.select([self.sock], [], [], 30.0 if wait else 0)[0]:
+            p = select.poll()  # not select(2): the caller may hold fds above 1023 (FD_SETSIZE)
+            p.register(self.sock, select.POLLIN)
+            if p.poll(30000 if wait else 0):
                 try:
                     self._ready = self.sock.recv(16) == b"R"
                 except OSError:
@@ -133,10 +135,11 @@ def main(sock_fd: int) -> None:
     import gc
 
     from . import _syscalls as sc
-    from . import caps, child, mounts
+    from . import caps, child, rootfs
+    from .net import stub  # noqa: F401 - the network stub of PID 1s that run without the host's files
 
     # blocked here and so in every PID 1 cloned from here, until it has its handlers (child.init)
-    signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))
+    signal.pthread_sigmask(signal.SIG_BLOCK, child.BLOCKED)
     sock = socket.socket(fileno=sock_fd)
     parent = os.pidfd_open(os.getppid())
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -146,7 +149,7 @@ def main(sock_fd: int) -> None:
     gc.freeze()  # nothing loaded so far is ever scanned again: forked copies stay shared
     gc.disable()
     sock.sendall(b"R")
-    state = _State(sc, caps, child, mounts)
+    state = _State(sc, caps, child, rootfs)
     poller = select.poll()
     for fd in (sock.fileno(), parent, wake_r):
         poller.register(fd, select.POLLIN)
@@ -186,8 +189,8 @@ class _State:
     """The server's side: in the sandbox's user namespace, with a mount namespace of its own that
     shows the host's files (``host``) and the current rootfs template's (``template``)."""
 
-    def __init__(self, sc, caps, child, mounts) -> None:
-        self.sc, self.caps, self.child, self.mounts = sc, caps, child, mounts
+    def __init__(self, sc, caps, child, rootfs) -> None:
+        self.sc, self.caps, self.child, self.rootfs = sc, caps, child, rootfs
         self.config: dict = {}
         self.host: int | None = None
         self.template: int | None = None
@@ -211,7 +214,7 @@ class _State:
 
     def spawn(self, sock: socket.socket, run: dict, fds: list[int]) -> None:
         """b"S": clone PID 1 of a run (or of a template's build) and report it."""
-        sc, child, mounts = self.sc, self.child, self.mounts
+        sc, child, rootfs = self.sc, self.child, self.rootfs
         fields = dict(self.config)
         names = run.pop("fds")
         fields.update(run)
@@ -241,7 +244,7 @@ class _State:
                     self.template_id = (st.st_dev, st.st_ino)
                 if any(b.late for b in ctx.mounts.binds):
                     self._enter("host")
-                    trees = mounts.clone_late_sources(ctx.mounts, mounts.open_sources(ctx.mounts, "late"))
+                    trees = rootfs.clone_late_sources(ctx.mounts, rootfs.open_sources(ctx.mounts, "late"))
                 self._enter("template")
             pid = sc.clone(flags)
             if pid == 0:

@@ -12,7 +12,7 @@ message queue bytes are counted the same way but bounded by rlimits: :mod:`jailp
 
 Host side: :func:`plan` turns the policy into ``(name, value)`` pairs for the sysctls this kernel
 has; :func:`describe` for Result.protections.  Child side: :func:`apply`, called by the sandbox's
-PID 1 in its fresh /proc (mounts._per_run) before /proc/sys is made read-only: writing needs
+PID 1 in its fresh /proc (rootfs._per_run) before /proc/sys is made read-only: writing needs
 CAP_SYS_RESOURCE in the namespace that owns the sysctl set (kernel/ucount.c set_permissions),
 which PID 1 has until it drops its capabilities, and the program never has; the values apply to
 the namespace PID 1 is in, whichever path made it (a fresh user namespace per run, or one shared
@@ -36,9 +36,19 @@ HOST_DIR = "/proc/sys/user"
 def plan(policy: "Policy") -> tuple[tuple[str, int], ...]:
     """Host side: ``(sysctl name, value)`` for each of USER_SYSCTLS this kernel has (it lists
     them in /proc/sys/user; the sandbox runs on the same kernel).  A kernel without one (no
-    fanotify: CONFIG_FANOTIFY=n, or older than 5.13) has nothing to bound there: skipped."""
-    return tuple((name, int(getattr(policy, name))) for name in USER_SYSCTLS
-                 if os.path.exists(os.path.join(HOST_DIR, name)))
+    fanotify: CONFIG_FANOTIFY=n, or older than 5.13) has nothing to bound there: skipped.  With
+    ``allow_nesting`` a ``max_user_namespaces`` of 0 (the default) becomes
+    jailpy.nesting.NESTED_USER_NAMESPACES: the nesting the policy allows needs user namespaces."""
+    out = []
+    for name in USER_SYSCTLS:
+        if os.path.exists(os.path.join(HOST_DIR, name)):
+            value = int(getattr(policy, name))
+            if name == "max_user_namespaces" and value == 0 and policy.allow_nesting:
+                from .nesting import NESTED_USER_NAMESPACES
+
+                value = NESTED_USER_NAMESPACES  # 0 would refuse every nested sandbox the policy allows
+            out.append((name, value))
+    return tuple(out)
 
 
 def apply(proc: str, settings: tuple[tuple[str, int], ...] | list) -> None:
