@@ -107,6 +107,19 @@ class Problem:
 _KINDS = ("exact", "tokens", "float", "custom")
 
 
+def field_error(msg: str) -> tuple[str, str]:
+    """(the field's path, what is wrong) from a msgspec ValidationError's message: ``Expected
+    `int`, got `str` - at `$.cmd[0].cpu_time_ms``` -> ("cmd[0].cpu_time_ms", "Expected ...");
+    a missing or unknown field is named itself (``cmd[0].args``, "required" / "unknown key")."""
+    m = re.match(r"(.*?) - at `\$(.*)`$", msg, re.S)
+    field, what = (m.group(2).lstrip("."), m.group(1)) if m else ("", msg)
+    k = re.fullmatch(r"Object (missing required|contains unknown) field `(.*)`", what, re.S)
+    if k:
+        name = f"{field}.{k.group(2)}" if field else k.group(2)
+        return name, "required" if k.group(1).startswith("missing") else "unknown key"
+    return field, what
+
+
 def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
@@ -135,14 +148,8 @@ def load(problem_dir: str | os.PathLike) -> Problem:
     try:
         spec = msgspec.convert(raw, ProblemFile, strict=False)
     except msgspec.ValidationError as e:
-        msg = str(e)
-        m = re.match(r"(.*?) - at `\$\.(.+)`", msg)
-        if m:
-            msg = f"{m.group(2)}: {m.group(1)}"
-        m = re.fullmatch(r"Object contains unknown field `(.*)`", msg, re.S)
-        if m:
-            msg = f"{m.group(1)}: unknown key"
-        raise PolicyError(f"{path}: {msg}") from None
+        field, what = field_error(str(e))
+        raise PolicyError(f"{path}: {field + ': ' if field else ''}{what}") from None
     _check(spec, path, d)
     tests = _tests(spec, path, d)
     return Problem(d, spec, tests)

@@ -82,24 +82,12 @@ class JudgeRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _decode_error(e: msgspec.ValidationError | msgspec.DecodeError) -> BadRequest:
-    msg = str(e)
-    m = re.match(r"(.*?) - at `\$(.*)`$", msg, re.S)
-    if m:
-        field, what = m.group(2).lstrip("."), m.group(1)
-        k = re.fullmatch(r"Object (missing required|contains unknown) field `(.*)`", what, re.S)
-        if k:  # name the field itself, under the object's path
-            return BadRequest(f"{field}.{k.group(2)}" if field else k.group(2),
-                              "required" if k.group(1).startswith("missing") else "unknown field")
-        return BadRequest(field or "body", what)
-    m = re.fullmatch(r"Object contains unknown field `(.*)`", msg, re.S)
-    if m:
-        return BadRequest(m.group(1), "unknown field")
-    m = re.fullmatch(r"Object missing required field `(.*)`", msg, re.S)
-    if m:
-        return BadRequest(m.group(1), "required")
-    if isinstance(e, msgspec.DecodeError):
-        return BadRequest("body", f"not valid JSON: {msg}")
-    return BadRequest("body", msg)
+    if not isinstance(e, msgspec.ValidationError):  # (a ValidationError is a DecodeError too)
+        return BadRequest("body", f"not valid JSON: {e}")
+    from ..judge.problem import field_error
+
+    field, what = field_error(str(e))
+    return BadRequest(field or "body", "unknown field" if what == "unknown key" else what)
 
 
 def decode(body: bytes, kind: type):
