@@ -47,10 +47,11 @@ BOX_AT = "/box"
 PROBE = (
     "cut -d' ' -f5,6,9,10 /proc/self/mountinfo | sort; echo --tmp; ls -A /tmp /dev/shm; echo --box; "
     "ls -A {box} 2>&1; echo --ipc; cat /proc/sysvipc/shm /proc/sysvipc/sem /proc/sysvipc/msg; "
-    "echo --mq; ls -A /dev/mqueue 2>&1; echo --proc; ls /proc | grep -c '^[0-9]'; echo --host; hostname"
+    "echo --mq; ls -A /dev/mqueue 2>&1; echo --proc; set -- /proc/[0-9]*; echo $#; echo --host; hostname"
 )
-"""What the canary probe prints (a POSIX shell and coreutils in the sandbox's root)."""
-REAP_WAIT = 1.0
+"""What the canary probe prints (a POSIX shell and coreutils in the sandbox's root).  The processes
+are counted by the shell's own glob once its pipelines are reaped: PID 1 and the shell."""
+REAP_WAIT = 5.0
 """Seconds a verification waits for the run's helpers to exit and its processes to be reaped."""
 
 

@@ -39,7 +39,6 @@ def run_interactive(judge: "Judge", test: "TestCase", lang: "Language", box: str
 
     spec = judge.problem.spec
     ibox, ilang, _ = interactor
-    sol_pol = judge._policy(spec.limits, lang, box, False, output=False)
     int_pol = judge._policy(spec.interactor.limits, ilang, ibox, False, problem=True, output=False)
     sol_argv = languages.run_argv(lang, parse_size(spec.limits.memory))
     int_argv = languages.run_argv(ilang, parse_size(spec.interactor.limits.memory)) + [
@@ -60,7 +59,8 @@ def run_interactive(judge: "Judge", test: "TestCase", lang: "Language", box: str
 
     def side(name: str, pol, argv, stdin: int, stdout: int, stderr) -> None:
         try:
-            with judge.pool.slot(pol) as sb:
+            slot = judge.pool.slot(pol) if pol is not None else judge.solution_slot(spec.limits, lang, box, output=False)
+            with slot as sb:
                 results[name] = sb.run(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         except BaseException as e:  # noqa: BLE001 - reported below, from the caller's thread
             results[name] = e
@@ -71,7 +71,7 @@ def run_interactive(judge: "Judge", test: "TestCase", lang: "Language", box: str
                              args=("interactor", int_pol, int_argv, to_int_r, to_sol_w, PIPE))
     other.start()
     try:
-        side("solution", sol_pol, sol_argv, to_sol_r, to_int_w, DEVNULL)
+        side("solution", None, sol_argv, to_sol_r, to_int_w, DEVNULL)
     finally:
         other.join()
         close(*list(open_fds))

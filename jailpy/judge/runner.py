@@ -3,9 +3,11 @@
 Host side, on top of the public API (:class:`jailpy.Sandbox`, :class:`jailpy.Policy`,
 :class:`jailpy.Result`).  The layout of a judging, in a private temporary directory (0700):
 
-* ``box/``: the submission's directory, bound at ``/box``; writable only while it compiles (a
-  sandbox of its own with the compile limits, ``id_map="single"``: the files it makes are the
-  caller's to remove), read-only while the tests run;
+* ``box/``: the submission's directory, bound at ``/box`` writable while it compiles (a sandbox of
+  its own with the compile limits, ``id_map="single"``: the files it makes are the caller's to
+  remove); the tests run in warm slots whose own read-only box at ``/box`` gets hard links of it
+  (:meth:`Judge.solution_slot`), so no path of the submission is in their policy and the slots
+  serve the next submission too;
 * ``checker/``, ``interactor/``: the custom checker's and the interactor's boxes, compiled the same way;
 * ``out-N/``: worker N's last output, bound read-only at ``/out`` for a custom checker.
 
@@ -16,6 +18,7 @@ warm and verified clean between runs); ``jobs`` tests run at once, each worker w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -68,7 +71,7 @@ class Judge:
         if pool is None:
             from ..slots import SlotPool
 
-            pool = SlotPool(size=max(2, 2 * jobs))
+            pool = SlotPool(size=2 * jobs + 1)  # two per test at once (interactive), one to compile
         self.pool = pool
         self.base = base_policy or load_policy("default")
 
@@ -84,10 +87,12 @@ class Judge:
         self.close()
 
     # ---- policies
-    def _policy(self, lim: Limits, lang: Language, box: str, writable: bool, *, problem: bool = False,
+    def _policy(self, lim: Limits, lang: Language, box: str | None, writable: bool, *, problem: bool = False,
                 out_dir: str | None = None, output: bool = True, pids: int | None = None) -> Policy:
+        """The policy of one step.  ``box``: bound at /box (writable for a compile step); None: the
+        run takes a slot with a read-only box of its own, filled by :meth:`solution_slot`."""
         spec = self.problem.spec
-        ro = [] if writable else [f"{box}:{BOX}"]
+        ro = [] if writable or box is None else [f"{box}:{BOX}"]
         if problem:
             ro.append(f"{self.problem.dir}:{PROBLEM_MOUNT}")
         if out_dir:
@@ -225,11 +230,10 @@ class Judge:
 
             return run_interactive(self, test, lang, box, interactor)
         lim = self.problem.spec.limits
-        pol = self._policy(lim, lang, box, False)
         argv = languages.run_argv(lang, parse_size(lim.memory))
         fd = os.open(test.input, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with self.pool.slot(pol) as sb:
+            with self.solution_slot(lim, lang, box) as sb:
                 r = sb.run(argv, stdin=fd, stdout=PIPE, stderr=PIPE)
         finally:
             os.close(fd)
@@ -263,6 +267,16 @@ class Judge:
             t.verdict = "XX"
             t.error = f"the checker was stopped: {r.verdict.value}"
             t.checker_message = msg or None
+
+    @contextlib.contextmanager
+    def solution_slot(self, lim: Limits, lang: Language, box: str, output: bool = True):
+        """A slot for a run of the submission: its policy has no path of this submission in it,
+        so slots stay warm from one submission to the next; the slot's own read-only box is
+        filled with the compiled ``box`` (hard links), once per submission and slot."""
+        pol = self._policy(lim, lang, None, False, output=output)
+        with self.pool.slot(pol, box="ro", box_at=BOX) as sb:
+            sb.fill(box, tree=box)
+            yield sb
 
     def in_problem(self, host_path: str) -> str:
         """Where a file of the problem directory is inside a checker's or interactor's sandbox."""

@@ -42,7 +42,7 @@ def test_runs_are_verified_and_slots_reused(pool):
         r = _run(pool, ["/bin/true"])
         assert r.verdict.value == "OK"
     st = pool.stats()
-    assert st["runs"] == 12 and st["verifications"] == 12 and st["verification_failures"] == 0
+    assert st["runs"] == 12 and st["verifications"] == 12 and st["verification_failures"] == 0, st["last_failure"]
     assert st["destroyed"] == 0 and st["created"] <= 2 and st["canary_probes"] >= 2
     assert st["total"] == 2 and st["free"] == 2
 
