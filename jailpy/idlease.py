@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import os
 import pwd
@@ -367,6 +368,18 @@ class Lease:
                 self._strip_ns = None
 
 
+def _slot_index(name: str | None, rng, count: int) -> int | None:
+    """The index of the lease named ``name`` (a Sandbox taking its ids again), or None."""
+    if name is None:
+        return None
+    if rng is None:
+        i = int(name[4:]) if name.startswith("own-") and name[4:].isdigit() else -1
+    else:
+        off = int(name) - rng.uid if name.isdigit() else -1
+        i = off // userns.SLOT_IDS if off >= 0 and off % userns.SLOT_IDS == 0 else -1
+    return i if 0 <= i < count else None
+
+
 def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: str | None = None) -> Lease:
     """Lease host ids for a sandbox whose program runs as ``uid``/``gid`` inside (None: 0),
     with ``mode`` the policy's ``id_map`` and ``binds`` its writable bind sources (host paths).
@@ -376,31 +389,33 @@ def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: 
     directory can be made; PolicyError for an id that cannot be mapped."""
     in_uid, in_gid = userns.inside_ids(uid, gid)
     rng = userns.choose(mode)
+    # slot names are made as they are tried: root's default range has 32768 of them (a list of
+    # them all cost 7 ms at every start)
     if rng is None:
-        names = [f"own-{i}" for i in range(OWN_LEASES)]
+        count = OWN_LEASES
+        name_of = lambda i: f"own-{i}"  # noqa: E731
         plan_of = lambda i: userns.own_plan(in_uid, in_gid)  # noqa: E731
     else:
-        names = [str(rng.uid + i * userns.SLOT_IDS) for i in range(rng.slots)]
+        count = rng.slots
+        name_of = lambda i: str(rng.uid + i * userns.SLOT_IDS)  # noqa: E731
         userns.slot_plan(rng, 0, in_uid, in_gid, mode == "single")  # bad ids fail before any lock is taken
         plan_of = lambda i: userns.slot_plan(rng, i, in_uid, in_gid, mode == "single")  # noqa: E731
     own = rng is None
-    order = list(range(len(names)))
-    if prefer in names:
-        i = names.index(prefer)
-        order = [i] + order[:i] + order[i + 1:]
+    first = _slot_index(prefer, rng, count)
+    order = itertools.chain([first] if first is not None else [], (i for i in range(count) if i != first))
     d = lease_dir()
     dfd = _open_dir(d)
     exiting = 0
     waiting: list[tuple[float, int, str, str]] = []  # (checked_at, slot, a bind, why)
     try:
         for i in order:
-            fd = _lock(dfd, names[i])
+            fd = _lock(dfd, name_of(i))
             if fd is None:
                 continue  # in use
             try:
                 rec = _read_record(fd)
                 if (rec is None or _waiting(rec) is None) and _usable(fd, rec, own):
-                    return Lease(fd, names[i], plan_of(i), list(binds), own)
+                    return Lease(fd, name_of(i), plan_of(i), list(binds), own)
                 rec = _read_record(fd)  # a check that did not finish just now made it waiting
                 if rec is not None and _waiting(rec) is not None:
                     waiting.append(_waiting_entry(rec, i))
@@ -416,13 +431,13 @@ def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: 
         for _, i, _, _ in sorted(waiting):
             if looked >= setid.MAX_ENTRIES:
                 break
-            fd = _lock(dfd, names[i])
+            fd = _lock(dfd, name_of(i))
             if fd is None:
                 continue
             try:
                 found: dict = {}
                 if _usable(fd, _read_record(fd), own, found):
-                    return Lease(fd, names[i], plan_of(i), list(binds), own)
+                    return Lease(fd, name_of(i), plan_of(i), list(binds), own)
                 looked += max(1, found.get("checked", 0))
             except BaseException:
                 os.close(fd)
@@ -440,7 +455,7 @@ def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: 
     if exiting:
         extra += (f"; {exiting} of them were held by a dead jailpy whose sandbox is still exiting, or whose binds "
                   f"cannot be checked now (see the lock files in {d})")
-    raise HostError(f"all {len(names)} {what} are in use{extra}; wait for a sandbox to end, or give jailpy a "
+    raise HostError(f"all {count} {what} are in use{extra}; wait for a sandbox to end, or give jailpy a "
                     f"larger range")
 
 
