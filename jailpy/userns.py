@@ -452,12 +452,6 @@ def create(plan: IdPlan) -> int:
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(r)
-        # a byte, not only EOF: a child forked meanwhile by another thread of this process holds a
-        # copy of w2 until it exits, so EOF alone could wait for that child, and it for ours
-        try:
-            os.write(w2, b"g")
-        except OSError:
-            pass
         os.close(w2)
         os.waitpid(pid, 0)
 
