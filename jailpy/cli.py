@@ -133,6 +133,9 @@ def exec_(
         "programs need to compute: for judges), a TOML or OCI JSON file, or none.")] = None,
     seccomp_log: Annotated[bool, typer.Option("--seccomp-log", rich_help_panel=PROC,
         help="Deny nothing, but list every call the seccomp policy would deny (to write a policy).")] = False,
+    landlock: Annotated[Optional[str], typer.Option(metavar="auto|on|off", rich_help_panel=PROC,
+        help="Landlock, a second wall behind the mounts (the kernel refuses files the sandbox's plan does not "
+        "grant, even if a mount were wrong): auto (default) where the kernel has it, on (or fail), off.")] = None,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -155,7 +158,7 @@ def exec_(
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
-            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp,
+            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "landlock": landlock,
         }.items() if v is not None}
         for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
             if flag:

@@ -229,6 +229,11 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seccomp policy: a name (``default``, ``strict``), a TOML or OCI JSON file, or ``none``."""
     seccomp_log: bool = False
     """Permissive mode: nothing is denied; every call the policy would deny is listed in the Result."""
+    # a second wall (jailpy.lsm)
+    landlock: Literal["auto", "on", "off"] = "auto"
+    """Landlock (landlock(7)), rules derived from the mount plan: auto applies it where the kernel
+    has it (Result.protections.landlock says what was applied); on fails closed where it cannot;
+    off never applies it."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""

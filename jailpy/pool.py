@@ -34,7 +34,7 @@ from .errors import SandboxSetupError
 from .stdio import high_fd, pipe
 
 if TYPE_CHECKING:
-    from . import cgroups, forkserver, mounts
+    from . import cgroups, forkserver, lsm, mounts
 
 JAILPY_PIDS = 2
 """jailpy's processes in the sandbox's cgroup: the set-up process and PID 1 (only PID 1 when the
@@ -84,6 +84,7 @@ class Spec:
     seccomp_listener: bool
     cgroup_plan: "cgroups.CgroupPlan | None"
     pids: int | None
+    lsm: "lsm.Plan | None" = None
 
 
 class Prepared:
@@ -115,6 +116,23 @@ class Prepared:
             return os.wait4(self.pid, 0)[2]
         except ChildProcessError:
             return None
+
+    def reported_error(self) -> str | None:
+        """The error the sandbox's set-up reported on its status pipe before it ended (a JSON line
+        with ``error``: jailpy.child), or None; never blocks.  For a sandbox found dead."""
+        try:
+            os.set_blocking(self.status_r, False)
+            data = os.read(self.status_r, 65536)
+        except OSError:  # BlockingIOError: nothing written
+            return None
+        for line in data.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "error" in msg:
+                return str(msg["error"])
+        return None
 
     def close_go(self) -> None:
         if self.go_w >= 0:
@@ -299,7 +317,7 @@ class Pool:
                 supervisor_pid=os.getpid(), userns_fd=self.userns(),
                 template_fd=None if build_template else self.template(sources),
                 cgroup_procs=tuple(cg.procs) if cg else (), rlimits=spec.rlimits,
-                seccomp_bpf=spec.seccomp_bpf, seccomp_listener=spec.seccomp_listener, handshake=cg is not None,
+                seccomp_bpf=spec.seccomp_bpf, seccomp_listener=spec.seccomp_listener, lsm=spec.lsm, handshake=cg is not None,
                 build_template=build_template,
             )
         except BaseException:
@@ -342,7 +360,7 @@ class Pool:
                 self._server_config = {
                     "pass_fds": spec.pass_fds, "ids": spec.ids, "mounts": spec.mounts,
                     "hostname": spec.hostname, "rlimits": spec.rlimits,
-                    "seccomp_bpf": spec.seccomp_bpf, "seccomp_listener": spec.seccomp_listener}
+                    "seccomp_bpf": spec.seccomp_bpf, "seccomp_listener": spec.seccomp_listener, "lsm": spec.lsm}
             names = [k for k in self._FD_FIELDS if getattr(ctx, k) is not None]
             run = {k: getattr(ctx, k) for k in self._RUN_FIELDS}
             cg_fds: list[int] = []  # PID 1 joins its cgroup through these: it cannot see the host's /sys

@@ -18,8 +18,8 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, mounts, registry, rlimits, seccomp, ucounts
-from .errors import HostError, JailpyError, PolicyError, fd_exhausted
+from . import __version__, cgroups, child, idlease, launch, lsm, mounts, registry, rlimits, seccomp, ucounts
+from .errors import HostError, JailpyError, PolicyError, SandboxSetupError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
 from .result import Result
@@ -106,6 +106,8 @@ class Sandbox:
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
         self.mounts = mounts.prepare(pol)
+        # Landlock from the mount plan (jailpy.lsm); jailpy.net passes its TcpRules when the network is not none
+        self.lsm = lsm.prepare(pol, self.mounts, tcp=None)
         for fd in pol.pass_fd:
             try:
                 os.fstat(fd)
@@ -129,12 +131,12 @@ class Sandbox:
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
                                 cpu_time=pol.cpu_time)
-        self._expect = child.expected(f.bpf if f else None, self.rlimits)
+        self._expect = child.expected(f.bpf if f else None, self.rlimits, self.lsm.plan)
         cpuset = len(cgroups.parse_cpulist(pol.cpuset or ""))
         self._limits = Limits(self.wall_time, self.output_limit, pol.cpu_time,
                               min(pol.cpus or math.inf, cpuset or os.cpu_count() or 1))
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
-                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids),
+                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids, self.lsm.plan),
                           reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork)
 
     def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
@@ -200,8 +202,8 @@ class Sandbox:
             "quotas": ucounts.describe(self.mounts.sysctls, self.mounts.pty_max),
             "wall_time": {"seconds": self.wall_time, "source": "default" if self.policy.wall_time is None else "policy"},
             "output_limit": self.output_limit,
-            "landlock": None,
-            "lsm": None,
+            "landlock": self.lsm.landlock,
+            "lsm": self.lsm.lsm,
         }
 
     def run(
@@ -257,12 +259,17 @@ class Sandbox:
                 entry = registry.register(self.name, argv, list(prep.cgroup.paths), self.cgroup_plan.version,
                                           prep.jailpy_pids)
             t_start = time.monotonic()
-            try:
-                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
-            except (BrokenPipeError, ConnectionResetError):  # the prepared sandbox died meanwhile
-                pool.discard(prep)
-                prep = pool.prepare()
-                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+            for retry in (True, False):
+                try:
+                    launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+                    break
+                except (BrokenPipeError, ConnectionResetError):  # the sandbox died before it got its program
+                    why = prep.reported_error()
+                    pool.discard(prep)
+                    prep = None
+                    if why is not None or not retry:  # its set-up failed (a new one's would too), or twice
+                        raise SandboxSetupError(f"cannot set up the sandbox: {why or 'it ended before its program was sent'}") from None
+                    prep = pool.prepare()  # a prepared sandbox that died meanwhile: build another
             io.close_sent()
             control.setup_pidfd = prep.pidfd
             pool.fill()

@@ -148,6 +148,7 @@ FIELD_VALUES = {
     "seccomp": st.one_of(st.sampled_from(["default", "strict", "none", "docker-like", "nope", "", "../x",
                                           "/nonexistent.json"]), weird_text),
     "seccomp_log": st.booleans(),
+    "landlock": st.one_of(st.sampled_from(["auto", "on", "off", "yes", ""]), weird_text),
 }
 assert set(FIELD_VALUES) == set(Policy.__struct_fields__), "a Policy field has no strategy: add it"
 
