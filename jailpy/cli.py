@@ -431,6 +431,18 @@ app.command("audit", help="Try escapes on this host and print which layer stops 
             "2 if none did but some probes were skipped).")(audit_command)
 
 
+@app.command("doctor", help="Check this host for what jailpy needs (user namespaces, id ranges, cgroups, Landlock, "
+             "AppArmor, SELinux, seccomp) and what spoils it (swap, CPU frequency scaling, SMT), with the exact fix "
+             "for each. Exit 0 when the default policy can run, 1 when it cannot.")
+def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a report.")] = False) -> None:
+    from . import doctor as doctor_mod
+
+    ok, checks = doctor_mod.run_all()
+    print(doctor_mod.report_json(ok, checks) if json_out else doctor_mod.report_text(ok, checks))
+    if not ok:
+        raise typer.Exit(1)
+
+
 class _Forwarder:
     """jailpy's handlers for the signals it forwards (child.FORWARDED: SIGINT, SIGTERM, SIGHUP,
     SIGQUIT, SIGUSR1, SIGUSR2), installed as soon as `jailpy exec` starts: a signal that comes
