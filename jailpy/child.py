@@ -321,8 +321,10 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         # with the bounding set empty the payload's execve grants it nothing (capabilities(7))
         caps.drop_all(1 << sc.CAP_KILL)
         caps.no_new_privs()
-        step = "apply Landlock"
-        lsm.apply(ctx.lsm)
+        step = "apply Landlock and the exec label"
+        label = lsm.apply(ctx.lsm)
+        if label is not None:
+            _send(ctx, lsm_label=label)
         step = "receive the program"
         ctl = socket.socket(fileno=ctx.ctl_fd)
         request = launch.receive(ctl)

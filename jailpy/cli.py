@@ -136,6 +136,9 @@ def exec_(
     landlock: Annotated[Optional[str], typer.Option(metavar="auto|on|off", rich_help_panel=PROC,
         help="Landlock, a second wall behind the mounts (the kernel refuses files the sandbox's plan does not "
         "grant, even if a mount were wrong): auto (default) where the kernel has it, on (or fail), off.")] = None,
+    apparmor: Annotated[Optional[str], typer.Option(metavar="PROFILE|generate|off", rich_help_panel=PROC,
+        help="Run the program under an AppArmor profile: a loaded profile's name, or generate (the profile derived "
+        "from this policy: jailpy apparmor generate; loaded by sudo jailpy apparmor install). Default: off.")] = None,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -159,6 +162,7 @@ def exec_(
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "landlock": landlock,
+            "apparmor": apparmor,
         }.items() if v is not None}
         for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
             if flag:
@@ -424,6 +428,10 @@ def kill(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> 
 from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` defined first
 
 app.add_typer(seccomp_app, name="seccomp")
+
+from .cli_lsm import apparmor_app  # noqa: E402
+
+app.add_typer(apparmor_app, name="apparmor")
 
 from .cli_audit import audit_command  # noqa: E402
 

@@ -274,19 +274,26 @@ def landlock() -> Check:
 
 
 def apparmor() -> Check:
+    from .lsm import apparmor as aa
+
     enabled = _read("/sys/module/apparmor/parameters/enabled")
-    if enabled != "Y":
-        return Check("AppArmor", INFO, "not enabled in this kernel" if enabled is None else "built in, not enabled "
+    if not aa.enabled():
+        return Check("AppArmor", INFO, "not in this kernel" if enabled is None else "built in, not enabled "
                      "(apparmor=1 security=apparmor on the kernel command line)")
-    profiles = _read("/sys/kernel/security/apparmor/profiles")
-    if profiles is None:
-        ours = sorted(os.path.basename(p) for p in glob.glob("/etc/apparmor.d/jailpy-*"))
-        return Check("AppArmor", INFO, f"enabled; jailpy's profiles in /etc/apparmor.d: {', '.join(ours) or 'none'} "
-                                       f"(whether they are loaded needs root to see)",
-                     "" if ours else "sudo jailpy apparmor install (for --apparmor)")
-    ours = sorted({line.split(" ")[0] for line in profiles.splitlines() if line.startswith("jailpy-")})
-    return Check("AppArmor", OK if ours else INFO, f"enabled; jailpy's profiles loaded: {', '.join(ours) or 'none'}",
-                 "" if ours else "sudo jailpy apparmor install (for --apparmor)")
+    try:
+        names = os.listdir(os.path.join(aa.SECURITYFS, "policy", "profiles"))
+    except OSError:
+        names = []
+    ours = sorted({n.rpartition(".")[0] for n in names if n.startswith("jailpy-")})
+    detail = f"enabled; jailpy's profiles loaded: {', '.join(ours) or 'none'}"
+    fix = "" if ours else "sudo jailpy apparmor install (for --apparmor generate)"
+    if aa.userns_mediated():
+        has = aa.LAUNCHER_PROFILE in ours and os.path.exists(aa.LAUNCHER_PATH)
+        detail += f"; this kernel lets AppArmor restrict user namespaces: the launcher {aa.LAUNCHER_PATH} " + \
+            ("and its profile are installed" if has else "is not installed")
+        if not has:
+            fix = "sudo jailpy apparmor install"
+    return Check("AppArmor", OK if ours else INFO, detail, fix)
 
 
 def selinux() -> Check:

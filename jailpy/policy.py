@@ -29,6 +29,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=:@-]{0,199}$")
+"""An AppArmor profile name jailpy accepts (no spaces, slashes or globs: one written to attr/exec)."""
 _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
@@ -234,6 +236,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Landlock (landlock(7)), rules derived from the mount plan: auto applies it where the kernel
     has it (Result.protections.landlock says what was applied); on fails closed where it cannot;
     off never applies it."""
+    apparmor: str = "off"
+    """AppArmor profile the program runs under (jailpy.lsm.apparmor): a loaded profile's name;
+    ``generate``: the payload profile derived from this policy (``jailpy apparmor generate``,
+    installed by ``sudo jailpy apparmor install``); ``off``.  Asked for and not loaded: an error."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""
@@ -334,6 +340,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     raise bad(key, "needs a cgroup, but no_cgroup (--no-cgroup) is set")
         if not self.seccomp:
             raise bad("seccomp", "expected a policy name, a file, or none")
+        if not _PROFILE_RE.match(self.apparmor):
+            raise bad("apparmor", f"expected a profile name, generate or off, got {self.apparmor!r}")
         if self.seccomp_log and self.seccomp == "none":
             raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):

@@ -295,7 +295,11 @@ class Sandbox:
             io.close()
             control.setup_pidfd = None
             prep.close()
-        return decide(facts, self._context)
+        result = decide(facts, self._context)
+        if "lsm_label" in facts.msgs:  # this run's label (SELinux: its own categories), as PID 1 wrote it
+            lsm_desc = dict(result.protections["lsm"] or {}, label=facts.msgs["lsm_label"])
+            result.protections = dict(result.protections, lsm=lsm_desc)
+        return result
 
     def _hold_ids(self) -> None:
         """The run's host ids: after close(), or in a process forked from the Sandbox's owner, a

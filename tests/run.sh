@@ -30,7 +30,9 @@ fi
 log "system packages"
 need=()
 # compilers and runtimes the seccomp tests run under every policy (they skip what is missing)
-for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go; do
+# apparmor (apparmor_parser), python3-apparmor: the generated AppArmor profiles are compiled and parsed
+for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go apparmor \
+    python3-apparmor; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

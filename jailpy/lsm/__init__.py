@@ -13,6 +13,7 @@ jailpy.child.init).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,13 +24,17 @@ if TYPE_CHECKING:
     from ..mounts import MountPlan
     from ..policy import Policy
 
+APPARMOR_ATTR = ("/proc/thread-self/attr/apparmor", "/proc/thread-self/attr")
+"""Where a thread's AppArmor attributes are: the LSM's own directory (Linux 5.8), else the shared one."""
+
 
 @dataclass(frozen=True)
 class Plan:
     """What PID 1 applies (plain data: pickled to the fork server).  ``landlock``: None when off or
-    unavailable."""
+    unavailable; ``apparmor``: the profile the program moves into at its execve; None: none."""
 
     landlock: landlock.Plan | None = None
+    apparmor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,18 +50,63 @@ class Prepared:
 def prepare(policy: "Policy", mounts: "MountPlan", tcp: landlock.TcpRules | None = None) -> Prepared:
     """Host side: check what the policy asks for against this host and plan it.  ``tcp``: the
     network policy's TCP rules (jailpy.net, when the network is not none), None for network
-    none.  Raises HostError (fail closed) naming what is missing and the fix."""
+    none.  Raises HostError (fail closed) naming what is missing and the fix, PolicyError for a
+    bad value."""
     try:
         ll_plan, ll_desc = landlock.prepare(policy.landlock, mounts, tcp)
     except landlock.Unavailable as e:
         raise HostError(str(e)) from None
-    return Prepared(Plan(ll_plan), ll_desc)
+    profile = lsm_desc = None
+    if policy.apparmor != "off":
+        from . import apparmor
+
+        profile, lsm_desc = apparmor.prepare(policy.apparmor, policy, mounts)
+    return Prepared(Plan(ll_plan, profile), ll_desc, lsm_desc)
 
 
-def apply(plan: Plan | None) -> None:
+def _apparmor_label() -> str | None:
+    for d in APPARMOR_ATTR:
+        try:
+            with open(os.path.join(d, "current")) as f:
+                return f.read().strip().replace("\0", "")
+        except OSError:
+            continue
+    return None
+
+
+def _attr(dirs: tuple[str, ...]) -> str:
+    """The thread's attr/exec for an LSM: in its own directory (Linux 5.8+), else the shared one."""
+    return os.path.join(next((d for d in dirs if os.path.exists(os.path.join(d, "exec"))), dirs[-1]), "exec")
+
+
+def apply(plan: Plan | None) -> str | None:
     """Sandbox side, in PID 1 after pivot_root and no_new_privs, before seccomp: Landlock (the
-    process restricts itself; inherited by the program).  Raises OSError."""
+    process restricts itself; inherited by the program), then the exec label the program gets
+    at its execve, written to the thread's attr/exec (opened before Landlock, which would refuse
+    it under /proc): AppArmor ``exec PROFILE`` from an unconfined PID 1, else ``stack PROFILE``.
+    Returns the label the
+    program will run under (None without one).  Raises OSError naming what failed: the program
+    is never started without what was asked for."""
     if plan is None:
-        return
-    if plan.landlock is not None:
-        landlock.apply(plan.landlock)
+        return None
+    attr_fd, request, label = -1, b"", None
+    if plan.apparmor is not None:
+        current = _apparmor_label()
+        if current in (None, "unconfined"):
+            request, label = f"exec {plan.apparmor}".encode(), plan.apparmor
+        else:  # jailpy runs confined (the launcher's profile): only a stack keeps within it under no_new_privs
+            request, label = f"stack {plan.apparmor}".encode(), f"{current.rsplit(' (', 1)[0]}//&{plan.apparmor}"
+        attr_fd = os.open(_attr(APPARMOR_ATTR), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if plan.landlock is not None:
+            landlock.apply(plan.landlock)
+        if attr_fd >= 0:
+            try:
+                os.write(attr_fd, request)
+            except OSError as e:
+                why = "not loaded" if e.errno == 2 else e.strerror
+                raise OSError(e.errno, f"AppArmor profile {plan.apparmor}: {why} ({request.decode()})") from None
+    finally:
+        if attr_fd >= 0:
+            os.close(attr_fd)
+    return label

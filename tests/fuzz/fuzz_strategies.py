@@ -149,6 +149,8 @@ FIELD_VALUES = {
                                           "/nonexistent.json"]), weird_text),
     "seccomp_log": st.booleans(),
     "landlock": st.one_of(st.sampled_from(["auto", "on", "off", "yes", ""]), weird_text),
+    "apparmor": st.one_of(st.sampled_from(["off", "generate", "jailpy-payload-0123456789ab", "a b", "/x", ""]),
+                          weird_text),
 }
 assert set(FIELD_VALUES) == set(Policy.__struct_fields__), "a Policy field has no strategy: add it"
 

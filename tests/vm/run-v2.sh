@@ -3,7 +3,7 @@
 # ONCE and run jailpy's cgroup v2 tests inside, as root and then as the guest's unprivileged
 # user `tester`.  See tests/vm/README.md.
 #
-#   tests/vm/run-v2.sh [PYTEST_ARGS...]    default: -m "cgroup_v2 or vm"
+#   tests/vm/run-v2.sh [PYTEST_ARGS...]    default: -m "cgroup_v2 or vm or apparmor"
 #   tests/vm/run-v2.sh tests/unit          e.g. a list of test files or directories
 #
 # Steps: (1) build the VM image into $VMTEST_CACHE if it is missing or was built for other
@@ -29,8 +29,9 @@ log() { printf 'vm-lane: %s\n' "$*" >&2; }
 export VMTEST_CACHE=${VMTEST_CACHE:-/var/cache/jailpy-vm}
 export VMTEST_MEM=${VMTEST_MEM:-3072}
 # what the guest needs offline: a python3 matching the host's /usr/bin/python3 (3.11 on
-# bookworm) for the wheels, venv, newuidmap (id_map=range), libseccomp, gcc for C test programs
-export VMTEST_PACKAGES="python3 python3-venv python3-pip uidmap libseccomp2 gcc libc6-dev"
+# bookworm) for the wheels, venv, newuidmap (id_map=range), libseccomp, gcc for C test programs;
+# apparmor-utils and Debian's python3-apparmor for the AppArmor tests (the kernel has AppArmor on)
+export VMTEST_PACKAGES="python3 python3-venv python3-pip uidmap libseccomp2 gcc libc6-dev apparmor-utils python3-apparmor"
 
 # ---- 1. image: rebuilt when vmtest.sh or the build settings change
 key=$( { sha256sum <"$here/vmtest.sh"
@@ -69,7 +70,7 @@ chmod -R a+rX "$work"
 left=$(( budget - (SECONDS - t_start) ))
 [ "$left" -ge 60 ] || { log "budget ${budget}s used up before boot"; exit 124; }
 export VMTEST_TIMEOUT=$left
-[ $# -gt 0 ] || set -- -m "cgroup_v2 or vm"
+[ $# -gt 0 ] || set -- -m "cgroup_v2 or vm or apparmor"
 log "booting (VM timeout ${left}s): pytest $*"
 t=$SECONDS
 rc=0

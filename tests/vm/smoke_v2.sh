@@ -73,6 +73,13 @@ as_root() {
   env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/sbin:/usr/bin:/sbin:/bin" JAILPY_TEST_TIME_FACTOR=5 "$@"
 }
 
+step "AppArmor: jailpy's payload profiles (as root), for the tests marked apparmor"
+[ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] || fail "AppArmor is not enabled in this kernel"
+out=$(cd /tmp/src-root && as_root jailpy apparmor install --policy default --policy tests/vm/apparmor-test.toml 2>&1) \
+  || fail "jailpy apparmor install: $out"
+echo "$out" | sed 's/^/  /'
+ok "$(ls /sys/kernel/security/apparmor/policy/profiles | grep -c '^jailpy-payload-') jailpy payload profiles loaded"
+
 step "jailpy exec -- /bin/true"
 for who in root "$user"; do
   run=as_root; [ "$who" = root ] || run=as_user
