@@ -139,6 +139,9 @@ def exec_(
     apparmor: Annotated[Optional[str], typer.Option(metavar="PROFILE|generate|off", rich_help_panel=PROC,
         help="Run the program under an AppArmor profile: a loaded profile's name, or generate (the profile derived "
         "from this policy: jailpy apparmor generate; loaded by sudo jailpy apparmor install). Default: off.")] = None,
+    selinux_label: Annotated[Optional[str], typer.Option(metavar="LABEL|auto|off", rich_help_panel=PROC,
+        help="Run the program under an SELinux context USER:ROLE:TYPE (each run gets two random MCS categories), "
+        "or auto (container_t, else jailpy_t: sudo jailpy selinux install). Default: off.")] = None,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -162,7 +165,7 @@ def exec_(
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "landlock": landlock,
-            "apparmor": apparmor,
+            "apparmor": apparmor, "selinux_label": selinux_label,
         }.items() if v is not None}
         for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
             if flag:
@@ -429,9 +432,10 @@ from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` def
 
 app.add_typer(seccomp_app, name="seccomp")
 
-from .cli_lsm import apparmor_app  # noqa: E402
+from .cli_lsm import apparmor_app, selinux_app  # noqa: E402
 
 app.add_typer(apparmor_app, name="apparmor")
+app.add_typer(selinux_app, name="selinux")
 
 from .cli_audit import audit_command  # noqa: E402
 

@@ -1,9 +1,10 @@
-"""``jailpy apparmor``: the profiles an administrator installs for ``--apparmor`` (no kernel
-logic here: jailpy.lsm).
+"""``jailpy apparmor`` and ``jailpy selinux``: the profiles an administrator installs for
+``--apparmor`` and ``--selinux-label`` (no kernel logic here: jailpy.lsm).
 
 ``jailpy apparmor generate [--policy P]``   print the payload profile derived from a policy
 ``sudo jailpy apparmor install [--policy P]...``   write and load it (and, where the kernel
                                             restricts user namespaces, jailpy's launcher)
+``sudo jailpy selinux install``             install jailpy's SELinux module (jailpy_t)
 
 Errors raise jailpy.errors.JailpyError: the main CLI prints "jailpy: error: ..." and exits 125.
 """
@@ -57,3 +58,23 @@ def install(
     for line in apparmor.install([(n, policy_mod.load(n)) for n in names], launcher):
         print(f"jailpy apparmor install: {line}")
 
+
+selinux_app = typer.Typer(
+    name="selinux",
+    help="SELinux for --selinux-label: install jailpy's module (jailpy_t) on a host without a container type (root).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@selinux_app.command("install", help="As root: install jailpy's SELinux module (profiles/selinux/jailpy.cil: the "
+                     "types jailpy_t and jailpy_file_t) with semodule -i.\n\nExample: sudo jailpy selinux install")
+def selinux_install(
+    no_reload: Annotated[bool, typer.Option("--no-reload", "-n",
+        help="Into the policy store only, not loaded (semodule -n): for a host where SELinux is off.")] = False,
+) -> None:
+    from .lsm import selinux
+
+    print(f"jailpy selinux install: {selinux.install(no_reload)}")

@@ -31,6 +31,8 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=:@-]{0,199}$")
 """An AppArmor profile name jailpy accepts (no spaces, slashes or globs: one written to attr/exec)."""
+_CONTEXT_RE = re.compile(r"^[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.,:-]+)?$")
+"""An SELinux context: USER:ROLE:TYPE[:LEVEL] (a level like s0 or s0:c1,c2 or s0-s0:c0.c1023)."""
 _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
@@ -240,6 +242,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """AppArmor profile the program runs under (jailpy.lsm.apparmor): a loaded profile's name;
     ``generate``: the payload profile derived from this policy (``jailpy apparmor generate``,
     installed by ``sudo jailpy apparmor install``); ``off``.  Asked for and not loaded: an error."""
+    selinux_label: str = "off"
+    """SELinux context the program runs under (jailpy.lsm.selinux): ``USER:ROLE:TYPE`` (each run adds
+    two random MCS categories) or with a level; ``auto``: container_t, else jailpy_t (``sudo jailpy
+    selinux install``); ``off``.  SELinux off or permissive, or a type the policy lacks: an error."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""
@@ -342,6 +348,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("seccomp", "expected a policy name, a file, or none")
         if not _PROFILE_RE.match(self.apparmor):
             raise bad("apparmor", f"expected a profile name, generate or off, got {self.apparmor!r}")
+        if self.selinux_label not in ("auto", "off") and not _CONTEXT_RE.match(self.selinux_label):
+            raise bad("selinux_label", f"expected USER:ROLE:TYPE[:LEVEL], auto or off, got {self.selinux_label!r}")
         if self.seccomp_log and self.seccomp == "none":
             raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):

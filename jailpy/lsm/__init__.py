@@ -26,15 +26,18 @@ if TYPE_CHECKING:
 
 APPARMOR_ATTR = ("/proc/thread-self/attr/apparmor", "/proc/thread-self/attr")
 """Where a thread's AppArmor attributes are: the LSM's own directory (Linux 5.8), else the shared one."""
+SELINUX_ATTR = ("/proc/thread-self/attr/selinux", "/proc/thread-self/attr")
 
 
 @dataclass(frozen=True)
 class Plan:
     """What PID 1 applies (plain data: pickled to the fork server).  ``landlock``: None when off or
-    unavailable; ``apparmor``: the profile the program moves into at its execve; None: none."""
+    unavailable; ``apparmor``: the profile the program moves into at its execve; ``selinux``: its
+    SELinux context (without a level: PID 1 adds two random categories); None: none."""
 
     landlock: landlock.Plan | None = None
     apparmor: str | None = None
+    selinux: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,18 @@ def prepare(policy: "Policy", mounts: "MountPlan", tcp: landlock.TcpRules | None
         ll_plan, ll_desc = landlock.prepare(policy.landlock, mounts, tcp)
     except landlock.Unavailable as e:
         raise HostError(str(e)) from None
-    profile = lsm_desc = None
+    profile = context = lsm_desc = None
     if policy.apparmor != "off":
         from . import apparmor
 
         profile, lsm_desc = apparmor.prepare(policy.apparmor, policy, mounts)
-    return Prepared(Plan(ll_plan, profile), ll_desc, lsm_desc)
+    if policy.selinux_label != "off":
+        from . import selinux
+
+        if profile is not None:
+            raise HostError("--apparmor and --selinux-label: a host runs one of them; give one")
+        context, lsm_desc = selinux.prepare(policy.selinux_label)
+    return Prepared(Plan(ll_plan, profile, context), ll_desc, lsm_desc)
 
 
 def _apparmor_label() -> str | None:
@@ -83,13 +92,19 @@ def apply(plan: Plan | None) -> str | None:
     """Sandbox side, in PID 1 after pivot_root and no_new_privs, before seccomp: Landlock (the
     process restricts itself; inherited by the program), then the exec label the program gets
     at its execve, written to the thread's attr/exec (opened before Landlock, which would refuse
-    it under /proc): AppArmor ``exec PROFILE`` from an unconfined PID 1, else ``stack PROFILE``.
-    Returns the label the
+    it under /proc): AppArmor ``exec PROFILE`` from an unconfined PID 1, else ``stack PROFILE``;
+    SELinux the context, with two random categories when it has no level.  Returns the label the
     program will run under (None without one).  Raises OSError naming what failed: the program
     is never started without what was asked for."""
     if plan is None:
         return None
     attr_fd, request, label = -1, b"", None
+    if plan.selinux is not None:
+        from .selinux import with_categories
+
+        label = with_categories(plan.selinux)
+        request = label.encode()
+        attr_fd = os.open(_attr(SELINUX_ATTR), os.O_WRONLY | os.O_CLOEXEC)
     if plan.apparmor is not None:
         current = _apparmor_label()
         if current in (None, "unconfined"):
@@ -104,6 +119,8 @@ def apply(plan: Plan | None) -> str | None:
             try:
                 os.write(attr_fd, request)
             except OSError as e:
+                if plan.selinux is not None:
+                    raise OSError(e.errno, f"SELinux context {label}: {e.strerror}") from None
                 why = "not loaded" if e.errno == 2 else e.strerror
                 raise OSError(e.errno, f"AppArmor profile {plan.apparmor}: {why} ({request.decode()})") from None
     finally:

@@ -151,6 +151,8 @@ FIELD_VALUES = {
     "landlock": st.one_of(st.sampled_from(["auto", "on", "off", "yes", ""]), weird_text),
     "apparmor": st.one_of(st.sampled_from(["off", "generate", "jailpy-payload-0123456789ab", "a b", "/x", ""]),
                           weird_text),
+    "selinux_label": st.one_of(st.sampled_from(["off", "auto", "system_u:system_r:jailpy_t",
+                                                "u:r:t:s0:c1,c2", "u:r", "a b:c:d", ""]), weird_text),
 }
 assert set(FIELD_VALUES) == set(Policy.__struct_fields__), "a Policy field has no strategy: add it"
 
