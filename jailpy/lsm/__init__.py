@@ -14,8 +14,7 @@ jailpy.child.init).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import HostError
 from . import landlock
@@ -29,8 +28,7 @@ APPARMOR_ATTR = ("/proc/thread-self/attr/apparmor", "/proc/thread-self/attr")
 SELINUX_ATTR = ("/proc/thread-self/attr/selinux", "/proc/thread-self/attr")
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What PID 1 applies (plain data: pickled to the fork server).  ``landlock``: None when off or
     unavailable; ``apparmor``: the profile the program moves into at its execve; ``selinux``: its
     SELinux context (without a level: PID 1 adds two random categories); None: none."""
@@ -40,8 +38,7 @@ class Plan:
     selinux: str | None = None
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """The host side's result: ``plan`` for the sandbox side, and what Result.protections says
     (``landlock``; ``lsm``: the exec label, None without one)."""
 

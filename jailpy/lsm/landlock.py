@@ -58,7 +58,7 @@ import errno
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import _syscalls as sc
 
@@ -123,11 +123,25 @@ _NR_CREATE, _NR_ADD, _NR_RESTRICT, _NR_STATX = (ctypes.c_long(n) for n in (
     NR_landlock_create_ruleset, NR_landlock_add_rule, NR_landlock_restrict_self, NR_statx))
 
 
+_ABI: list = []  # the kernel's answer, asked once per process: it cannot change while it runs
+
+
 def kernel_abi() -> int:
     """The Landlock ABI of the running kernel (landlock_create_ruleset(2) with
-    LANDLOCK_CREATE_RULESET_VERSION).  Raises :class:`Unavailable` naming the cause: ENOSYS (not
-    built in: Linux 5.13+ with CONFIG_SECURITY_LANDLOCK) or EOPNOTSUPP (built in, not enabled at
-    boot: the ``lsm=`` kernel parameter)."""
+    LANDLOCK_CREATE_RULESET_VERSION), asked once per process.  Raises :class:`Unavailable` naming
+    the cause: ENOSYS (not built in: Linux 5.13+ with CONFIG_SECURITY_LANDLOCK) or EOPNOTSUPP
+    (built in, not enabled at boot: the ``lsm=`` kernel parameter)."""
+    if not _ABI:
+        try:
+            _ABI.append(_kernel_abi())
+        except Unavailable as e:
+            _ABI.append(e)
+    if isinstance(_ABI[0], Unavailable):
+        raise Unavailable(str(_ABI[0]))
+    return _ABI[0]
+
+
+def _kernel_abi() -> int:
     try:
         return _raw(_NR_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
     except OSError as e:
@@ -142,11 +156,16 @@ def kernel_abi() -> int:
 
 def kernel_errata() -> int:
     """The bitmask of Landlock errata fixed in this kernel (LANDLOCK_CREATE_RULESET_ERRATA, ABI
-    7 kernels and some backports), 0 where the flag is unknown."""
-    try:
-        return _raw(_NR_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_ERRATA))
-    except OSError:
-        return 0
+    7 kernels and some backports), 0 where the flag is unknown; asked once per process."""
+    if not _ERRATA:
+        try:
+            _ERRATA.append(_raw(_NR_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_ERRATA)))
+        except OSError:
+            _ERRATA.append(0)
+    return _ERRATA[0]
+
+
+_ERRATA: list[int] = []
 
 
 def rights_for(abi: int) -> tuple[int, int, int]:
@@ -169,8 +188,7 @@ def names(table: dict, bits: int) -> list[str]:
     return [n for n, (bit, _) in table.items() if bits & bit]
 
 
-@dataclass(frozen=True)
-class TcpRules:
+class TcpRules(NamedTuple):
     """What a network policy allows over TCP (the hook for jailpy.net, when a network other than
     none is given): ports (1-65535) the program may connect to and ports it may bind (none: TCP
     bind denied)."""
@@ -179,8 +197,7 @@ class TcpRules:
     bind: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One path-beneath rule: ``path`` inside the sandbox, ``access`` (FS bits), ``kind`` (what the
     description calls it: read_dir, read_execute, devices, all_rights), ``mount``: ``path`` is a
     mount the plan makes (a tmpfs or a bind), whose root the rule must land on; ``optional``:
@@ -195,8 +212,7 @@ class Rule:
     """What the plan put there (a directory, or a file: then only FILE_RIGHTS)."""
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What PID 1 applies (plain data: pickled to the fork server)."""
 
     abi: int
@@ -210,20 +226,22 @@ def _under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def rules_from(mounts) -> tuple[Rule, ...]:
+def rules_from(mounts, fs: int = FS_ALL) -> tuple[Rule, ...]:
     """The path rules that follow from a mount plan (jailpy.mounts.MountPlan; see the module
-    docstring): the only place jailpy's Landlock rules come from.  The root itself gets only
-    ``read_dir`` (listing; it is inherited, so hidden directories list empty), each visible
-    top-level entry of the rootfs, /proc, /sys and each read-only bind read and execute."""
-    rules = [Rule("/", _bits(FS, "read_dir"), "read_dir")]
-    rules += [Rule(f"/{name}", READ_EXECUTE & (FILE_RIGHTS if kind == "file" else FS_ALL), "read_execute",
-                   is_dir=kind != "file") for name, kind, _ in mounts.top if kind in ("overlay", "rbind", "file")]
-    rules += [Rule("/proc", READ_EXECUTE, "read_execute"), Rule("/sys", READ_EXECUTE, "read_execute"),
-              Rule("/dev", DEVICES, "devices"), Rule("/dev/mqueue", MQUEUE, "devices", optional=True),
-              Rule("/dev/shm", FS_ALL, "all_rights", mount=True), Rule("/tmp", FS_ALL, "all_rights", mount=True)]
-    rules += [Rule(dst, FS_ALL, "all_rights", mount=True) for dst, _ in mounts.tmpfs]
-    rules += [Rule(b.dst, (FS_ALL if b.rw else READ_EXECUTE) & (FS_ALL if b.is_dir else FILE_RIGHTS),
-                   "all_rights" if b.rw else "read_execute", mount=True, is_dir=b.is_dir) for b in mounts.binds]
+    docstring), with only the rights in ``fs`` (the running ABI's): the only place jailpy's
+    Landlock rules come from.  The root itself gets only ``read_dir`` (listing; it is inherited,
+    so hidden directories list empty); each visible top-level entry of the rootfs, /proc, /sys and
+    each read-only bind read and execute."""
+    rx, dev, allr, fileonly = READ_EXECUTE & fs, DEVICES & fs, FS_ALL & fs, FILE_RIGHTS & fs
+    rules = [Rule("/", FS["read_dir"][0], "read_dir")]
+    rules += [Rule(f"/{name}", rx & fileonly if kind == "file" else rx, "read_execute", False, False, kind != "file")
+              for name, kind, _ in mounts.top if kind in ("overlay", "rbind", "file")]
+    rules += [Rule("/proc", rx, "read_execute"), Rule("/sys", rx, "read_execute"), Rule("/dev", dev, "devices"),
+              Rule("/dev/mqueue", MQUEUE & fs, "devices", False, True), Rule("/dev/shm", allr, "all_rights", True),
+              Rule("/tmp", allr, "all_rights", True)]
+    rules += [Rule(dst, allr, "all_rights", True) for dst, _ in mounts.tmpfs]
+    rules += [Rule(b.dst, (allr if b.rw else rx) & (allr if b.is_dir else fileonly),
+                   "all_rights" if b.rw else "read_execute", True, False, b.is_dir) for b in mounts.binds]
     return tuple(rules)
 
 
@@ -258,7 +276,7 @@ def prepare(mode: str, mounts, tcp: TcpRules | None = None) -> tuple[Plan | None
         raise Unavailable(f"--landlock on: the network policy needs TCP rules (Landlock ABI 4, Linux 6.7), "
                           f"this kernel has ABI {kabi}; or use --landlock auto")
     handled_net = net if tcp is not None else 0
-    rules = tuple(Rule(r.path, r.access & fs, r.kind, r.mount, r.optional, r.is_dir) for r in rules_from(mounts))
+    rules = rules_from(mounts, fs)
     ports: dict[int, int] = {}
     if handled_net:
         for p in tcp.connect:
@@ -338,32 +356,31 @@ def _open(root: int, rule: Rule) -> int | None:
         raise OSError(e.errno, f"Landlock rule for {rule.path}: {e.strerror}") from None
 
 
-def _add_path_rule(ruleset: ctypes.c_int, root: int, rule: Rule) -> None:
-    fd = root if rule.path == "/" else _open(root, rule)
-    if fd is None:
-        return
-    try:
-        if rule.mount and _mount_root(fd) is False:
-            raise OSError(errno.EXDEV, f"Landlock rule for {rule.path}: not the mount the plan made there "
-                                       f"(changed since it was mounted?)")
-        # struct landlock_path_beneath_attr, packed: 12 bytes
-        _raw(_NR_ADD, ruleset, _PATH_BENEATH, struct.pack("<Qi", rule.access, fd), _NO_FLAGS)
-    finally:
-        if fd != root:
-            os.close(fd)
-
-
 def apply(plan: Plan) -> None:
     """Sandbox side (PID 1, after pivot_root and the per-run mounts, before seccomp): build the
     ruleset of ``plan`` and restrict this process and all it will start (landlock_restrict_self(2);
     irreversible, inherited).  Sets no_new_privs first (the kernel wants it, or CAP_SYS_ADMIN).
     Raises OSError naming the rule that failed."""
     ruleset = ctypes.c_int(_raw(_NR_CREATE, plan.attr, ctypes.c_size_t(len(plan.attr)), _NO_FLAGS))
+    pack, call, add, beneath, none = struct.pack, _syscall, _NR_ADD, _PATH_BENEATH, _NO_FLAGS
     try:
         root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for rule in plan.rules:
-                _add_path_rule(ruleset, root, rule)
+            for rule in plan.rules:  # the loop is PID 1's cost per run: kept to a syscall or three a rule
+                fd = root if rule.path == "/" else _open(root, rule)
+                if fd is None:
+                    continue
+                try:
+                    if rule.mount and _mount_root(fd) is False:
+                        raise OSError(errno.EXDEV, f"Landlock rule for {rule.path}: not the mount the plan made "
+                                                   f"there (changed since it was mounted?)")
+                    # struct landlock_path_beneath_attr, packed: 12 bytes
+                    if call(add, ruleset, beneath, pack("<Qi", rule.access, fd), none) == -1:
+                        err = ctypes.get_errno()
+                        raise OSError(err, f"Landlock rule for {rule.path}: {os.strerror(err)}")
+                finally:
+                    if fd != root:
+                        os.close(fd)
         finally:
             os.close(root)
         for port, access in plan.ports:

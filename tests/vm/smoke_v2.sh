@@ -115,6 +115,10 @@ step "pytest -q $* (as root)"
 step "pytest -q $* (as $user)"
 (cd "/tmp/src-$user" && as_user python -m pytest -q -p no:cacheprovider "$@"); rc_user=$?
 
+step "bench/lsm.py: what the ${JAILPY_VM_LSM:-apparmor} exec label costs per run (as root; not a check)"
+(cd /tmp/src-root && as_root timeout 300 python bench/lsm.py --label "${JAILPY_VM_LSM:-apparmor}" --label-only \
+  --runs 10 --warmup 2) || echo "  (the benchmark did not finish)"
+
 step "done: pytest root exit $rc_root, $user exit $rc_user"
 rmdir "$cg/$deleg/runner" "$cg/$deleg" 2>/dev/null
 [ "$rc_root" != 0 ] && exit "$rc_root"
