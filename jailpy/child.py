@@ -41,7 +41,15 @@ from . import caps, cgroups, launch, lsm, mounts, net, rootfs, seccomp, userns
 KILL_ALL = signal.SIGRTMIN + 2
 """Sent by the supervisor to PID 1 to end the run (a time limit, Sandbox.kill): PID 1 SIGKILLs
 every other process of the sandbox, reaps them and reports as usual, CPU times included."""
+STOP_ALL = signal.SIGRTMIN + 3
+"""Sent by the supervisor to PID 1 when jailpy itself is stopped by job control (Ctrl-Z): PID 1
+stops every other process of the sandbox (SIGSTOP), which would otherwise run on, and read the
+terminal, while the shell has it back.  Its wall time stops counting."""
+CONT_ALL = signal.SIGRTMIN + 4
+"""Sent by the supervisor to PID 1 when jailpy continues: PID 1 continues them (SIGCONT)."""
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+BLOCKED = FORWARDED + (KILL_ALL, STOP_ALL, CONT_ALL)
+"""What stays blocked from the set-up process's start until PID 1 has its handlers."""
 NAMESPACES = {
     "user": sc.CLONE_NEWUSER, "mnt": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID, "uts": sc.CLONE_NEWUTS,
     "ipc": sc.CLONE_NEWIPC, "net": sc.CLONE_NEWNET, "cgroup": sc.CLONE_NEWCGROUP,
@@ -93,6 +101,10 @@ class SpawnContext:
     """This process tree builds a rootfs template instead of running a program: PID 1 builds it
     (rootfs.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
     over ``ctl_fd``."""
+    net: object = None
+    """What PID 1 does for the network (a jailpy.net.Inside), None: loopback only."""
+    net_fd: int | None = None
+    """PID 1's end of the run's network channel (jailpy.net.host), with ``net``."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -114,7 +126,7 @@ def setup(ctx: SpawnContext) -> None:
     try:
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
         _stdio_to_devnull()  # the helpers hold none of the caller's stdio
-        keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds)
+        keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds, *_net_fds(ctx))
         _close_all_but(keep + tuple(fd for fd in (ctx.userns_fd, ctx.template_fd) if fd is not None))
         if ctx.cgroup_procs:
             step = "join the sandbox's cgroup"
@@ -145,6 +157,9 @@ def setup(ctx: SpawnContext) -> None:
             sc.unshare(flags)  # with CLONE_NEWNS: a copy of the mount namespace joined above
         except OSError as e:
             raise OSError(e.errno, userns.unshare_hint(e) if step == "unshare the namespaces" else e.strerror) from None
+        if ctx.userns_fd is None and ctx.ids.self_write:
+            step = "write the id maps"
+            userns.write_own_maps(ctx.ids)
         if ctx.userns_fd is None:
             os.write(ctx.sync_w, b"u")
             if os.read(ctx.go_r, 1) != b"g":
@@ -162,7 +177,7 @@ def setup(ctx: SpawnContext) -> None:
                 _template_init(ctx, sources)
             init(ctx, sources)
         _send(ctx, pid1=pid)
-        for fd in (0, 1, 2, ctx.ctl_fd, ctx.status_w, ctx.sync_w, *sources):
+        for fd in (0, 1, 2, ctx.ctl_fd, ctx.status_w, ctx.sync_w, *sources, *_net_fds(ctx)):
             os.close(fd)
         # wait for PID 1 without reaping it, then until the supervisor is done with this run
         # (go pipe closed): until then its pid cannot be reused, so the supervisor's
@@ -195,7 +210,7 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
         if _hup(ctx.go_r):
             os._exit(125)  # the supervisor is gone
         _stdio_to_devnull()
-        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources, *ctx.cgroup_fds))
+        _close_all_but((ctx.status_w, ctx.go_r, ctx.ctl_fd, *sources, *ctx.cgroup_fds, *_net_fds(ctx)))
         if ctx.cgroup_fds:
             step = "join the sandbox's cgroup"
             for fd, path in zip(ctx.cgroup_fds, ctx.cgroup_procs):
@@ -218,6 +233,10 @@ def start_pid1(ctx: SpawnContext, sources: list[int]) -> None:
     if ctx.build_template:
         _template_init(ctx, sources)
     init(ctx, sources)
+
+
+def _net_fds(ctx: SpawnContext) -> tuple[int, ...]:
+    return () if ctx.net_fd is None else (ctx.net_fd,)
 
 
 def _stdio_to_devnull() -> None:
@@ -258,8 +277,23 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
     """PID 1 of the sandbox (see module docstring).  Never returns."""
     pending: list[int] = []
     payload = 0
+    stopped: float | None = None  # since when STOP_ALL holds the sandbox (time.monotonic)
+    paused = 0.0  # seconds the sandbox was held so, left out of the program's wall time
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopped, paused
+        if signum in (STOP_ALL, CONT_ALL):
+            if signum == STOP_ALL and stopped is None:
+                stopped = time.monotonic()
+            elif signum == CONT_ALL and stopped is not None:
+                paused += time.monotonic() - stopped
+                stopped = None
+            if payload:
+                try:
+                    os.kill(-1, signal.SIGSTOP if signum == STOP_ALL else signal.SIGCONT)
+                except OSError:
+                    pass
+            return
         if payload:
             try:
                 if signum == KILL_ALL:
@@ -278,11 +312,11 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
     step = "start"
     try:
         _die_with_parent(lambda: not _hup(ctx.go_r))
-        for s in FORWARDED + (KILL_ALL,):
+        for s in BLOCKED:
             signal.signal(s, forward)
         # blocked since before this process existed (the supervisor's or fork server's mask, see
         # pool.Pool._spawn): a signal sent meanwhile waited, and is handled now
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED + (KILL_ALL,))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED)
         # the id switch made this process non-dumpable, so its /proc/self files belong to the host's
         # root (proc(5)); dumpable for a moment (nothing else runs in the sandbox yet) to open its
         # oom_score_adj, kept open: after PR_SET_DUMPABLE 0 below it could not be opened again
@@ -293,16 +327,21 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
         oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR | os.O_CLOEXEC)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        step = "bring up loopback"
+        net.loopback_up()
+        step = "set up the network"  # here, where /proc/self is still this process's (see build_rootfs)
+        net_state = net.inside.setup(ctx.net, ctx.net_fd)
+        step = "build the rootfs"
         if ctx.template_fd is None:
             rootfs.build_rootfs(ctx.mounts, sources)
         step = "set the hostname"
         sc.sethostname(ctx.hostname)
-        step = "bring up loopback"
-        net.loopback_up()
         if ctx.template_fd is None:
             step = "pivot_root into the rootfs"
             rootfs.enter_rootfs(ctx.mounts)
         rootfs.enter_workdir(ctx.mounts)
+        step = "set up the network"
+        net.inside.wait_host(net_state)  # the supervisor's part (a veth, pasta), done while the rootfs was built
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         step = "restrict the program"
         _forget_the_caller()
@@ -346,6 +385,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
             _send(ctx, ready=1)
             if ctl.recv(1) != b"G":
                 os._exit(0)  # the supervisor gave up on this run
+        step = "start the network"
+        net.inside.start(net_state)  # a thread of PID 1's, without the capabilities and seccomp filter
         if ctx.seccomp_bpf is not None:
             step = "install the seccomp filter"
             listener = seccomp.install(ctx.seccomp_bpf, ctx.seccomp_listener)
@@ -354,6 +395,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
                 os.close(listener)
         ctl.close()
         step = "start the program"
+        while stopped is not None and not pending:
+            time.sleep(0.05)  # jailpy is stopped (job control): the program starts when it continues
         if pending:
             # asked to stop (a forwarded signal, or the supervisor's KILL_ALL) before the program
             # existed: it is not started, and the run ends as if the signal had killed it
@@ -380,6 +423,8 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
             os.close(fd)
         for s in pending:
             forward(s, None)
+        if stopped is not None:  # a STOP_ALL that came while the program was being started
+            forward(STOP_ALL, None)
         status = None
         while status is None:
             try:
@@ -388,7 +433,7 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
                 break
             if p == payload:
                 status = st
-        t1 = time.monotonic()
+        t1 = time.monotonic() - paused - (time.monotonic() - stopped if stopped is not None else 0.0)
         try:
             os.kill(-1, signal.SIGKILL)
         except OSError:
@@ -480,11 +525,13 @@ def _forget_the_caller() -> None:
     with open("/proc/self/stat", "rb") as f:
         fields = f.read().rpartition(b")")[2].split()  # fields[0] is field 3 (state)
     arg_start, arg_end, env_start, env_end = (int(fields[n - 3]) for n in (48, 49, 50, 51))
-    for start, end in ((arg_start, arg_end), (env_start, env_end)):
-        if 0 < start < end:
-            ctypes.memset(start, 0, end - start)
-    title = b"jailpy-init"
+    if 0 < env_start < env_end:
+        ctypes.memset(env_start, 0, env_end - env_start)
+    title = b"jailpy-init\0"
     if arg_end - arg_start > len(title):
+        # the rest is not NUL, so the kernel reads the area as a process title and shows it up to
+        # the first NUL (fs/proc/base.c get_mm_proctitle): nothing of the old length either
+        ctypes.memset(arg_start, ord("."), arg_end - arg_start)
         ctypes.memmove(arg_start, title, len(title))
     name = ctypes.create_string_buffer(title)
     sc.prctl(sc.PR_SET_NAME, ctypes.addressof(name))

@@ -55,6 +55,7 @@ def _root(
 
 FS = "Filesystem"
 PROC = "Program"
+NET = "Network"
 OUT = "Limits and report"
 
 
@@ -101,8 +102,22 @@ def exec_(
         help="How sandbox ids map to host ids: range gives each sandbox two ids of your /etc/subuid range "
         "(via newuidmap) no other running sandbox has, so the program owns none of your files; single maps one "
         "id (your own, unless jailpy runs as root); auto picks range when you have one.")] = None,
-    network: Annotated[Optional[str], typer.Option(metavar="none", rich_help_panel=PROC,
-        help="Network access: none (only a private loopback) is the one mode so far.")] = None,
+    network: Annotated[Optional[str], typer.Option(metavar="MODE", rich_help_panel=NET,
+        help="none (default: only a private loopback), user (its own network through pasta or slirp4netns; "
+             "rootless), bridge (a veth on jailpy's bridge; root), or bridge:NAME (a named network: "
+             "jailpy network create).")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(metavar="NAME[:PORT]", rich_help_panel=NET,
+        help="Let the program connect (TCP) to host NAME, e.g. pypi.org:443 or *.example.org (ports 80 and 443 "
+             "when none is given), through jailpy's proxy, with any --network mode. Everything else is refused. "
+             "Repeatable.")] = None,
+    allow_net: Annotated[Optional[list[str]], typer.Option(metavar="CIDR[:PORT]", rich_help_panel=NET,
+        help="Let the program connect to these addresses, e.g. 192.0.2.0/24:5432 (also what lets an allowed "
+             "name resolve to a private or loopback address). Repeatable.")] = None,
+    publish: Annotated[Optional[list[str]], typer.Option(metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]", rich_help_panel=NET,
+        help="Make the sandbox's PORT reachable at HOSTIP:HOSTPORT on this machine (HOSTIP 127.0.0.1 unless given; "
+             "--network user or bridge). Repeatable.")] = None,
+    resolver: Annotated[Optional[str], typer.Option(metavar="IP[:PORT]", rich_help_panel=NET,
+        help="The DNS server jailpy's proxy asks for allowed names (default: this machine's resolver).")] = None,
     wall_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
         help="Kill the whole sandbox after this many seconds of real time (verdict WLE). Default: 3600.")] = None,
     cpu_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
@@ -115,6 +130,19 @@ def exec_(
         help="CPU bandwidth, in CPUs: 0.5 is half of one CPU.")] = None,
     cpuset: Annotated[Optional[str], typer.Option(metavar="LIST", rich_help_panel=OUT,
         help="Run only on these CPUs, e.g. 0 or 0-1,3.")] = None,
+    cpu_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="CPU priority 1-10000 (default 100): its share of busy CPUs relative to other sandboxes "
+             "(weight 300 gets three times what 100 gets).")] = None,
+    io_read_bps: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Disk reads per second (e.g. 10M) on the disks of the paths it can write (--bind).")] = None,
+    io_write_bps: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
+        help="Disk writes per second on those disks (direct and synchronous writes; see README).")] = None,
+    io_read_iops: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk read operations per second on those disks.")] = None,
+    io_write_iops: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk write operations per second on those disks.")] = None,
+    io_weight: Annotated[Optional[int], typer.Option(metavar="N", rich_help_panel=OUT,
+        help="Disk IO priority 1-10000 (needs the BFQ scheduler or blk-iocost).")] = None,
     output_limit: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
         help="At most SIZE bytes on stdout and on stderr each; more kills the sandbox (verdict OLE).")] = None,
     fsize: Annotated[Optional[str], typer.Option(metavar="SIZE", rich_help_panel=OUT,
@@ -142,6 +170,9 @@ def exec_(
     selinux_label: Annotated[Optional[str], typer.Option(metavar="LABEL|auto|off", rich_help_panel=PROC,
         help="Run the program under an SELinux context USER:ROLE:TYPE (each run gets two random MCS categories), "
         "or auto (container_t, else jailpy_t: sudo jailpy selinux install). Default: off.")] = None,
+    allow_nesting: Annotated[bool, typer.Option("--allow-nesting", rich_help_panel=PROC,
+        help="Let the program run a sandbox of its own (a nested jailpy, bwrap, a container): allows its "
+             "namespace and mount calls and 64 user namespaces. Off by default.")] = False,
     name: Annotated[Optional[str], typer.Option(metavar="NAME", rich_help_panel=OUT,
         help="Name the sandbox while it runs, for jailpy ps, pause, resume and kill.")] = None,
     stats: Annotated[bool, typer.Option("--stats", rich_help_panel=OUT,
@@ -163,11 +194,15 @@ def exec_(
             "rootfs": rootfs, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
-            "pids": pids, "cpus": cpus, "cpuset": cpuset, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
-            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "landlock": landlock,
-            "apparmor": apparmor, "selinux_label": selinux_label,
+            "pids": pids, "cpus": cpus, "cpuset": cpuset, "cpu_weight": cpu_weight,
+            "io_read_bps": io_read_bps, "io_write_bps": io_write_bps, "io_read_iops": io_read_iops,
+            "io_write_iops": io_write_iops, "io_weight": io_weight, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
+            "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "allow_host": allow_host,
+            "allow_net": allow_net, "publish": publish, "resolver": resolver,
+            "landlock": landlock, "apparmor": apparmor, "selinux_label": selinux_label,
         }.items() if v is not None}
-        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log")):
+        for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log"),
+                          (allow_nesting, "allow_nesting")):
             if flag:
                 changes[key] = key != "cwd"
         if changes:
@@ -181,9 +216,14 @@ def exec_(
     try:
         try:
             sandbox = Sandbox(pol, reuse_userns=False, name=name)  # one run: a new user namespace costs less than a reusable one
+            for warning in sandbox.warnings:
+                print(f"jailpy: warning: {one_line(warning)}", file=sys.stderr)
             forwarder.attach(sandbox)
             try:
-                result = sandbox.run(command)
+                # the report is written as soon as the program is done, output still on its way
+                # to a reader that is slow (or stopped) is written after it (wait_output below)
+                result = sandbox.run(command, wait_output=False)
+                forwarder.finish()
             finally:
                 sandbox.close()  # reap jailpy's helpers and remove the cgroup
         except OSError as e:
@@ -206,15 +246,16 @@ def exec_(
     if stats:
         _print_stats(result)
     if report == "-":
-        sys.stderr.buffer.write(_result_json(result) + b"\n")
+        sys.stderr.buffer.write(result.to_json() + b"\n")
         sys.stderr.flush()
     elif report_file is not None:
         try:
-            report_file.commit(_result_json(result) + b"\n")
+            report_file.commit(result.to_json() + b"\n")
         except OSError as e:
             raise HostError(f"--report: cannot write {report}: {e.strerror} (the program ran and exited "
                             f"{result.exit_code})") from None
     _exit_code = result.exit_code
+    sandbox.wait_output()  # a signal now ends jailpy at once (_Forwarder.finish)
 
 
 def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
@@ -265,34 +306,14 @@ def _open_report(path: str, pol) -> "hostfiles.AtomicFile":
     return f
 
 
-def _result_json(result) -> bytes:
-    """Result.to_json(), with non-UTF-8 bytes in its strings (a path, the working directory)
-    written as ``\\xNN`` (see jailpy.cli_text) instead of failing."""
-    try:
-        return result.to_json()
-    except UnicodeEncodeError:
-        import msgspec
-
-        d = msgspec.to_builtins(result)
-        d.pop("stdout", None)
-        d.pop("stderr", None)
-        return msgspec.json.format(msgspec.json.encode(clean(d)), indent=2)
-
-
-def _err_text(e: BaseException) -> str:
-    """An error's one-line message, with non-UTF-8 bytes as ``\\xNN`` (JailpyError's own str()
-    shows them as surrogate escapes)."""
-    return one_line(Exception.__str__(e))
-
-
 def _write_xx(report: str, err: Exception, policy_hash: str | None, f=None) -> None:
     """Write a Result with verdict XX (jailpy failed) to ``report`` (a path, or - for stderr),
     through ``f`` (the run's AtomicFile) or a new AtomicFile: never written through a link."""
     from . import __version__, hostfiles
     from .result import Result, Verdict
 
-    data = _result_json(Result(verdict=Verdict.XX, exit_code=125, error=_err_text(err), jailpy_version=__version__,
-                               policy_hash=policy_hash or "")) + b"\n"
+    data = Result(verdict=Verdict.XX, exit_code=125, error=str(err), jailpy_version=__version__,
+                  policy_hash=policy_hash or "").to_json() + b"\n"
     if report == "-":
         sys.stderr.buffer.write(data)
         sys.stderr.flush()
@@ -313,11 +334,11 @@ def _print_setid(found: dict | None) -> None:
         return
     if found["cleared_count"]:
         shown = " ".join(found["cleared"][:5]) + (" ..." if found["cleared_count"] > 5 else "")
-        print(f"jailpy: warning: cleared the setuid/setgid bits the program set on {found['cleared_count']} "
-              f"file(s) in writable binds: {shown}", file=sys.stderr)
+        print(one_line(f"jailpy: warning: cleared the setuid/setgid bits the program set on "
+                       f"{found['cleared_count']} file(s) in writable binds: {shown}"), file=sys.stderr)
     if not found["complete"]:
-        print(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
-              f"{found['detail']}", file=sys.stderr)
+        print(one_line(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
+                       f"{found['detail']}"), file=sys.stderr)
 
 
 def _print_seccomp_log(entries: list[dict]) -> None:
@@ -339,6 +360,26 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _network_rows(n: dict | None) -> list[tuple[str, str]]:
+    """The --stats lines of a Result's ``network`` section."""
+    if not n:
+        return []
+    rows = []
+    if n.get("address"):
+        rows.append(("address", n["address"]))
+    rows.append(("connections", f"{n['connections_allowed']} allowed, {n['connections_refused']} refused; "
+                                f"{_size(n['bytes_sent'])} sent, {_size(n['bytes_received'])} received"))
+    if n.get("published_connections"):
+        rows.append(("published", f"{n['published_connections']} connection(s) in through --publish"))
+    refused = [f"{e['target']}" + (f":{e['port']}" if e.get("port") else "") for e in n["refused"]]
+    if refused:
+        rows.append(("refused", clean(", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""))))
+    if n["dns_refused"]:
+        names = n["dns_refused"]
+        rows.append(("names refused", clean(", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))))
+    return rows
+
+
 def _print_stats(r) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -356,6 +397,7 @@ def _print_stats(r) -> None:
         ("stdout", "-" if r.stdout_bytes is None else _size(r.stdout_bytes) + (" (truncated)" if r.stdout_truncated else "")),
         ("stderr", "-" if r.stderr_bytes is None else _size(r.stderr_bytes) + (" (truncated)" if r.stderr_truncated else "")),
     ]
+    rows += _network_rows(r.network)
     if r.blocked_syscall:
         b = r.blocked_syscall
         rows.append(("blocked", f"{b['text']}" + (f" (x{b['count']})" if b.get("count", 1) > 1 else "")))
@@ -390,10 +432,13 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
     t = Table(box=None)
     for col in ("NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS", "COMMAND"):
         t.add_column(col)
-    for r in rows:
-        t.add_row(r["name"], str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
+    from rich.markup import escape
+    from rich.text import Text
+
+    for r in rows:  # a program's arguments are text, never rich markup ("[/]" broke ps)
+        t.add_row(escape(r["name"]), str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
                   f"{r['cpu_s']:.2f} s" if "cpu_s" in r else "-", _size(r.get("memory_bytes")),
-                  str(r.get("pids", "-")), " ".join(r["command"])[:60])
+                  str(r.get("pids", "-")), Text(one_line(" ".join(r["command"]))[:60]))
     Console(highlight=False).print(t)
 
 
@@ -437,6 +482,10 @@ from .cli_lsm import apparmor_app, selinux_app  # noqa: E402
 app.add_typer(apparmor_app, name="apparmor")
 app.add_typer(selinux_app, name="selinux")
 
+from .cli_net import network_app  # noqa: E402
+
+app.add_typer(network_app, name="network")
+
 from .cli_audit import audit_command  # noqa: E402
 
 app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
@@ -478,11 +527,63 @@ class _Forwarder:
             self.sandbox.send_signal(signum)
 
     def attach(self, sandbox) -> None:
-        """From now on, signals go to ``sandbox``'s run (held until it begins)."""
+        """From now on, signals go to ``sandbox``'s run (held until it begins), and job control
+        reaches it: the program runs in a session of its own (so it cannot type into your
+        terminal), where Ctrl-Z would not stop it; so jailpy stops it (Sandbox.suspend) when the
+        terminal stops jailpy (SIGTSTP, SIGTTIN, SIGTTOU), and continues it with jailpy
+        (SIGCONT), unless jailpy is then in the background while the program's stdin is the
+        terminal: a background program could read what you type at the shell's prompt."""
+        import signal
+
         sandbox.hold_signals()
         self.sandbox = sandbox
         while self.early:
             sandbox.send_signal(self.early.pop(0))
+        for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(s, self._stop)
+        signal.signal(signal.SIGCONT, self._cont)
+        if _background_at_the_terminal():
+            self._stop(signal.SIGTTIN, None)
+
+    def finish(self) -> None:
+        """The program is done: a signal from now on (Ctrl-C while jailpy's own output waits
+        for a terminal stopped with Ctrl-S, or for a reader that stopped reading) ends jailpy at
+        once with 128+N, as it would end any program writing there; what output was still on its
+        way is dropped.  Job control goes back to the defaults."""
+        import signal
+
+        from .child import FORWARDED
+
+        for s in FORWARDED:
+            signal.signal(s, lambda signum, _frame: os._exit(128 + signum))
+        for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT):
+            signal.signal(s, signal.SIG_DFL)
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        import signal
+
+        self.sandbox.suspend()
+        if signum == signal.SIGTTIN:
+            print("jailpy: stopped: the program's stdin is your terminal and jailpy is in the background, where "
+                  "it could read what you type; 'fg' goes on (or start it with < /dev/null)", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _cont(self, _signum: int, _frame: object) -> None:
+        import signal
+
+        if _background_at_the_terminal():
+            self._stop(signal.SIGTTIN, None)
+        else:
+            self.sandbox.resume()
+
+
+def _background_at_the_terminal() -> bool:
+    """Whether jailpy's stdin is a terminal whose foreground process group is not jailpy's (a
+    job in the background: tcgetpgrp(3))."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
+    except OSError:
+        return False
 
 
 def _fill_std_fds() -> None:
@@ -529,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         which = _exec_app if args[:1] == ["exec"] else app
         rv = which(args=args, prog_name="jailpy", standalone_mode=False)
     except JailpyError as e:
-        print(f"jailpy: error: {_err_text(e)}", file=sys.stderr)
+        print(f"jailpy: error: {e}", file=sys.stderr)
         return e.exit_code
     except click.exceptions.Abort:
         print("jailpy: aborted", file=sys.stderr)

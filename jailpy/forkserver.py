@@ -78,7 +78,9 @@ class ForkServer:
         """True once the server has said it is ready.  ``wait``: wait for that (up to 30 s) instead
         of answering at once."""
         if not self._ready and not self.dead:
-            if select.select([self.sock], [], [], 30.0 if wait else 0)[0]:
+            p = select.poll()  # not select(2): the caller may hold fds above 1023 (FD_SETSIZE)
+            p.register(self.sock, select.POLLIN)
+            if p.poll(30000 if wait else 0):
                 try:
                     self._ready = self.sock.recv(16) == b"R"
                 except OSError:
@@ -134,9 +136,10 @@ def main(sock_fd: int) -> None:
 
     from . import _syscalls as sc
     from . import caps, child, rootfs
+    from .net import stub  # noqa: F401 - the network stub of PID 1s that run without the host's files
 
     # blocked here and so in every PID 1 cloned from here, until it has its handlers (child.init)
-    signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))
+    signal.pthread_sigmask(signal.SIG_BLOCK, child.BLOCKED)
     sock = socket.socket(fileno=sock_fd)
     parent = os.pidfd_open(os.getppid())
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -8,7 +8,10 @@ first host uid, in a directory only the caller can write --
   records below; nothing of a sandbox runs across a reboot);
 * rootless: ``~/.cache/jailpy/ids`` of the caller's home in the password database (not $HOME or
   $XDG_*: every jailpy process of one user must see the same directory, whatever its
-  environment), else ``/tmp/jailpy-UID/ids``.
+  environment), else ``/tmp/jailpy-UID/ids``;
+* in a user namespace other than the initial one (a container, ``unshare -U``, bubblewrap,
+  jailpy) the same for root, and the /tmp directory is ``/tmp/jailpy-UID-MAP/ids``, MAP a hash
+  of /proc/self/uid_map: uid 0 there is a different user in every such namespace.
 
 The slot is the lease holder's while it holds an exclusive flock(2) on that file: an open file
 description that only the supervisor has (close-on-exec; jailpy's set-up processes close every fd
@@ -36,6 +39,7 @@ after close(), or in a process forked from the Sandbox's owner, takes one again.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -60,7 +64,7 @@ def lease_dir() -> str:
     """The caller's lease directory (see the module docstring), created 0700.  Raises HostError
     when it is not a directory of the caller's that others cannot write."""
     uid = os.getuid()
-    if uid == 0:
+    if uid == 0 and not userns.in_nested_userns():
         candidates = ["/run/jailpy/ids"]
     else:
         candidates = []
@@ -71,7 +75,15 @@ def lease_dir() -> str:
                 candidates.append(os.path.join(home, ".cache", "jailpy", "ids"))
         except (KeyError, OSError):
             pass
-        candidates.append(f"/tmp/jailpy-{uid}/ids")
+        if userns.in_nested_userns():
+            # uid N of a user namespace is another user in each namespace (unshare -r makes everyone
+            # uid 0): name the directory by this namespace's map too
+            import hashlib
+
+            rows = repr(userns.id_map("uid")).encode()
+            candidates.append(f"/tmp/jailpy-{uid}-{hashlib.sha256(rows).hexdigest()[:12]}/ids")
+        else:
+            candidates.append(f"/tmp/jailpy-{uid}/ids")
     err = ""
     for d in candidates:
         try:
@@ -86,6 +98,8 @@ def lease_dir() -> str:
                 if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
                     raise HostError(f"{p} must be a directory of uid {uid} that no one else can write "
                                     f"(it is not: remove it and run again)")
+            if not os.access(d, os.W_OK | os.X_OK):  # a home bound read-only (bubblewrap --ro-bind / /)
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
             return d
         except OSError as e:
             err = f"{d}: {e.strerror}"
@@ -262,7 +276,10 @@ def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: 
     unusable = 0
     try:
         for i in order:
-            fd = os.open(names[i], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                fd = os.open(names[i], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            except OSError as e:
+                raise HostError(f"cannot open the id lease {d}/{names[i]}: {e.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _syscalls as sc
-from . import ucounts
+from . import nesting, ucounts
 from .errors import PolicyError
 
 if TYPE_CHECKING:
@@ -81,6 +81,12 @@ class MountPlan:
     sysctls: tuple[tuple[str, int], ...] = ()
     """``(name, value)`` written to /proc/sys/user/NAME in the sandbox's fresh proc, before
     /proc/sys goes read-only (:func:`jailpy.ucounts.apply`; from :func:`jailpy.ucounts.plan`)."""
+    nesting: bool = False
+    """``allow_nesting``: a second proc (and sysfs), fully visible and covered by the sandbox's own,
+    so the kernel mounts new ones for a nested sandbox (:func:`jailpy.nesting.mount_covered`)."""
+    proc_hint: str = ""
+    """Why a new proc may be refused here and the setting to change (jailpy.nesting.hint), for the
+    error when it is: set when this mount namespace's /proc is masked."""
 
     def hidden_under(self, path: str) -> str | None:
         """The hidden directory (``hide``) that ``path`` (absolute, inside the sandbox) lies in,
@@ -213,8 +219,14 @@ def prepare(policy: Policy) -> MountPlan:
         b.weakened = not b.rw and b.dst in _TEST_WEAKEN
     if any(b.weakened for b in binds):
         desc += f" (TEST ONLY: read-only binds mounted writable: {' '.join(b.dst for b in binds if b.weakened)})"
+    proc_hint = ""
+    if any(p.startswith("/proc/") and "binfmt_misc" not in p for p in points):
+        import errno
+
+        proc_hint = nesting.hint(errno.EPERM, "proc")
     return MountPlan(lower, top, hidden_nested, binds, tmpfs, parse_size(policy.tmp_size), workdir, desc, cwd_note,
-                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy))
+                     [f"/proc/{m}" for m in PROC_MASKED], pty_max=policy.pty_max, sysctls=ucounts.plan(policy),
+                     nesting=policy.allow_nesting, proc_hint=proc_hint)
 
 
 def _normal(path: str) -> str:
@@ -268,3 +280,48 @@ def _check_kinds(lower: str, binds: list[BindSpec], tmpfs: list[str], hide: list
             raise PolicyError(f"bind: cannot bind the {what} {b.src} onto {b.dst}, "
                               f"which is {there} in the sandbox: give a destination of the same kind, or one "
                               f"that does not exist")
+
+
+def _host_id(mapping: tuple[tuple[int, int, int], ...], inside: int) -> int | None:
+    for first, outside, count in mapping:
+        if first <= inside < first + count:
+            return outside + inside - first
+    return None
+
+
+def unwritable_binds(plan: MountPlan, ids) -> list[str]:
+    """One warning for each writable bind (``--bind``) the program will not be able to write:
+    the source's permission bits (stat(2), inode(7)) do not let the program's host uid and gid
+    (from ``ids``, a :class:`jailpy.userns.IdPlan`) write it, or its filesystem is mounted
+    read-only (statvfs(3) ST_RDONLY).  The program has no capabilities, so only the bits count;
+    a source with an ACL (``system.posix_acl_access``, acl(5)) is not judged.  Each warning
+    names the fix."""
+    uid, gid = _host_id(ids.uid_map, ids.uid), _host_id(ids.gid_map, ids.gid)
+    out = []
+    for b in plan.binds:
+        if not b.rw or uid is None:
+            continue
+        try:
+            st = os.stat(b.src)
+            if os.statvfs(b.src).f_flag & os.ST_RDONLY:
+                out.append(f"--bind {b.src}: its filesystem is mounted read-only on the host, so the program "
+                           f"cannot write there; bind it with --ro-bind, or remount it read-write")
+                continue
+            try:
+                os.getxattr(b.src, "system.posix_acl_access", follow_symlinks=False)
+                continue  # an ACL decides: not judged here
+            except OSError:
+                pass
+        except OSError:
+            continue
+        need = 0o3 if stat.S_ISDIR(st.st_mode) else 0o2  # write, and search for a directory
+        bits = (st.st_mode >> 6 if st.st_uid == uid else st.st_mode >> 3 if st.st_gid == gid else st.st_mode) & 0o7
+        if bits & need == need:
+            continue
+        what = "directory" if stat.S_ISDIR(st.st_mode) else "file"
+        fix = (f"chmod o+w{'x' if need == 0o3 else ''} {b.src}" if os.getuid() == 0 else
+               f"--id-map single (the program then writes as you), or chmod o+w {b.src}")
+        out.append(f"--bind {b.src}: the program runs as host uid {uid} (gid {gid}), which may not write this "
+                   f"{what} (owner uid {st.st_uid}, gid {st.st_gid}, mode {stat.S_IMODE(st.st_mode):04o}): its writes "
+                   f"there will fail with EACCES; {fix}")
+    return out

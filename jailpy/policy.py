@@ -33,11 +33,17 @@ _PROFILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=:@-]{0,199}$")
 """An AppArmor profile name jailpy accepts (no spaces, slashes or globs: one written to attr/exec)."""
 _CONTEXT_RE = re.compile(r"^[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.,:-]+)?$")
 """An SELinux context: USER:ROLE:TYPE[:LEVEL] (a level like s0 or s0:c1,c2 or s0-s0:c0.c1023)."""
+_NETWORK_RE = re.compile(r"^(none|user|bridge(:[a-z0-9][a-z0-9-]{0,10})?)$")
+NETWORK_TABLE = {"mode": "network", "allow_host": "allow_host", "allow_net": "allow_net", "publish": "publish",
+                 "resolver": "resolver"}
+"""Keys of a policy file's ``[network]`` table and the flat keys they stand for."""
 _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
 """Seconds of wall-clock time a run gets when the policy sets no wall_time: nothing runs forever by mistake."""
-CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time")
+IO_KEYS = ("io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops", "io_weight")
+"""Disk IO limits (jailpy.cgroups.io)."""
+CGROUP_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_time", "cpu_weight") + IO_KEYS
 """Policy fields enforced by a cgroup."""
 MIN_SIZES = {"memory": 8 << 20, "stack": 64 << 10}
 QUOTA_KEYS = ("max_inotify_instances", "max_inotify_watches", "max_fanotify_groups", "max_fanotify_marks",
@@ -171,8 +177,23 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_map: Literal["auto", "single", "range"] = "auto"
     """auto: two ids of a subuid range via newuidmap when the caller has one (as root: of jailpy's
     range), else the caller's own id; single: one id; range: two ids of the range, or an error."""
-    network: Literal["none"] = "none"
-    """none: a new network namespace with only loopback."""
+    network: str = "none"
+    """none: a new network namespace with only loopback; user: user-mode networking (pasta or
+    slirp4netns, rootless); bridge: a veth on jailpy's bridge (root); bridge:NAME: on the named
+    network NAME (``jailpy network create``).  A TOML file may instead hold a ``[network]`` table
+    with ``mode`` (this key), ``allow_host``, ``allow_net``, ``publish`` and ``resolver``."""
+    allow_host: list[str] = []
+    """``NAME[:PORT]`` (``*.example.org`` for any name below it; ports 80 and 443 when none is
+    given) the program may connect to over TCP, through jailpy's proxy; everything else is refused."""
+    allow_net: list[str] = []
+    """``CIDR[:PORT]`` addresses the program may connect to (through the proxy; the port is needed
+    except with bridge); also what lets a name resolve to a private or loopback address."""
+    publish: list[str] = []
+    """``[HOSTIP:]HOSTPORT:PORT[/tcp|udp]``: the host's HOSTIP:HOSTPORT (127.0.0.1 by default)
+    reaches the sandbox's PORT (user and bridge modes)."""
+    resolver: str | None = None
+    """``IP[:PORT]`` of the DNS server jailpy's proxy asks for allowed names; default: the host's
+    resolver (getaddrinfo, /etc/resolv.conf)."""
     wall_time: float | None = None
     """Wall-clock limit in seconds; the whole sandbox is killed when it fires (verdict WLE).
     None: DEFAULT_WALL_TIME applies, and the Result's protections say so."""
@@ -185,6 +206,23 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """CPU bandwidth in CPUs, e.g. 0.5 (cgroup cpu controller quota)."""
     cpuset: str | None = None
     """CPUs the tree may run on, e.g. ``"0"`` or ``"0-1,3"`` (cgroup cpuset controller)."""
+    cpu_weight: int | None = None
+    """CPU priority, 1-10000 (100 is every cgroup's default): the tree's share of CPUs that others
+    want too, relative to the other sandboxes (cgroup v2 cpu.weight; v1 cpu.shares, mapped as
+    runc and crun map them)."""
+    io_read_bps: str | int | None = None
+    """Disk reads per second, e.g. ``"10M"``, on each disk under the paths the sandbox can write
+    (its writable binds): cgroup v2 io.max rbps, v1 blkio.throttle.read_bps_device."""
+    io_write_bps: str | int | None = None
+    """Disk writes per second on those disks (io.max wbps, blkio.throttle.write_bps_device); see
+    README for what holds buffered writes on v1 and v2."""
+    io_read_iops: int | None = None
+    """Read operations per second on those disks (io.max riops)."""
+    io_write_iops: int | None = None
+    """Write operations per second on those disks (io.max wiops)."""
+    io_weight: int | None = None
+    """Proportional disk IO weight, 1-10000 (io.weight / blkio.bfq.weight): only with the BFQ
+    scheduler or blk-iocost on those disks, else refused."""
     cpu_time: float | None = None
     """CPU seconds (user + system) summed over the whole tree, from the cgroup; verdict TLE.
     RLIMIT_CPU is set per process as a backstop."""
@@ -246,12 +284,27 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """SELinux context the program runs under (jailpy.lsm.selinux): ``USER:ROLE:TYPE`` (each run adds
     two random MCS categories) or with a level; ``auto``: container_t, else jailpy_t (``sudo jailpy
     selinux install``); ``off``.  SELinux off or permissive, or a type the policy lacks: an error."""
+    allow_nesting: bool = False
+    """Let the program set up a sandbox of its own (a nested jailpy, bubblewrap, a CI job's
+    container): the seccomp filter allows the namespace and mount calls, ``user.max_user_namespaces``
+    is 64 unless ``max_user_namespaces`` says otherwise, and a covered proc lets the kernel mount new
+    ones (jailpy.nesting).  Off by default: it opens kernel code (mounts, namespaces) to the program."""
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with ``changes`` applied and validated."""
         raw = msgspec.to_builtins(self)
         raw.update({k: v for k, v in changes.items()})
         return from_dict(raw, "command line")
+
+    def checked(self, source: str = "policy") -> "Policy":
+        """This policy with every field's type checked too (a Policy built in Python takes any
+        value: ``Policy(cwd="no")`` would bind the current directory), then :meth:`validate`d.
+        Raises PolicyError naming the key."""
+        try:
+            raw = msgspec.to_builtins(self)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise PolicyError(f"{source}: {e}") from None
+        return from_dict(raw, source)
 
     def validate(self, source: str = "policy") -> "Policy":
         """Check values a type cannot express; raises PolicyError naming ``source`` and the key."""
@@ -332,6 +385,21 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("msgqueue", str(e).partition(": ")[2] or str(e)) from None
         if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
             raise bad("cpus", f"must be between 0.01 and 1024 CPUs, got {self.cpus}")
+        for key in ("io_read_bps", "io_write_bps"):
+            v = getattr(self, key)
+            if v is not None:
+                try:
+                    parse_size(v)
+                except PolicyError as e:
+                    raise bad(key, str(e).partition(": ")[2] or str(e)) from None
+        for key in ("io_read_iops", "io_write_iops"):
+            v = getattr(self, key)
+            if v is not None and not 1 <= v <= 1 << 40:
+                raise bad(key, f"must be between 1 and {1 << 40} operations per second, got {v}")
+        if self.io_weight is not None and not 1 <= self.io_weight <= 10000:
+            raise bad("io_weight", f"must be between 1 and 10000, got {self.io_weight}")
+        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
+            raise bad("cpu_weight", f"must be between 1 and 10000, got {self.cpu_weight}")
         if self.cpuset is not None and not _CPUSET_RE.match(self.cpuset):
             raise bad("cpuset", f"expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
         if self.cpu_time is not None and not 0 < self.cpu_time <= MAX_SECONDS:
@@ -352,6 +420,24 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise bad("selinux_label", f"expected USER:ROLE:TYPE[:LEVEL], auto or off, got {self.selinux_label!r}")
         if self.seccomp_log and self.seccomp == "none":
             raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
+        if not _NETWORK_RE.match(self.network):
+            raise bad("network", f"expected none, user, bridge or bridge:NAME (NAME: up to 11 of a-z 0-9 -), "
+                                 f"got {self.network!r}")
+        if self.allow_host or self.allow_net or self.publish or self.resolver is not None:
+            from .net import rules
+
+            for key, parse in (("allow_host", rules.parse_host), ("allow_net", rules.parse_net),
+                               ("publish", rules.parse_publish)):
+                for spec in getattr(self, key):
+                    try:
+                        parse(spec)
+                    except rules.RuleError as e:
+                        raise bad(key, str(e)) from None
+            if self.resolver is not None:
+                try:
+                    rules.parse_resolver(self.resolver)
+                except rules.RuleError as e:
+                    raise bad("resolver", str(e)) from None
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):
             raise bad("rootfs", f"must be a directory path, got {self.rootfs!r}")
         return self
@@ -394,7 +480,11 @@ def _key_name(key: str, source: str) -> str:
 
 
 def from_dict(raw: dict, source: str) -> Policy:
-    """Build and validate a Policy from plain data; PolicyError names ``source`` and the key."""
+    """Build and validate a Policy from plain data; PolicyError names ``source`` and the key.
+    A ``network`` table (``[network]`` in TOML: ``mode``, ``allow_host``...) is read as the flat
+    keys it stands for (:data:`NETWORK_TABLE`)."""
+    if isinstance(raw, dict) and isinstance(raw.get("network"), dict):
+        raw = _flatten_network(raw, source)
     try:
         policy = msgspec.convert(raw, Policy, strict=True)
     except msgspec.ValidationError as e:
@@ -411,6 +501,20 @@ def from_dict(raw: dict, source: str) -> Policy:
             msg = f"{key if re.fullmatch(r'[A-Za-z0-9_-]+', key) else repr(key)}: unknown key"
         raise PolicyError(f"{source}: {msg}") from None
     return policy.validate(source)
+
+
+def _flatten_network(raw: dict, source: str) -> dict:
+    table = raw["network"]
+    out = {k: v for k, v in raw.items() if k != "network"}
+    for k, v in table.items():
+        flat = NETWORK_TABLE.get(k) if isinstance(k, str) else None
+        if flat is None:
+            shown = k if isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_-]+", k) else repr(k)
+            raise PolicyError(f"{source}: network.{shown}: unknown key (known: {', '.join(NETWORK_TABLE)})")
+        if flat in out:
+            raise PolicyError(f"{source}: network.{k}: also given as {flat}; give it once")
+        out[flat] = v
+    return out
 
 
 def _is_file(p: Path) -> bool:
@@ -465,16 +569,32 @@ def read_toml(path: Path, error: type[PolicyError] = PolicyError) -> dict:
         raise error(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+MAX_INCLUDES = 64
+"""Policy files one policy may consist of, and entries one ``include`` list may have."""
+
+
+def _read(path: Path, seen: tuple[Path, ...], memo: dict | None = None) -> dict:
+    """The keys of ``path`` with its includes merged in.  ``seen``: the files on the way here (an
+    include loop is an error); ``memo``: the files read so far for this policy, each read once
+    (a file included from many places, as in a diamond, costs one read)."""
+    memo = {} if memo is None else memo
     real = path.resolve()
     if real in seen:
         raise PolicyError(f"{path}: include loop through {real}")
+    if real in memo:
+        return memo[real]
+    if len(memo) >= MAX_INCLUDES:
+        raise PolicyError(f"{path}: a policy may consist of at most {MAX_INCLUDES} files")
     data = read_toml(path)
+    if isinstance(data.get("network"), dict):
+        data = _flatten_network(data, str(path))
     includes = data.pop("include", [])  # names from policies/, or paths relative to this file
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise PolicyError(f"{path}: include: expected a list of policy names or paths")
+    if len(includes) > MAX_INCLUDES:
+        raise PolicyError(f"{path}: include: at most {MAX_INCLUDES} entries, got {len(includes)}")
     merged: dict = {}
     for inc in includes:
         is_path = "/" in inc or inc.endswith(".toml")
@@ -484,8 +604,9 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
             raise PolicyError(f"{path}: include: {e}") from None
         if is_path and not _is_file(target):
             raise PolicyError(f"{path}: include: policy file not found: {target}")
-        merged.update(_read(target, seen + (real,)))
+        merged.update(_read(target, seen + (real,), memo))
     merged.update(data)
+    memo[real] = merged
     return merged
 
 

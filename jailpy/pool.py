@@ -84,7 +84,12 @@ class Spec:
     seccomp_listener: bool
     cgroup_plan: "cgroups.CgroupPlan | None"
     pids: int | None
+    net: "object | None" = None
+    """What PID 1 does for the network (jailpy.net.Inside), None: loopback only."""
+    net_threads: int = 0
+    """jailpy's threads in the sandbox for the network (the stub's), counted in pids.max."""
     lsm: "lsm.Plan | None" = None
+    """Landlock and the exec label PID 1 applies (jailpy.lsm)."""
 
 
 class Prepared:
@@ -96,12 +101,14 @@ class Prepared:
                  sources: tuple, cgroup: "cgroups.Cgroup | None", pidfd: int | None = None) -> None:
         self.pid, self.status_r, self.sync_r, self.go_w, self.ctl = pid, status_r, sync_r, go_w, ctl
         self.sources = sources  # (st_dev, st_ino) of each bind source when this sandbox was built
+        self.ahead = False  # built before its run (prefork), not for it
         self.cgroup = cgroup  # the sandbox's own cgroup, removed once its processes are gone
         self.own = pidfd is None
         self.is_pid1 = not self.own  # the fork server starts the sandbox's PID 1 itself (no set-up process)
         self.jailpy_pids = 1 if self.is_pid1 else JAILPY_PIDS  # jailpy's processes in the sandbox's cgroup
         # our own child is not reaped before we wait, so the pid is this process's
         self.pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
+        self.net = None  # the run's jailpy.net.host.Channel, if the Sandbox has a network service
 
     def exited(self) -> bool:
         """Whether the set-up process has exited (our own child is then reaped); never blocks."""
@@ -116,23 +123,6 @@ class Prepared:
             return os.wait4(self.pid, 0)[2]
         except ChildProcessError:
             return None
-
-    def reported_error(self) -> str | None:
-        """The error the sandbox's set-up reported on its status pipe before it ended (a JSON line
-        with ``error``: jailpy.child), or None; never blocks.  For a sandbox found dead."""
-        try:
-            os.set_blocking(self.status_r, False)
-            data = os.read(self.status_r, 65536)
-        except OSError:  # BlockingIOError: nothing written
-            return None
-        for line in data.splitlines():
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if "error" in msg:
-                return str(msg["error"])
-        return None
 
     def close_go(self) -> None:
         if self.go_w >= 0:
@@ -207,11 +197,13 @@ class Pool:
     the second run, use it once ready), True (at the first run, and wait for it), False (never).
     ``prefork``: how many sandboxes to keep built ahead (0-8)."""
 
-    _FD_FIELDS = ("status_w", "go_r", "ctl_fd", "template_fd")
-    _RUN_FIELDS = ("cgroup_procs", "handshake", "build_template")
+    _FD_FIELDS = ("status_w", "go_r", "ctl_fd", "template_fd", "net_fd")
+    _RUN_FIELDS = ("cgroup_procs", "handshake", "build_template", "net")
 
-    def __init__(self, spec: Spec, *, reuse_userns: bool, forkserver: bool | None, prefork: int) -> None:
+    def __init__(self, spec: Spec, *, reuse_userns: bool, forkserver: bool | None, prefork: int,
+                 net: "object | None" = None) -> None:
         self.spec = spec
+        self.net = net  # jailpy.net.host.Service: a channel per sandbox
         self.reuse_userns = reuse_userns
         self.forkserver = forkserver
         self.prefork = prefork
@@ -297,14 +289,20 @@ class Pool:
     def fill(self) -> None:
         """Build sandboxes ahead until ``prefork`` wait (none with pass_fds)."""
         while not self.spec.pass_fds and len(self._ready) < self.prefork:
-            self._ready.append(self.prepare())  # built while this run runs, on the cores it leaves free
+            prep = self.prepare()  # built while this run runs, on the cores it leaves free
+            prep.ahead = True
+            self._ready.append(prep)
 
     def prepare(self, build_template: bool = False) -> Prepared:
         """Start the set-up process; it builds the sandbox and then waits for the program (with
         ``build_template``: it builds a rootfs template and sends it, see :meth:`_build_template`)."""
         spec = self.spec
         cg = spec.cgroup_plan.create() if spec.cgroup_plan is not None and not build_template else None
+        chan = net_fd = None
         try:
+            if self.net is not None and not build_template:
+                chan, net_fd = self.net.channel()
+                net_fd = high_fd(net_fd)
             status_r, status_w = pipe()
             sync_r, sync_w = pipe()
             go_r, go_w = pipe()
@@ -317,26 +315,35 @@ class Pool:
                 supervisor_pid=os.getpid(), userns_fd=self.userns(),
                 template_fd=None if build_template else self.template(sources),
                 cgroup_procs=tuple(cg.procs) if cg else (), rlimits=spec.rlimits,
-                seccomp_bpf=spec.seccomp_bpf, seccomp_listener=spec.seccomp_listener, lsm=spec.lsm, handshake=cg is not None,
-                build_template=build_template,
+                seccomp_bpf=spec.seccomp_bpf, seccomp_listener=spec.seccomp_listener, lsm=spec.lsm,
+                handshake=cg is not None, build_template=build_template, net=None if build_template else spec.net,
+                net_fd=net_fd,
             )
         except BaseException:
             if cg is not None:
                 cg.remove()
+            if chan is not None:
+                chan.discard()
+            if net_fd is not None:
+                os.close(net_fd)
             raise
         try:
             pid, pidfd = self._spawn(ctx)
         except BaseException:
             if cg is not None:
                 cg.remove()
+            if chan is not None:
+                chan.discard()
             for fd in (status_r, sync_r, go_w):
                 os.close(fd)
             ctl.close()
             raise
         finally:
-            for fd in (status_w, sync_w, go_r, child_fd):
+            for fd in (status_w, sync_w, go_r, child_fd) + ((net_fd,) if net_fd is not None else ()):
                 os.close(fd)
         prep = Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg, pidfd)
+        prep.net = chan
+        prep.jailpy_pids += 0 if build_template else spec.net_threads
         if cg is not None and prep.jailpy_pids != JAILPY_PIDS and spec.pids is not None:
             try:  # before the program exists: PID 1 waits for the launch request
                 cg.set_pids_max(spec.pids + prep.jailpy_pids)
@@ -383,7 +390,7 @@ class Pool:
         gc.disable()  # a collection in the child would touch (copy) every page of this process
         # the signals the supervisor forwards stay blocked in the set-up process and in PID 1 until
         # PID 1 has its handlers (child.init): one sent before then waits instead of being lost
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, child.FORWARDED + (child.KILL_ALL,))
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, child.BLOCKED)
         try:
             pid = os.fork()
             if pid == 0:
@@ -429,6 +436,9 @@ class Pool:
             pass
         prep.wait()
         prep.close()
+        if prep.net is not None:
+            prep.net.discard()
+            prep.net = None
         if prep.cgroup is not None:
             with _EXITING_LOCK:
                 if not prep.cgroup.remove():

@@ -58,6 +58,11 @@ class Result(msgspec.Struct, kw_only=True):
     """Most processes and threads the sandbox's cgroup held at once (None without a cgroup)."""
     oom_killed: bool = False
     """The kernel's OOM killer ended a process in the sandbox's cgroup."""
+    io_read_bytes: int | None = None
+    """Bytes the whole tree read from disks (cgroup v2 io.stat rbytes, v1 blkio; None without a
+    cgroup with the io controller).  Page-cache hits are no disk IO; tmpfs is memory."""
+    io_write_bytes: int | None = None
+    """Bytes the whole tree wrote to disks (io.stat wbytes; on v1 only direct and synchronous writes)."""
     stdout_bytes: int | None = None
     stderr_bytes: int | None = None
     stdout_truncated: bool = False
@@ -76,6 +81,12 @@ class Result(msgspec.Struct, kw_only=True):
     up to 50, whose setuid/setgid bits it cleared: files of the sandbox's ids), ``cleared_count``,
     ``checked`` (inodes), ``complete`` (False: a bound or an unreadable directory stopped the check,
     see ``detail``).  None without writable binds."""
+    network: dict | None = None
+    """With a network (egress rules, a bridge, user-mode networking): what it did (jailpy.net.proxy):
+    ``connections_allowed``, ``connections_refused``, ``refused`` (up to 50 ``{"target", "port",
+    "reason"}``), ``dns_refused`` (up to 50 names the sandbox's resolver refused), ``allowed`` (up
+    to 50 ``{"target", "port", "address"}``), ``bytes_sent``, ``bytes_received``; and ``address``
+    (bridge, user).  None with ``--network none`` and no rules."""
     protections: dict = {}
     jailpy_version: str = ""
     policy_hash: str = ""
@@ -87,4 +98,9 @@ class Result(msgspec.Struct, kw_only=True):
         d = msgspec.to_builtins(self)
         d.pop("stdout", None)
         d.pop("stderr", None)
-        return msgspec.json.format(msgspec.json.encode(d), indent=2)
+        try:
+            return msgspec.json.format(msgspec.json.encode(d), indent=2)
+        except UnicodeEncodeError:  # a path or argument that is not UTF-8: its bytes as \xNN
+            from .text import clean
+
+            return msgspec.json.format(msgspec.json.encode(clean(d)), indent=2)

@@ -31,7 +31,7 @@ import os
 import stat
 
 from . import _syscalls as sc
-from . import ucounts
+from . import nesting, ucounts
 from .mounts import (DEV_NODES, PROC_MASKED, PROC_READONLY, SYS_MASKED, BindSpec, MountPlan, _NOSUIDDEV,
                      _under)
 
@@ -203,7 +203,9 @@ def build_rootfs(plan: MountPlan, source_fds: list[int], template: bool = False)
     for d, mode in (("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777)):
         os.mkdir(f"/newroot/{d}", mode)
     if template:
-        _step("mount /proc", sc.mount, "proc", "/newroot/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        if plan.nesting:
+            nesting.mount_covered("/newroot")
+        _mount_proc(plan, "/newroot/proc")
         _sysfs("/newroot", old)
         for dst, _ in plan.tmpfs:  # mount points that no per-run mount will hold
             if not any(_under(dst, p) for p in ("/tmp", "/dev", "/sys")):
@@ -261,6 +263,16 @@ def _bind_fd(root: int, b: BindSpec, fd: int, tree: bool = False) -> None:
             os.close(fd)
 
 
+def _mount_proc(plan: MountPlan, target: str) -> None:
+    """A new proc at ``target`` (of this pid namespace).  Raises OSError; when the kernel refuses
+    it (EPERM: this mount namespace's /proc is masked, mount_too_revealing), naming the setting of
+    the enclosing container or sandbox to change (``plan.proc_hint``)."""
+    try:
+        sc.mount("proc", target, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"mount /proc: {e.strerror}{plan.proc_hint if e.errno == 1 else ''}") from None
+
+
 def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, int]], old: int | None,
              trees: bool = False) -> None:
     """The mounts each run makes afresh, below ``base`` ("/newroot" while building a whole root,
@@ -276,7 +288,9 @@ def _per_run(base: str, root: int, plan: MountPlan, binds: list[tuple[BindSpec, 
     except OSError:
         pass  # no POSIX mqueue support compiled in: nothing to share either
     proc = f"{base}/proc"
-    _step("mount /proc", sc.mount, "proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if plan.nesting and base:  # a template's copy has them from the template
+        nesting.mount_covered(base)
+    _mount_proc(plan, proc)
     ucounts.apply(proc, plan.sysctls)  # while /proc/sys is writable and PID 1 holds its capabilities
     for m in PROC_MASKED:
         _mask(base, f"{proc}/{m}")

@@ -18,8 +18,8 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, lsm, mounts, registry, rlimits, seccomp, ucounts
-from .errors import HostError, JailpyError, PolicyError, SandboxSetupError, fd_exhausted
+from . import __version__, cgroups, child, idlease, launch, lsm, mounts, nesting, net, registry, rlimits, seccomp, ucounts, userns
+from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
 from .result import Result
@@ -42,6 +42,10 @@ class _fd_limit:
     def __exit__(self, kind, err, tb) -> bool:
         if isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE):
             raise HostError(fd_exhausted(err)) from None
+        emfile = os.strerror(errno.EMFILE)
+        if isinstance(err, JailpyError) and emfile in str(err) and "ulimit" not in str(err):
+            # a step that reported its own EMFILE (the sandbox's set-up, an id map): say which limit
+            raise type(err)(f"{err} ({fd_exhausted(OSError(errno.EMFILE, emfile))})") from None
         return False
 
 
@@ -101,13 +105,15 @@ class Sandbox:
         if not 0 <= self.prefork <= 8:
             raise PolicyError(f"prefork: between 0 and 8 sandboxes kept ready, got {prefork}")
         self._control = RunControl()
-        self.policy = pol = (policy or Policy()).validate()
+        self._sinks: list = []  # the last run's output still on its way (wait_output)
+        self.policy = pol = (policy or Policy()).checked()
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
         self.mounts = mounts.prepare(pol)
-        # Landlock from the mount plan (jailpy.lsm); jailpy.net passes its TcpRules when the network is not none
-        self.lsm = lsm.prepare(pol, self.mounts, tcp=None)
+        self.net = net.prepare(pol)
+        # Landlock from the mount plan, TCP rules from the network plan (jailpy.lsm), an exec label
+        self.lsm = lsm.prepare(pol, self.mounts, tcp=lsm.landlock.tcp_rules(self.net))
         for fd in pol.pass_fd:
             try:
                 os.fstat(fd)
@@ -124,10 +130,18 @@ class Sandbox:
         self.cgroup_plan = self._cgroup_plan()
         if self.cgroup_plan is not None:
             self.mounts.cgroup_fs = self.cgroup_plan.fs_mounts()
-        self.filter = None if pol.seccomp == "none" else seccomp.prepare(pol.seccomp, log=pol.seccomp_log)
+        self.enclosure = nesting.detect()  # what encloses jailpy itself (a container, a sandbox), if anything
+        self._listener = not self.enclosure.seccomp_filters or nesting.listener_possible()
+        self.filter = None if pol.seccomp == "none" else seccomp.prepare(
+            pol.seccomp, log=pol.seccomp_log, nesting=pol.allow_nesting, notify=self._listener)
         f = self.filter
-        self._lease = idlease.take(pol.uid, pol.gid, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
+        self._ids_asked = nesting.program_ids(pol.uid, pol.gid, pol.allow_nesting)
+        self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
+        self._check_state_binds()
+        self.warnings = mounts.unwritable_binds(self.mounts, self.ids)
+        """What will not work as the policy seems to expect (one line each, with the fix): the CLI
+        prints them before the run."""
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
                                 cpu_time=pol.cpu_time)
@@ -135,17 +149,42 @@ class Sandbox:
         cpuset = len(cgroups.parse_cpulist(pol.cpuset or ""))
         self._limits = Limits(self.wall_time, self.output_limit, pol.cpu_time,
                               min(pol.cpus or math.inf, cpuset or os.cpu_count() or 1))
+        inside = self.net.inside if self.net.inside.stub or self.net.inside.host_setup else None
+        self._net_service = net.service(self.net) if inside else None
+        if self._net_service is not None:  # the network's /etc/hosts, resolv.conf (bridge)
+            self.mounts.binds += [mounts.BindSpec(src, dst, False, False) for src, dst in self._net_service.binds()]
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
-                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids, self.lsm.plan),
-                          reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork)
+                               f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids,
+                               inside, int(bool(inside and inside.stub)), lsm=self.lsm.plan),
+                          reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork,
+                          net=self._net_service)
+
+    def _check_state_binds(self) -> None:
+        """Refuse (PolicyError) a writable bind that would let the program write jailpy's own state
+        in the caller's name: the seccomp cache (compiled filters later runs load), the id leases
+        and the registry of named sandboxes.  Only a program running as the caller's own uid can
+        (``--id-map single`` without a subuid range): the directories are 0700 and the caller's."""
+        prog = mounts._host_id(self.ids.uid_map, self.ids.uid)
+        binds = [b.src for b in self.mounts.binds if b.rw]
+        if prog != os.getuid() or not binds:
+            return
+        base, parts = registry._location()
+        state = [str(seccomp.cache_dir()), idlease.lease_dir(), os.path.join(base, *parts)]
+        for src in binds:
+            for d in state:
+                d = os.path.realpath(d)
+                if mounts._under(d, src) or mounts._under(src, d):
+                    raise PolicyError(f"--bind {src}: the program runs as you and would be able to write {d}, "
+                                      f"jailpy's own state (seccomp cache, id leases, registry) that later runs "
+                                      f"trust; bind a directory outside it, or use a subuid range (--id-map range)")
 
     def _cgroup_plan(self) -> "cgroups.CgroupPlan | None":
         pol = self.policy
         if pol.no_cgroup:
             return None
         limits = cgroups.Limits(memory=parse_size(pol.memory) if pol.memory is not None else None,
-                                pids=pol.pids + JAILPY_PIDS if pol.pids is not None else None,
-                                cpus=pol.cpus, cpuset=pol.cpuset)
+                                pids=pol.pids + JAILPY_PIDS + self.net.jailpy_threads if pol.pids is not None else None,
+                                cpus=pol.cpus, cpuset=pol.cpuset, cpu_weight=pol.cpu_weight, io=self._io_limits())
         if not (limits.any() or pol.cpu_time is not None or self.name is not None or pol.cgroup_parent is not None):
             return None  # nothing asks for one: no cgroup work per run
         parent = pol.cgroup_parent
@@ -163,8 +202,21 @@ class Sandbox:
                                 "count them")
         return plan
 
+    def _io_limits(self) -> "cgroups.IoLimits | None":
+        """The disk IO limits, on the disks of the writable binds (jailpy.cgroups.io.devices)."""
+        pol = self.policy
+        if all(getattr(pol, k) is None for k in ("io_read_bps", "io_write_bps", "io_read_iops", "io_write_iops",
+                                                  "io_weight")):
+            return None
+        from .cgroups import io
+
+        size = lambda v: parse_size(v) if v is not None else None  # noqa: E731
+        return io.IoLimits(io.devices([b.src for b in self.mounts.binds if b.rw]), size(pol.io_read_bps),
+                           size(pol.io_write_bps), pol.io_read_iops, pol.io_write_iops, pol.io_weight)
+
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
+        env.update(self.net.environment())
         if "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
         for k in self.policy.env_pass:
@@ -187,7 +239,7 @@ class Sandbox:
             "user": self.ids.description,
             "rootfs": self.mounts.description,
             "cwd": self.mounts.cwd_note,
-            "network": "none (loopback only)",
+            "network": self.net.description,
             "capabilities": "none (effective, permitted, inheritable, bounding and ambient empty)",
             "no_new_privs": True,
             "session": "new (setsid)",
@@ -204,6 +256,13 @@ class Sandbox:
             "output_limit": self.output_limit,
             "landlock": self.lsm.landlock,
             "lsm": self.lsm.lsm,
+            "nested": nesting.describe(self.enclosure, self._lease.own, userns.setgroups_denied(),
+                                       self.cgroup_plan is not None, self._listener),
+            "nesting": None if not self.policy.allow_nesting else {
+                "user_namespaces": dict(self.mounts.sysctls).get("max_user_namespaces"),
+                "seccomp": "namespace and mount calls allowed (and keyctl to join a new session keyring)",
+                "proc": "a second proc and sysfs, fully visible and covered, let the kernel mount new ones",
+            },
         }
 
     def run(
@@ -213,6 +272,7 @@ class Sandbox:
         stdout: int | None = None,
         stderr: int | None = None,
         capture_output: bool = False,
+        wait_output: bool = True,
     ) -> Result:
         """Run ``argv`` (``argv[0]`` looked up in the sandbox's PATH) and wait for it.
 
@@ -223,6 +283,12 @@ class Sandbox:
         Returns a Result (also for 126/127: see ``Result.error``).  Raises PolicyError for a
         bad argument (a directory as stdin, an empty argv, a name already running) and
         SandboxSetupError when the sandbox could not be built; nothing is left running then.
+
+        With an output limit, output for an fd of yours is written by a thread of jailpy's, which
+        holds at most 1 MiB a stream for a reader that does not keep up (the limits run on
+        whatever the reader does).  ``wait_output``: return only once it is written (the
+        default); False: return as soon as the program is done and the Result known, while what
+        is left is written in the background (:meth:`wait_output` waits for it).
 
         The sandbox dies with the thread that called run() (PR_SET_PDEATHSIG): call it from a
         thread that outlives the run."""
@@ -240,13 +306,24 @@ class Sandbox:
         control.begin()
         try:
             with _fd_limit():
-                result = self._run(list(argv), stdin, stdout, stderr)
+                result = self._run(list(argv), stdin, stdout, stderr, wait_output)
         finally:
             control.end()
             self._lease.after_run()  # clear setuid/setgid bits the run left in writable binds
         return self._lease.note(result)
 
-    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec) -> Result:
+    def wait_output(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (None: until done) for the output of the last run that
+        is still being written to your fds (``run(..., wait_output=False)``); True when all of it
+        is written (or its reader went away)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for sink in self._sinks:
+            if not sink.wait(None if end is None else max(0.0, end - time.monotonic())):
+                return False
+        self._sinks = []
+        return True
+
+    def _run(self, argv: list, stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, wait_output: bool) -> Result:
         io = open_stdio(stdin, stdout, stderr, self.output_limit)
         pool, control = self._pool, self._control
         entry = prep = None
@@ -259,22 +336,22 @@ class Sandbox:
                 entry = registry.register(self.name, argv, list(prep.cgroup.paths), self.cgroup_plan.version,
                                           prep.jailpy_pids)
             t_start = time.monotonic()
-            for retry in (True, False):
-                try:
-                    launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
-                    break
-                except (BrokenPipeError, ConnectionResetError):  # the sandbox died before it got its program
-                    why = prep.reported_error()
+            try:
+                launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+            except (BrokenPipeError, ConnectionResetError):
+                if prep.ahead:  # a sandbox built before this run died meanwhile: build a new one
                     pool.discard(prep)
-                    prep = None
-                    if why is not None or not retry:  # its set-up failed (a new one's would too), or twice
-                        raise SandboxSetupError(f"cannot set up the sandbox: {why or 'it ended before its program was sent'}") from None
-                    prep = pool.prepare()  # a prepared sandbox that died meanwhile: build another
+                    prep = pool.prepare()
+                    try:
+                        launch.send(prep.ctl, argv, self.env, io.fds, self._expect)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # its set-up failed already: the watch reads why from its status pipe
+                # else its set-up failed already: the watch reads why (verdict: SandboxSetupError)
             io.close_sent()
             control.setup_pidfd = prep.pidfd
             pool.fill()
             watch = Watch(prep, control, self._limits, io, t_start, self.ids, pool.userns_fd is None,
-                          self.filter.decide if self.filter else None)
+                          self.filter.decide if self.filter else None, wait_output)
             watch.start()
         except BaseException:
             control.setup_pidfd = None
@@ -289,13 +366,16 @@ class Sandbox:
             raise
         try:
             facts = watch.run()
+            self._sinks = list(watch.sinks.values())
         finally:
             if entry is not None:
                 registry.unregister(entry)
             io.close()
             control.setup_pidfd = None
             prep.close()
+            network = prep.net.finish() if prep.net is not None else None  # counts; what the host set up goes
         result = decide(facts, self._context)
+        result.network = network
         if "lsm_label" in facts.msgs:  # this run's label (SELinux: its own categories), as PID 1 wrote it
             lsm_desc = dict(result.protections["lsm"] or {}, label=facts.msgs["lsm_label"])
             result.protections = dict(result.protections, lsm=lsm_desc)
@@ -308,7 +388,7 @@ class Sandbox:
         if not self._lease.held:
             old = self._lease
             old.release()  # a fork's copy: closes only that
-            self._lease = idlease.take(self.policy.uid, self.policy.gid, self.policy.id_map, old.binds,
+            self._lease = idlease.take(*self._ids_asked, self.policy.id_map, old.binds,
                                        prefer=old.name)
             if self._lease.ids != self.ids:
                 self.ids = self._lease.ids
@@ -329,6 +409,16 @@ class Sandbox:
         :meth:`run` begins, for that run: for a caller whose signal handlers exist before the
         run does (the CLI forwards SIGTERM and Ctrl-C this way), so none is lost in between."""
         self._control.hold()
+
+    def suspend(self) -> None:
+        """Stop the running program and everything it started (SIGSTOP to each, through the
+        sandbox's PID 1) and its wall-time clock, until :meth:`resume`: what job control does to
+        a program in a shell (the CLI does it on Ctrl-Z).  No-op when nothing runs."""
+        self._control.suspend()
+
+    def resume(self) -> None:
+        """Continue what :meth:`suspend` stopped (SIGCONT); the wall-time clock runs again."""
+        self._control.resume()
 
     def kill(self) -> None:
         """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them
@@ -351,6 +441,8 @@ class Sandbox:
         if self._control.active():
             self.kill()  # a run is going (called from another thread): it ends the same way in every mode
         self._pool.release()
+        if self._net_service is not None:
+            self._net_service.close()
         reap_exiting(timeout=0 if wait is False else REAP_WAIT)
         self._lease.release(busy=self._control.active)  # when the run that is going ends, if one is
 

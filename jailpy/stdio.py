@@ -65,7 +65,9 @@ def write_all(fd: int, data: bytes) -> None:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            select.select([], [fd], [], 1.0)
+            p = select.poll()  # not select(2): the fd may be above 1023 (FD_SETSIZE)
+            p.register(fd, select.POLLOUT)
+            p.poll(1000)
         except OSError:
             return
 
@@ -84,7 +86,10 @@ class Sink:
     the rest, as it would without jailpy."""
 
     def __init__(self, fd: int, wake_fd: int) -> None:
-        self.fd, self.wake_fd = fd, wake_fd
+        # its own descriptor of the caller's open file: the caller may close ``fd`` (and the number
+        # be reused) while the sink still writes, after run() returned with wait_output=False
+        self.fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        self.wake_fd: int | None = wake_fd
         self._chunks: collections.deque[bytes] = collections.deque()
         self.queued = 0
         self._cond = threading.Condition()
@@ -112,11 +117,25 @@ class Sink:
             self._closed = True
             self._cond.notify()
 
+    def detach(self) -> None:
+        """The loop is gone (its wake-up pipe closed): no more wake-ups."""
+        with self._cond:
+            self.wake_fd = None
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: no limit) for the sink to have written all it was
+        given (after :meth:`close`); True when it has.  The descriptor is closed then."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _wake(self) -> None:
-        try:
-            os.write(self.wake_fd, b".")
-        except OSError:
-            pass  # the pipe is full (the loop has a wake-up to read already) or gone
+        with self._cond:
+            if self.wake_fd is None:
+                return
+            try:
+                os.write(self.wake_fd, b".")
+            except OSError:
+                pass  # the pipe is full (the loop has a wake-up to read already)
 
     def _run(self) -> None:
         while True:
@@ -124,6 +143,7 @@ class Sink:
                 while not self._chunks and not self._closed:
                     self._cond.wait()
                 if not self._chunks:
+                    os.close(self.fd)
                     return
                 data = self._chunks.popleft()
             write_all(self.fd, data)
@@ -165,11 +185,29 @@ class Stdio:
         self.outputs.clear()
 
 
+def read_only(fd: int, st: os.stat_result, io: Stdio) -> int:
+    """``fd`` as the program's stdin when its output is limited: a terminal (opened read-write
+    by the shell) or a file opened for writing would let it write around the limit, so such an
+    fd is opened again read-only through /proc/self/fd (a new open file description: proc(5));
+    a regular file keeps its offset.  A socket cannot be opened again: PolicyError."""
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        return fd
+    if stat.S_ISSOCK(st.st_mode):
+        raise PolicyError("stdin is a socket the program could also write to, around --output-limit: give stdin as "
+                          "a pipe, a file or /dev/null")
+    new = high_fd(os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC))
+    io.opened.append(new)
+    if stat.S_ISREG(st.st_mode):
+        os.lseek(new, os.lseek(fd, 0, os.SEEK_CUR), os.SEEK_SET)
+    return new
+
+
 def open_stdio(stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, output_limit: int | None) -> Stdio:
     """The three stdio fds of a run (see the module docstring).  ``stdin``: None (inherit fd 0),
     an fd, ``DEVNULL`` or bytes; ``stdout``/``stderr``: None (inherit), an fd, ``DEVNULL`` or
-    ``PIPE``.  A closed inherited fd becomes /dev/null.  Raises PolicyError for an fd that is not
-    open, a directory, or an unsupported value; nothing is left open then."""
+    ``PIPE``.  A closed inherited fd becomes /dev/null.  With ``output_limit``, stdin is made
+    read-only (:func:`read_only`).  Raises PolicyError for an fd that is not open, a directory,
+    or an unsupported value; nothing is left open then."""
     io = Stdio()
 
     def std(spec: StdSpec, i: int) -> int | None:
@@ -193,11 +231,11 @@ def open_stdio(stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, output_limit: i
             else:
                 io.outputs[mine] = Output(what, None)
             return theirs
-        elif isinstance(spec, int) and spec >= 0:
+        elif isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
             fd = spec
             try:
                 st = os.fstat(fd)
-            except OSError:
+            except (OSError, OverflowError):
                 raise PolicyError(f"{what}: fd {fd} is not open") from None
         else:
             raise PolicyError(f"{what}: unsupported value {spec!r}")
@@ -208,6 +246,8 @@ def open_stdio(stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, output_limit: i
             io.opened.append(w)
             io.outputs[r] = Output(what, fd)
             return w
+        if i == 0 and output_limit is not None:
+            return read_only(fd, st, io)
         return fd
 
     try:

@@ -36,9 +36,19 @@ HOST_DIR = "/proc/sys/user"
 def plan(policy: "Policy") -> tuple[tuple[str, int], ...]:
     """Host side: ``(sysctl name, value)`` for each of USER_SYSCTLS this kernel has (it lists
     them in /proc/sys/user; the sandbox runs on the same kernel).  A kernel without one (no
-    fanotify: CONFIG_FANOTIFY=n, or older than 5.13) has nothing to bound there: skipped."""
-    return tuple((name, int(getattr(policy, name))) for name in USER_SYSCTLS
-                 if os.path.exists(os.path.join(HOST_DIR, name)))
+    fanotify: CONFIG_FANOTIFY=n, or older than 5.13) has nothing to bound there: skipped.  With
+    ``allow_nesting`` a ``max_user_namespaces`` of 0 (the default) becomes
+    jailpy.nesting.NESTED_USER_NAMESPACES: the nesting the policy allows needs user namespaces."""
+    out = []
+    for name in USER_SYSCTLS:
+        if os.path.exists(os.path.join(HOST_DIR, name)):
+            value = int(getattr(policy, name))
+            if name == "max_user_namespaces" and value == 0 and policy.allow_nesting:
+                from .nesting import NESTED_USER_NAMESPACES
+
+                value = NESTED_USER_NAMESPACES  # 0 would refuse every nested sandbox the policy allows
+            out.append((name, value))
+    return tuple(out)
 
 
 def apply(proc: str, settings: tuple[tuple[str, int], ...] | list) -> None:

@@ -40,7 +40,7 @@ import shutil
 from dataclasses import dataclass
 
 from . import _syscalls as sc
-from .errors import HostError, PolicyError
+from .errors import HostError, PolicyError, fd_exhausted
 
 NOBODY = 65534
 SLOT_IDS = 2
@@ -77,6 +77,10 @@ class IdPlan:
     description: str
     host_uids: tuple[int, ...] = ()
     host_gids: tuple[int, ...] = ()
+    self_write: bool = False
+    """The child writes its own maps (:func:`write_own_maps`) instead of the supervisor: the
+    single-id map inside an enclosing sandbox, where the kernel refused the parent's write (measured
+    under a jailpy sandbox whose capability bounding set is empty) but takes a process's own."""
 
 
 @dataclass(frozen=True)
@@ -140,39 +144,75 @@ def _configured_range() -> tuple[int, int, str] | None:
     return (*_parse_range(lines[0], ID_RANGE_FILE), ID_RANGE_FILE)
 
 
-def _mapped_here(kind: str, lo: int, n: int) -> bool:
-    """Whether host ids ``lo``..``lo+n-1`` exist in this process's own user namespace (root in a
-    container may have only 65536 ids): /proc/self/uid_map or gid_map."""
+def id_map(kind: str) -> list[tuple[int, int, int]]:
+    """This process's own ``kind`` ("uid" or "gid") map, /proc/self/uid_map or gid_map
+    (user_namespaces(7)): ``(first id here, first id in the parent namespace, count)`` rows.  The
+    initial user namespace shows ``0 0 4294967295``; inside a container or ``unshare -U`` only the
+    ids that exist here.  Without a readable /proc: the initial namespace's map."""
     try:
         with open(f"/proc/self/{kind}_map") as f:
-            rows = [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+            return [tuple(int(x) for x in line.split()) for line in f if line.strip()]  # type: ignore[misc]
+    except (OSError, ValueError):
+        return [(0, 0, 0xFFFFFFFF)]
+
+
+def in_nested_userns() -> bool:
+    """Whether this process runs in a user namespace other than the initial one (its uid map is
+    not the whole ``0 0 4294967295``): inside a container with a user namespace, ``unshare -U``,
+    bubblewrap, or a jailpy sandbox."""
+    return id_map("uid") != [(0, 0, 0xFFFFFFFF)]
+
+
+def _mapped_here(kind: str, lo: int, n: int) -> bool:
+    """Whether ids ``lo``..``lo+n-1`` exist in this process's own user namespace (root in a
+    container may have only 65536 ids, ``unshare -r`` one): /proc/self/uid_map or gid_map."""
+    return any(inside <= lo and lo + n <= inside + count for inside, _, count in id_map(kind))
+
+
+def setgroups_denied() -> bool:
+    """Whether /proc/self/setgroups says ``deny`` (``unshare -r``, bubblewrap, a sandbox with a
+    single-id map): a user namespace made here inherits it, so its gid map must be written without
+    setgroups and supplementary groups cannot be dropped (user_namespaces(7))."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
     except OSError:
-        return True  # no /proc: let the kernel decide when the map is written
-    return any(inside <= lo and lo + n <= inside + count for inside, _, count in rows)
+        return False
 
 
-def root_range() -> IdRange:
+def root_range(strict: bool = True) -> IdRange | None:
     """Root's range (see the module docstring).  Raises HostError for a malformed setting or a
-    range this user namespace does not have (root in a container)."""
+    configured range (``JAILPY_ID_RANGE``, the file) this user namespace does not have.  The
+    user jailpy's range and the default are skipped when this user namespace lacks them (root
+    inside a container or ``unshare -r``): then, with ``strict``, HostError naming the setting;
+    else None (the caller falls back to its own ids, :func:`own_plan`)."""
     conf = _configured_range()
+    candidates: list[IdRange] = []
     if conf is not None:
         lo, n, source = conf
-        rng = IdRange(lo, lo, n, source, False)
+        candidates.append(IdRange(lo, lo, n, source, False))
     else:
         subu, subg = _subid_range("/etc/subuid", "jailpy", -1), _subid_range("/etc/subgid", "jailpy", -1)
         if subu and subg:
-            rng = IdRange(subu[0], subg[0], min(subu[1], subg[1]), "the range of user jailpy in /etc/subuid", False)
-        else:
-            lo, n = DEFAULT_ROOT_RANGE
-            rng = IdRange(lo, lo, n, "jailpy's default range", False)
-    if rng.count < SLOT_IDS:
-        raise HostError(f"{rng.source}: fewer than {SLOT_IDS} ids; give the user jailpy at least {SLOT_IDS}")
-    for kind, lo in (("uid", rng.uid), ("gid", rng.gid)):
-        if not _mapped_here(kind, lo, rng.count):
-            raise HostError(f"host {kind}s {lo}-{lo + rng.count - 1} ({rng.source}) do not exist in this user "
-                            f"namespace (see /proc/self/{kind}_map): set {ID_RANGE_ENV}=FIRST:COUNT or write "
-                            f"{ID_RANGE_FILE} with a range that does")
-    return rng
+            candidates.append(IdRange(subu[0], subg[0], min(subu[1], subg[1]),
+                                      "the range of user jailpy in /etc/subuid", False))
+        lo, n = DEFAULT_ROOT_RANGE
+        candidates.append(IdRange(lo, lo, n, "jailpy's default range", False))
+    for rng in candidates:
+        if rng.count < SLOT_IDS:
+            raise HostError(f"{rng.source}: fewer than {SLOT_IDS} ids; give the user jailpy at least {SLOT_IDS}")
+        missing = [(kind, lo) for kind, lo in (("uid", rng.uid), ("gid", rng.gid))
+                   if not _mapped_here(kind, lo, rng.count)]
+        if not missing:
+            return rng
+        if conf is None and (rng is not candidates[-1] or not strict):
+            continue  # not configured: the next candidate, or the caller's own ids
+        kind, lo = missing[0]
+        raise HostError(f"host {kind}s {lo}-{lo + rng.count - 1} ({rng.source}) do not exist in this user "
+                        f"namespace (see /proc/self/{kind}_map): set {ID_RANGE_ENV}=FIRST:COUNT or write "
+                        f"{ID_RANGE_FILE} with a range that does"
+                        + ("" if conf else ", or use --id-map single (the caller's own id)"))
+    return None
 
 
 def choose(mode: str) -> IdRange | None:
@@ -184,13 +224,18 @@ def choose(mode: str) -> IdRange | None:
     for a bad root range (:func:`root_range`)."""
     host_uid = os.getuid()
     if host_uid == 0:
-        return root_range()
+        return root_range(strict=mode == "range")
     try:
         user = pwd.getpwuid(host_uid).pw_name
     except KeyError:
         user = str(host_uid)
     subu, subg = _subid_range("/etc/subuid", user, host_uid), _subid_range("/etc/subgid", user, host_uid)
-    helpers = shutil.which("newuidmap") and shutil.which("newgidmap")
+    helpers = shutil.which("newuidmap") and shutil.which("newgidmap") and not no_new_privs()
+    if subu and subg and not (_mapped_here("uid", subu[0], subu[1]) and _mapped_here("gid", subg[0], subg[1])):
+        if mode == "range":
+            raise HostError(f"id_map=range: {user}'s range in /etc/subuid ({subu[0]}-{subu[0] + subu[1] - 1}) does "
+                            f"not exist in this user namespace (see /proc/self/uid_map): use --id-map single")
+        subu = subg = None  # a container's /etc/subuid, or an enclosing unshare -U: not ours to give
     if mode == "range" or (mode == "auto" and subu and subg and helpers):
         if not (subu and subg):
             raise HostError(
@@ -198,6 +243,10 @@ def choose(mode: str) -> IdRange | None:
                 f"'usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}', or use --id-map single"
             )
         if not helpers:
+            if no_new_privs():
+                raise HostError("id_map=range: newuidmap and newgidmap are setuid programs, which grant nothing "
+                                "under no_new_privs (NoNewPrivs: 1 in /proc/self/status, set by an enclosing "
+                                "sandbox): use --id-map single")
             raise HostError("id_map=range needs newuidmap and newgidmap: install them with 'apt-get install uidmap'")
         rng = IdRange(subu[0], subg[0], min(subu[1], subg[1]), f"{user}'s range in /etc/subuid", True)
         if rng.slots == 0:
@@ -234,16 +283,43 @@ def slot_plan(rng: IdRange, slot: int, in_uid: int, in_gid: int, single: bool) -
     gpairs = ", ".join(f"gid {a} = host gid {b}" for a, b, _ in gmap)
     desc = (f"own host ids: {pairs}, {gpairs} (slot {slot} of {rng.slots} in {rng.source} "
             f"{rng.uid}-{rng.uid + rng.count - 1}; no other running sandbox has them)")
-    return IdPlan(umap, gmap, in_uid, in_gid, rng.helper, True, desc,
+    return IdPlan(umap, gmap, in_uid, in_gid, rng.helper, not setgroups_denied(), desc,
                   tuple(b for _, b, _ in umap), tuple(b for _, b, _ in gmap))
 
 
 def own_plan(in_uid: int, in_gid: int) -> IdPlan:
-    """The single-id map of a rootless caller: ``in_uid``/``in_gid`` inside = the caller's own ids."""
+    """The single-id map: ``in_uid``/``in_gid`` inside = the caller's own ids (a rootless caller
+    without a range, ``--id-map single``, or root in a user namespace that lacks jailpy's range:
+    :func:`root_range`).  In a user namespace that is not the initial one the description says
+    which id that is in the parent namespace (/proc/self/uid_map)."""
     host_uid, host_gid = os.getuid(), os.getgid()
+    if in_nested_userns():
+        rows = id_map("uid")
+        outer = next((o + host_uid - i for i, o, n in rows if i <= host_uid < i + n), None)
+        count = sum(n for _, _, n in rows)
+        desc = (f"single id: uid {in_uid} inside = uid {host_uid} of the enclosing user namespace (uid {outer} "
+                f"of its parent; the caller: every sandbox of this caller shares it; that namespace maps "
+                f"{count} uid{'s' if count != 1 else ''}, not jailpy's range: see README, running inside a "
+                f"container)")
+    else:
+        desc = (f"single id: uid {in_uid} inside = host uid {host_uid} (the caller; every sandbox of this "
+                f"caller shares it)")
     return IdPlan(((in_uid, host_uid, 1),), ((in_gid, host_gid, 1),), in_uid, in_gid, False, False,
-                  f"single id: uid {in_uid} inside = host uid {host_uid} (the caller; every sandbox of this "
-                  f"caller shares it)", (host_uid,), (host_gid,))
+                  desc, (host_uid,), (host_gid,), self_write=in_nested_userns())
+
+
+def no_new_privs() -> bool:
+    """Whether this process has no_new_privs (/proc/self/status NoNewPrivs: 1; prctl(2)): set by
+    an enclosing sandbox (bubblewrap, jailpy, Docker's no-new-privileges), under which setuid
+    programs such as newuidmap gain nothing."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NoNewPrivs:"):
+                    return line.split()[1] == b"1"
+    except OSError:
+        pass
+    return False
 
 
 def strip_plan(host_uids: tuple[int, ...], host_gids: tuple[int, ...], caller: bool = True) -> IdPlan:
@@ -258,9 +334,26 @@ def strip_plan(host_uids: tuple[int, ...], host_gids: tuple[int, ...], caller: b
                   0, 0, True, True, "strip", uids, gids)
 
 
+def write_own_maps(plan: IdPlan) -> None:
+    """CHILD SIDE, right after unshare(CLONE_NEWUSER), for a plan with ``self_write``: write this
+    process's own /proc/self/{uid_map,setgroups,gid_map} (user_namespaces(7): a process may map
+    its own effective ids in the parent namespace, with setgroups denied).  Raises OSError."""
+    for name, data in (("uid_map", plan.uid_map), ("setgroups", None), ("gid_map", plan.gid_map)):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"deny" if data is None else "".join(f"{a} {b} {c}\n" for a, b, c in data).encode())
+        except OSError as e:
+            raise OSError(e.errno, f"write /proc/self/{name}: {e.strerror}{map_hint(e, plan)}") from None
+        finally:
+            os.close(fd)
+
+
 def write_maps(plan: IdPlan, pid: int) -> None:
     """Write /proc/PID/{uid_map,setgroups,gid_map} for a child that has unshared its user
-    namespace (host side).  Raises HostError if the kernel or newuidmap refuses."""
+    namespace (host side; nothing for a plan with ``self_write``, whose child wrote them).
+    Raises HostError if the kernel or newuidmap refuses."""
+    if plan.self_write:
+        return
     def fmt(m: tuple[tuple[int, int, int], ...]) -> str:
         return "".join(f"{a} {b} {c}\n" for a, b, c in m)
 
@@ -287,6 +380,8 @@ def write_maps(plan: IdPlan, pid: int) -> None:
         with open(f"/proc/{pid}/gid_map", "w") as f:
             f.write(fmt(plan.gid_map))
     except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise HostError(f"cannot write the user namespace id map: {fd_exhausted(e)}") from None
         hint = ""
         if e.errno == errno.EPERM and os.path.exists("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
             hint = (f" (AppArmor restricts unprivileged user namespaces here: 'sudo jailpy apparmor install', then run "
@@ -334,6 +429,8 @@ def create(plan: IdPlan) -> int:
             os.close(w2)
             try:
                 sc.unshare(sc.CLONE_NEWUSER)
+                if plan.self_write:
+                    write_own_maps(plan)
                 os.write(w, b"u")
             except OSError as e:
                 os.write(w, b"e%d" % e.errno)
@@ -359,14 +456,33 @@ _LAUNCHER = "/usr/lib/jailpy/jailpy-launcher"  # jailpy.lsm.apparmor.LAUNCHER_PA
 
 
 def unshare_hint(e: OSError) -> str:
-    """One line saying why unshare(CLONE_NEWUSER) failed with ``e`` and how to fix it."""
+    """One line saying why unshare(CLONE_NEWUSER) failed with ``e`` and how to fix it: the
+    setting of an enclosing container or sandbox when one explains it (jailpy.nesting.hint),
+    else the host's sysctl."""
+    from .nesting import hint
+
+    where = hint(e.errno)
     if e.errno in (errno.EPERM, errno.EACCES):
+        if where:
+            return f"user namespaces are refused here{where}"
         return ("user namespaces are not allowed for this user here: enable them with "
                 "'sysctl kernel.unprivileged_userns_clone=1' (Debian); on Ubuntu 23.10+ run "
                 f"'sudo jailpy apparmor install' and jailpy through {_LAUNCHER} (jailpy doctor says more); "
                 "or run inside a container that permits unshare(CLONE_NEWUSER)")
     if e.errno == errno.ENOSPC:
-        return "the user namespace limit is reached: raise it with 'sysctl user.max_user_namespaces=15000'"
+        return ("the user namespace limit is reached: raise it with 'sysctl user.max_user_namespaces=15000'"
+                + where)
     if e.errno == errno.EINVAL:
         return "this kernel lacks a namespace type jailpy needs (user, mnt, pid, uts, ipc, net, cgroup)"
     return e.strerror or str(e)
+
+
+def map_hint(e: OSError, plan: IdPlan) -> str:
+    """Why writing an id map of the caller's own id failed, for an EPERM: mapping uid 0 of the
+    parent namespace needs CAP_SETFCAP there (kernel/user_namespace.c verify_root_map), which a
+    program in a sandbox that dropped its capabilities lacks."""
+    if e.errno == errno.EPERM and any(outside == 0 for _, outside, _ in plan.uid_map):
+        return (": mapping uid 0 of the enclosing user namespace needs CAP_SETFCAP there, which this process "
+                "lacks: run it as another uid in the enclosing sandbox (jailpy: --allow-nesting without --uid 0 "
+                "runs it as uid 1000)")
+    return ""

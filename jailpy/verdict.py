@@ -80,8 +80,12 @@ def decide(f: Facts, ctx: Context) -> Result:
         if mem is not None and stats.memory_base_bytes:
             mem = max(0, mem - stats.memory_base_bytes)  # what jailpy's own processes held is not the program's
         pids = None if stats.pids_peak is None else max(0, stats.pids_peak - f.jailpy_pids)
-        common.update(memory_peak_bytes=mem, pids_peak=pids, oom_killed=oom)
+        common.update(memory_peak_bytes=mem, pids_peak=pids, oom_killed=oom,
+                      io_read_bytes=stats.io_read_bytes, io_write_bytes=stats.io_write_bytes)
     msgs = f.msgs
+    if f.limit_fired == "setup" and "started" not in msgs:
+        raise SandboxSetupError("cannot set up the sandbox: it was not ready after a minute (an overloaded host, "
+                                "or a bind source on a file system that does not answer?)")
     if "error" in msgs and "exec_error" not in msgs:
         if oom:
             raise SandboxSetupError(f"cannot set up the sandbox: it ran out of memory before the program started "
@@ -138,17 +142,21 @@ def _first_limit(f: Facts, ctx: Context, sig: int | None, oom: bool) -> str | No
 
     The program's own end outranks a clock: the supervisor may act late (stopped, starved,
     suspended) and fire a wall-time kill at a program that had already exited, so a wall-time
-    kill counts only when PID 1 measured the program running for at least the limit.  SIGXCPU
+    kill counts only when PID 1 measured the program running for at least the limit; and a
+    program PID 1 measured running past the limit is WLE even when the supervisor never fired.  SIGXCPU
     is RLIMIT_CPU's backstop (the kernel's own CPU limit): TLE.  An OOM kill in the cgroup is
     MLE when the supervisor fired nothing itself.  A program that exited on its own having used
     more CPU than ``cpu_time`` (measured by PID 1's rusage of its children) is TLE: it took more
     than it was given before the supervisor's next look.  Refused forks (the cgroup's pids.max)
     are named ``pids`` when nothing else fired."""
     msgs = f.msgs
-    fired = f.limit_fired
+    fired = None if f.limit_fired == "setup" else f.limit_fired
     ran = msgs.get("wall")
     if fired == "wall_time" and "status" in msgs and ran is not None and ran < ctx.wall_time:
         fired = None  # it ended before the deadline: the supervisor was late, not the program
+    if fired is None and "status" in msgs and "not_started" not in msgs and ran is not None \
+            and ran >= ctx.wall_time:
+        fired = "wall_time"  # it ran past its deadline while the supervisor was late (stopped, starved)
     if sig == signal.SIGXCPU and ctx.cpu_time is not None:
         return "cpu_time"
     if fired is None and oom:

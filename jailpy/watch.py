@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import child, seccomp, userns
 from . import _syscalls as sc
+from .errors import HostError
 from .stdio import Output, Sink, Stdio, pipe
 from .verdict import Facts
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .pool import Prepared
 
 KILL_GRACE = 2.0  # seconds PID 1 gets to report after Sandbox.kill() before it is SIGKILLed
+SETUP_TIMEOUT = 60.0  # seconds the sandbox's set-up may take before the run is given up (SandboxSetupError)
 POLL_INTERVAL = 0.1  # seconds between samples of the cgroup's pids and memory (for peaks the kernel keeps none of)
 
 
@@ -59,6 +61,8 @@ class RunControl:
         self.held = False
         self.wake_fd: int | None = None  # the watch's wake-up pipe: told of each signal
         self.signals = 0  # how many send_signal() calls this run had
+        self.suspended_at: float | None = None  # suspend(): since when (time.monotonic)
+        self.suspended_total = 0.0  # seconds this run was suspended, added to its deadline
         self._lock = threading.RLock()
 
     def hold(self) -> None:
@@ -74,12 +78,16 @@ class RunControl:
                 self.killed = False
             self.hard_kill_at = None
             self.signals = 0
+            if not self.held:
+                self.suspended_at = None
+            self.suspended_total = 0.0
             self.running = True
 
     def end(self) -> None:
         """The run is over: nothing more reaches it."""
         with self._lock:
             self.running = self.held = False
+            self.suspended_at = None
             self.pending.clear()
             self.killed = False
             self.pidfd = self.setup_pidfd = self.wake_fd = None
@@ -102,6 +110,25 @@ class RunControl:
             if not (self.running or self.held):
                 return
             self.signals += 1
+            self._deliver(sig)
+
+    def suspend(self) -> None:
+        """Stop the sandbox's processes (child.STOP_ALL) and the wall-time clock (see Sandbox.suspend)."""
+        with self._lock:
+            if (self.running or self.held) and self.suspended_at is None:
+                self.suspended_at = time.monotonic()
+                self._deliver(child.STOP_ALL)
+
+    def resume(self) -> None:
+        """Continue what :meth:`suspend` stopped."""
+        with self._lock:
+            if self.suspended_at is not None:
+                self.suspended_total += time.monotonic() - self.suspended_at
+                self.suspended_at = None
+                self._deliver(child.CONT_ALL)
+
+    def _deliver(self, sig: int) -> None:
+        with self._lock:
             if self.pidfd is not None:
                 try:
                     signal.pidfd_send_signal(self.pidfd, sig)
@@ -153,13 +180,14 @@ class Watch:
     (``write_maps``); ``decide``: the seccomp filter's decision function (None: no filter)."""
 
     def __init__(self, prep: "Prepared", control: RunControl, limits: Limits, stdio: Stdio, t_start: float,
-                 ids: userns.IdPlan, write_maps: bool, decide) -> None:
+                 ids: userns.IdPlan, write_maps: bool, decide, wait_output: bool = True) -> None:
         self.prep, self.control, self.limits, self.io = prep, control, limits, stdio
         self.ids, self.write_maps, self.decide = ids, write_maps, decide
+        self.wait_output = wait_output  # False: the run ends with output still on its way (Sandbox.wait_output)
         self.cg = prep.cgroup
         self.t_start = t_start
         self.msgs: dict = {}
-        self.deadline = t_start + limits.wall_time  # until the program has started: bounds a set-up that hangs
+        self.deadline = t_start + SETUP_TIMEOUT  # until the program has started: bounds a set-up that hangs
         self.next_cpu: float | None = None  # when to read the cgroup's CPU time next (once the program runs)
         self.next_poll: float | None = None
         self.limit_fired: str | None = None
@@ -225,11 +253,40 @@ class Watch:
 
     def _done(self) -> bool:
         """PID 1 has reported (the program and all it started are dead and reaped) or is gone,
-        the output pipes are at their end, stdin was fed or refused, and the sinks are empty, or
-        a signal came after the end: the caller's fd may never take the rest."""
-        if not (self.status_eof or "status" in self.msgs) or self.reading or self.io.feeds:
+        what the output pipes held is read, and (with ``wait_output``) the sinks are empty; or a
+        signal came after the end (the caller's fd may never take the rest: it is dropped)."""
+        if not (self.status_eof or "status" in self.msgs):
             return False
-        return all(s.empty() for s in self.sinks.values()) or self.control.signals > self.signals_at_end
+        if self.control.signals > self.signals_at_end:
+            return True
+        self._drain()
+        return not self.reading and (not self.wait_output or all(s.empty() for s in self.sinks.values()))
+
+    def _drain(self) -> None:
+        """After the end: read what each output pipe holds now, and stop reading it there.  Every
+        process of the sandbox is dead, so that is all the program wrote; a process outside that
+        holds the pipe (the program can pass it out over a unix socket) is not the program, and
+        is never waited for.  Stdin feeds stop too.  A pipe whose sink is full waits for room."""
+        for fd in list(self.reading):
+            if fd in self.paused and self.wait_output:
+                continue  # read when the sink has room
+            self.paused.discard(fd)  # else all of it now: at most a pipe's capacity more
+            while fd in self.reading and (fd not in self.paused or not self.wait_output):
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    data = b""
+                if data:
+                    self._on_output(fd, self.io.outputs[fd], data)
+                else:
+                    if fd in self.sel.get_map():
+                        self.sel.unregister(fd)
+                    self.reading.discard(fd)
+        for fd in list(self.io.feeds):
+            if fd in self.sel.get_map():
+                self.sel.unregister(fd)
+            os.close(fd)
+            del self.io.feeds[fd]
 
     def _dispatch(self, fd: int) -> None:
         if fd in self.io.feeds:
@@ -259,21 +316,41 @@ class Watch:
                 self.sel.unregister(fd)
                 self.reading.discard(fd)
 
+    def _deadline(self) -> float | None:
+        """When the clock that ends the run is due: the set-up's bound until the program has
+        started, then its wall time, moved on by the time the run was suspended; None while it
+        is suspended (the program is stopped: its clock stops too)."""
+        control = self.control
+        if self.limit_fired is not None or control.suspended_at is not None:
+            return None
+        return self.deadline + (control.suspended_total if "started" in self.msgs else 0.0)
+
     def _timers(self, now: float) -> None:
         """Act on the clocks that are due.  A limit is acted on only after reading what PID 1's
         status pipe holds: after a stall of this process (SIGSTOP, a suspended laptop, an
         overloaded host) the clocks may say a limit is due while PID 1's report of the
-        program's own end, which came first, waits in the pipe."""
+        program's own end, which came first, waits in the pipe (and its "started" moves the
+        deadline: it is looked at again after the read)."""
         control = self.control
-        hard = control.hard_kill_at is not None and now >= control.hard_kill_at
-        wall = now >= self.deadline and self.limit_fired is None
-        cpu = self.next_cpu is not None and now >= self.next_cpu
-        if (hard or wall or cpu) and not self._reported():
+
+        def due() -> tuple[bool, bool, bool]:
+            deadline = self._deadline()
+            return (control.hard_kill_at is not None and now >= control.hard_kill_at,
+                    deadline is not None and now >= deadline,
+                    self.next_cpu is not None and now >= self.next_cpu and control.suspended_at is None)
+
+        if any(due()) and not self._reported():
+            hard, wall, cpu = due()
             if hard:
                 control.hard_kill_at = math.inf
+                if self.cg is not None:
+                    try:
+                        self.cg.kill()  # frozen processes (jailpy pause) die only when thawed: this thaws them
+                    except (OSError, HostError):
+                        pass
                 control.send_signal(signal.SIGKILL)
             if wall:
-                self._fire("wall_time")
+                self._fire("wall_time" if "started" in self.msgs else "setup")
             if cpu:
                 used = self.cg.cpu_seconds()
                 if used >= self.limits.cpu_time:
@@ -300,14 +377,18 @@ class Watch:
         if "status" in self.msgs:
             return None  # the program is gone: only the pipes, the sinks or a signal can end the wait
         hard = self.control.hard_kill_at
-        ends = [t for t in (self.deadline if self.limit_fired is None else None, hard, self.next_cpu, self.next_poll)
-                if t is not None and t != math.inf]
+        ends = [t for t in (self._deadline(), hard, self.next_cpu, self.next_poll) if t is not None and t != math.inf]
         # at most a day: poll(2) takes no more than 2**31 ms, and a wall_time may be a year
         return min(86400.0, max(0.0, min(ends) - time.monotonic())) if ends else None
 
     def _fire(self, what: str) -> None:
         if self.limit_fired is None:
             self.limit_fired = what
+        if self.cg is not None:
+            try:  # paused (jailpy pause)? PID 1 can end the run only when it runs
+                self.cg.thaw()
+            except (OSError, HostError):
+                pass  # no freezer: nothing can be frozen
         self.control.kill()
 
     # ---- handlers
@@ -399,7 +480,8 @@ class Watch:
         elif data:
             out.sink.put(data)
             if out.sink.full():  # the caller's fd is not taking it: the program waits on its pipe
-                self.sel.unregister(fd)
+                if fd in self.sel.get_map():
+                    self.sel.unregister(fd)
                 self.paused.add(fd)
 
     def _notification(self) -> dict | str | None:
@@ -449,6 +531,7 @@ class Watch:
         prep, control = self.prep, self.control
         self.sel.close()
         for sink in self.sinks.values():
+            sink.detach()
             sink.close()  # it writes what it holds, then ends (on its own: the caller's fd may never drain)
         with control._lock:
             control.wake_fd = None

@@ -9,7 +9,7 @@
 # cgroup v2 (Documentation/admin-guide/cgroup-v2.rst, "Delegation"): the directory and its
 # cgroup.procs, cgroup.threads and cgroup.subtree_control are chowned, and the controllers are
 # enabled in the parent's cgroup.subtree_control.  cgroup v1: the directory and its files are chowned
-# in each of the memory, pids, cpu, cpuacct, cpuset and freezer hierarchies (cpuset needs cpus and
+# in each of the memory, pids, cpu, cpuacct, cpuset, freezer and blkio hierarchies (cpuset needs cpus and
 # mems copied from the parent before anything can join).
 set -euo pipefail
 action=$1
@@ -19,7 +19,7 @@ case $path in /*) ;; *) echo "path must start with /" >&2; exit 2 ;; esac
 v1_dirs() {  # mount points of the v1 hierarchies we use
   awk '$3 == "cgroup" { print $2 }' /proc/self/mounts | while read -r m; do
     case ",$(basename "$m")," in
-      *,memory,*|*,pids,*|*,cpu,*|*,cpuacct,*|*,cpuset,*|*,freezer,*) echo "$m" ;;
+      *,memory,*|*,pids,*|*,cpu,*|*,cpuacct,*|*,cpuset,*|*,freezer,*|*,blkio,*) echo "$m" ;;
     esac
   done
 }
@@ -32,7 +32,7 @@ v2_root() {  # the unified hierarchy, if it has controllers
 if [ "$action" = create ]; then
   if root=$(v2_root); then
     want=""
-    for c in memory pids cpu cpuset; do grep -qw "$c" "$root/cgroup.controllers" && want="$want +$c"; done
+    for c in memory pids cpu cpuset io; do grep -qw "$c" "$root/cgroup.controllers" && want="$want +$c"; done
     # every level from the root down must pass the controllers on
     d=$root
     IFS=/ read -ra parts <<<"${path#/}"

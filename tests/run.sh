@@ -16,7 +16,7 @@ log() { printf '\n=== %s\n' "$*"; }
 setup_venv() {  # $1: repo dir; runs as the current user
   cd "$1"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,fuzz]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,fuzz,net]'
   # bytecode now: with PYTHONDONTWRITEBYTECODE set, every jailpy command would compile it again
   .venv/bin/python -m compileall -q jailpy >/dev/null
 }
@@ -30,15 +30,21 @@ fi
 log "system packages"
 need=()
 # compilers and runtimes the seccomp tests run under every policy (they skip what is missing)
+# the network tests: ip (network namespaces, veths), nft, pasta and slirp4netns (--network user);
+# bubblewrap and crun: jailpy inside them (tests/integration/test_nesting.py, test_containers.py);
 # apparmor (apparmor_parser), python3-apparmor: the generated AppArmor profiles are compiled and parsed
-for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go apparmor \
-    python3-apparmor; do
+for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go \
+         iproute2 nftables passt slirp4netns bubblewrap crun apparmor python3-apparmor; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# --network user rootless: slirp4netns and pasta open /dev/net/tun, 0666 on a stock Debian (udev);
+# some VM images leave it 0600
+[ -c /dev/net/tun ] && chmod 0666 /dev/net/tun
 
 log "pytest as root"
 setup_venv "$repo"

@@ -165,7 +165,7 @@ class Auditor:
                  jobs: int = 4) -> None:
         from ..sandbox import Sandbox
 
-        self.policy = policy.validate()
+        self.policy = policy.checked()
         self.below = below
         self.jobs = max(1, jobs)
         self.canary_dir = Path(canary_dir) if canary_dir is not None else None

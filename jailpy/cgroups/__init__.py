@@ -36,9 +36,10 @@ from ..errors import HostError, PolicyError
 from . import v1, v2
 # the interface, re-exported; the private helpers for tests/unit/test_cgroups.py
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, MIN_QUOTA_US, WAIT, Cgroup, CgroupPlan, Limits, Stats  # noqa: F401
-from .base import _fmt_cpus, parse_cpulist  # noqa: F401
+from .base import CPU_WEIGHT_RANGE, LIMIT_KEYS, _fmt_cpus, parse_cpulist, shares_of_weight  # noqa: F401
 from .fs import V1_CONTROLLERS, _hierarchies, _keyed, _own_cgroups, _pids_in, _read, _rmtree, _write, join  # noqa: F401
 from .v2 import SUPERVISOR_LEAF  # noqa: F401
+from .io import IoLimits  # noqa: F401
 
 
 def _check_parent_path(parent: str) -> str:
@@ -84,13 +85,15 @@ def _needs(limits: Limits, cpu_accounting: bool) -> tuple[list[str], list[str]]:
         need.append("memory")
     if limits.pids is not None:
         need.append("pids")
-    if limits.cpus is not None:
+    if limits.cpus is not None or limits.cpu_weight is not None:
         need.append("cpu")
     if cpu_accounting:
         need.append("cpuacct")
     if limits.cpuset is not None:
         need.append("cpuset")
-    want = [c for c in ("memory", "pids", "cpuacct", "freezer") if c not in need]
+    if limits.io is not None and limits.io.any():
+        need.append("blkio")
+    want = [c for c in ("memory", "pids", "cpuacct", "freezer", "blkio") if c not in need]
     return need, want
 
 
@@ -124,4 +127,4 @@ def _prepare(limits: Limits, parent: str | None, cpu_accounting: bool) -> Cgroup
     return v1.prepare(limits, parent, by_ctrl, need, want)
 
 
-__all__ = ["Limits", "Stats", "CgroupPlan", "Cgroup", "prepare", "join", "parse_cpulist"]
+__all__ = ["Limits", "IoLimits", "Stats", "CgroupPlan", "Cgroup", "prepare", "join", "parse_cpulist"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import HostError, PolicyError
 from .fs import _alive, _keyed, _pids_in, _read, _rmtree, _undo, _write, join
+from .io import IoLimits
 
 CFS_PERIOD_US = 100_000
 """The CPU bandwidth period, microseconds (sched-bwc.rst: the kernel default)."""
@@ -30,6 +31,15 @@ WAIT = 5.0
 _NAME_RE = re.compile(r"^jailpy-(\d+)-(\d+)$")
 _CPULIST_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 _FLAGS = {"memory": "--memory", "pids": "--pids", "cpu": "--cpus", "cpuset": "--cpuset"}
+_FILE_FLAGS = {"cpu.weight": "--cpu-weight", "cpu.shares": "--cpu-weight", "io.max": "--io-*", "io.weight": "--io-weight",
+               "io.bfq.weight": "--io-weight", "blkio.bfq.weight": "--io-weight",
+               **{f"blkio.throttle.{d}_{k}_device": f"--io-{d}-{k}" for d in ("read", "write") for k in ("bps", "iops")}}
+"""The flag to name when the kernel refuses a file's value, where it is not the controller's _FLAGS."""
+CPU_WEIGHT_RANGE = (1, 10000)
+"""cgroup v2 cpu.weight: 1-10000, default 100 (cgroup-v2.rst, CPU Interface Files)."""
+
+LIMIT_KEYS = ("memory", "pids", "cpus", "cpuset", "cpu_weight")
+"""The fields of :class:`Limits`, in the order the Result's protections.cgroup.limits lists them."""
 
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -88,17 +98,31 @@ def _quota_us(cpus: float) -> int:
     return max(MIN_QUOTA_US, round(cpus * CFS_PERIOD_US))
 
 
+def shares_of_weight(weight: int) -> int:
+    """cgroup v1 cpu.shares for cgroup v2 cpu.weight ``weight`` (1-10000): the inverse of the
+    conversion runc and crun apply to an OCI ``cpu.shares`` on a v2 host (runc
+    libcontainer/cgroups ConvertCPUSharesToCgroupV2Value, crun's the same:
+    ``weight = 1 + (shares - 2) * 9999 / 262142``, shares 2-262144 onto weights 1-10000), so a
+    weight gives the same share of a contended CPU on v1 as on v2.  Rounded to the nearest integer;
+    1 -> 2, 100 (v2's default) -> 2597, 10000 -> 262144."""
+    return 2 + round((weight - 1) * 262142 / 9999)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the sandbox's cgroup enforces.  ``memory``: bytes for the whole tree, no swap;
     ``pids``: processes + threads at once; ``cpus``: CPU bandwidth in CPUs (0.5 = half a CPU);
-    ``cpuset``: a CPU list like ``"0-1"``.  None = not limited.  Raises PolicyError (naming the
+    ``cpuset``: a CPU list like ``"0-1"``; ``cpu_weight``: its share of contended CPUs relative to
+    its siblings, 1-10000 (v2 cpu.weight; v1 cpu.shares by :func:`shares_of_weight`); ``io``: disk
+    IO limits (:class:`jailpy.cgroups.io.IoLimits`).  None = not limited.  Raises PolicyError (naming the
     flag) for values that can never be valid."""
 
     memory: int | None = None
     pids: int | None = None
     cpus: float | None = None
     cpuset: str | None = None
+    cpu_weight: int | None = None
+    io: "IoLimits | None" = None
 
     def __post_init__(self) -> None:
         if self.memory is not None and (isinstance(self.memory, bool) or not isinstance(self.memory, int)
@@ -111,10 +135,14 @@ class Limits:
             raise PolicyError(f"--cpus: expected a positive number of CPUs, got {self.cpus!r}")
         if self.cpuset is not None and not parse_cpulist(self.cpuset):
             raise PolicyError(f"--cpuset: expected a CPU list like 0 or 0-1,3, got {self.cpuset!r}")
+        lo, hi = CPU_WEIGHT_RANGE
+        if self.cpu_weight is not None and (isinstance(self.cpu_weight, bool) or not isinstance(self.cpu_weight, int)
+                                            or not lo <= self.cpu_weight <= hi):
+            raise PolicyError(f"--cpu-weight: expected a weight from {lo} to {hi}, got {self.cpu_weight!r}")
 
     def any(self) -> bool:
         """True when at least one limit is set."""
-        return any(v is not None for v in (self.memory, self.pids, self.cpus, self.cpuset))
+        return any(getattr(self, k) is not None for k in LIMIT_KEYS) or bool(self.io and self.io.any())
 
 
 @dataclass(frozen=True)
@@ -129,7 +157,9 @@ class Stats:
     highest pids.current polled; ``oom_kills``: processes the OOM killer ended in the cgroup (v2
     memory.events oom_kill, v1 memory.oom_control oom_kill); ``pids_max_hits``: forks refused by
     pids.max (pids.events max); ``memory_base_bytes``: memory charged when baseline() ran (the
-    set-up process and PID 1, see the module notes in :meth:`Cgroup.baseline`)."""
+    set-up process and PID 1, see the module notes in :meth:`Cgroup.baseline`); ``io_read_bytes``/
+    ``io_write_bytes``: bytes the tree's disk IO moved since baseline(), every device (v2 io.stat
+    rbytes/wbytes, v1 blkio.throttle.io_service_bytes_recursive; jailpy.cgroups.io)."""
 
     cpu_user_s: float | None
     cpu_sys_s: float | None
@@ -138,6 +168,8 @@ class Stats:
     oom_kills: int | None
     pids_max_hits: int | None
     memory_base_bytes: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
 
 
 # ----------------------------------------------------------------------------- plan ----
@@ -160,7 +192,9 @@ class CgroupPlan:
         self._dirs = dict(dirs)  # v1 controller name -> parent directory (v2: all the same directory)
         self._swap = swap
         ctrls = controllers if controllers is not None else sorted(dirs)
-        lim = {k: getattr(limits, k) for k in ("memory", "pids", "cpus", "cpuset") if getattr(limits, k) is not None}
+        lim = {k: getattr(limits, k) for k in LIMIT_KEYS if getattr(limits, k) is not None}
+        if limits.io is not None and limits.io.any():
+            lim["io"] = limits.io.describe()
         self.description: dict = {"version": self.version, "parent": parent, "limits": lim, "controllers": ctrls}
         if swap is not None:
             self.description["swap"] = swap
@@ -180,8 +214,11 @@ class CgroupPlan:
 
     def sweep(self) -> None:
         """Remove ``jailpy-<pid>-<n>`` cgroups under the parent whose supervisor ``pid`` is dead (in
-        this pid namespace) and which hold no process (cgroup.procs empty), with any empty
-        cgroups nested in them.  Nothing else is touched; a busy one is left alone."""
+        this pid namespace), with any cgroups nested in them.  Processes still in one are a dead
+        jailpy's sandbox that outlived it, which happens only when it was frozen (``jailpy pause``:
+        a frozen PID 1 cannot act on its parent-death signal): they are killed first (thawed,
+        with the freezer, so they can die: :meth:`Cgroup.kill`).  Nothing else is touched."""
+        stale: dict[str, list[str]] = {}
         for d in self.parent_dirs:
             try:
                 names = os.listdir(d)
@@ -189,9 +226,16 @@ class CgroupPlan:
                 continue
             for n in names:
                 m = _NAME_RE.match(n)
-                if not m or _alive(int(m.group(1))):
-                    continue
-                _rmtree(os.path.join(d, n))
+                if m and not _alive(int(m.group(1))):
+                    stale.setdefault(n, []).append(os.path.join(d, n))
+        for paths in stale.values():
+            if any(_pids_in(os.path.join(p, "cgroup.procs")) for p in paths):
+                try:
+                    Cgroup.from_paths(paths).kill()
+                except (OSError, HostError):
+                    continue  # left for a later sweep
+            for p in paths:
+                _rmtree(p)
 
     def create(self) -> Cgroup:
         """Make this run's cgroup ``<parent>/jailpy-<pid>-<n>`` in every hierarchy (v1) or once (v2)
@@ -243,7 +287,8 @@ class CgroupPlan:
                 _write(p, value)
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY, errno.ENOSPC) and flag_value is not None:
-                    raise PolicyError(f"{_FLAGS[ctrl]} {flag_value}: the kernel refused {value!r} for {p}: "
+                    raise PolicyError(f"{_FILE_FLAGS.get(f, _FLAGS.get(ctrl, ctrl))} {flag_value}: the kernel refused "
+                                      f"{value!r} for {p}: "
                                       f"{e.strerror}") from None
                 raise OSError(e.errno, e.strerror, p) from None
 
@@ -283,6 +328,7 @@ class Cgroup:
         self.paths: tuple[str, ...] = tuple(dict.fromkeys(dirs.values()))
         self.procs: tuple[str, ...] = tuple(os.path.join(p, "cgroup.procs") for p in self.paths)
         self._base_cpu = (0, 0, 0)  # (total, user, sys) in the file's unit
+        self._base_io = (0, 0)  # (read, write) bytes
         self._base_mem: int | None = None
         self._peak_pids = 0
         self._peak_mem = 0
@@ -328,6 +374,20 @@ class Cgroup:
         """(peak memory in bytes, OOM kills) with the memory controller in use."""
         raise NotImplementedError
 
+    _IO_STAT: tuple = ("", None)
+    """The backend's IO accounting file and its parser (jailpy.cgroups.io.v1_bytes / v2_bytes)."""
+
+    def _io_raw(self) -> tuple[int, int] | None:
+        """(read, write) bytes of the tree's disk IO so far; None without the io/blkio controller."""
+        d = self._dirs.get("blkio")
+        if d is None:
+            return None
+        name, parse = self._IO_STAT
+        try:
+            return parse(_read(os.path.join(d, name)))
+        except OSError:
+            return None
+
     def _set_memory_limit(self, value: int) -> None:
         """Write ``value`` bytes as the memory limit (see raise_memory_limit())."""
         raise NotImplementedError
@@ -358,6 +418,7 @@ class Cgroup:
         raw = self._cpu_raw()
         if raw is not None:
             self._base_cpu = raw
+        self._base_io = self._io_raw() or (0, 0)
         self._base_mem = self._memory_current()
         self.poll()
         return self._base_mem
@@ -431,7 +492,9 @@ class Cgroup:
                 if hits:
                     mx = _read(self._f("pids", "pids.max")).strip()
                     pids_peak = int(mx) if mx.isdigit() else pids_peak
-        return Stats(user, sys_, mem_peak, pids_peak, oom, hits, self._base_mem)
+        io = self._io_raw()
+        io_r, io_w = (None, None) if io is None else (max(0, io[0] - self._base_io[0]), max(0, io[1] - self._base_io[1]))
+        return Stats(user, sys_, mem_peak, pids_peak, oom, hits, self._base_mem, io_r, io_w)
 
     def live(self) -> dict:
         """What the cgroup uses now, for ``jailpy ps``: ``{"state": "running"|"frozen", "cpu_s": CPU

@@ -12,7 +12,7 @@ import pwd
 import re
 from dataclasses import dataclass
 
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "blkio")
 """The v1 controllers jailpy uses (cgroups(7)); cpu and cpuacct may share one "cpu,cpuacct" mount."""
 
 
@@ -95,6 +95,16 @@ def _nosocket() -> bool:
     except OSError:
         return False
     return any(w.startswith("cgroup.memory=") and "nosocket" in w.partition("=")[2].split(",") for w in words)
+
+
+def readonly_fix(e: OSError) -> str:
+    """For EROFS: the clause naming why (a container that mounts its cgroup filesystem read-only:
+    no cgroup delegation) and the fix; else ""."""
+    if e.errno != errno.EROFS:
+        return ""
+    return ("; the cgroup filesystem is mounted read-only here (a container without cgroup delegation): run jailpy "
+            "with a writable cgroup (Docker/Podman: on cgroup v2 with --cgroupns=private and a delegated cgroup, e.g. "
+            "podman run --systemd=always; Kubernetes does not delegate), or run without limits")
 
 
 def _user() -> str:

@@ -15,8 +15,9 @@ import os
 import re
 
 from ..errors import HostError
-from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
-from .fs import _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
+from . import io
+from .base import CFS_PERIOD_US, DEFAULT_PARENT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us, shares_of_weight
+from .fs import readonly_fix, _Hierarchy, _host_has_swap, _keyed, _read, _unescape, _user, _write
 
 TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"
 """Socket buffer memory of the cgroup (memory.rst 2.7.1).  v1 charges socket buffers to no memory
@@ -76,7 +77,7 @@ def prepare(limits: Limits, parent: str | None, v1: dict[str, _Hierarchy],
                     _inherit_cpuset(d)
             except OSError as e:
                 if c in need:
-                    raise HostError(f"cgroup: cannot create {d} (controller {c}, cgroup v1): {e.strerror}") from None
+                    raise HostError(f"cgroup: cannot create {d} (controller {c}, cgroup v1): {e.strerror}{readonly_fix(e)}") from None
                 continue
         if not os.path.isdir(d):
             if c in need:
@@ -104,7 +105,16 @@ def prepare(limits: Limits, parent: str | None, v1: dict[str, _Hierarchy],
                         f"use a kernel with CONFIG_MEMCG_V1 and kernel memory accounting, or cgroup v2")
     if limits.cpuset is not None:
         _check_cpuset(limits.cpuset, dirs["cpuset"], "cpuset.effective_cpus", "cpuset.mems")
+    if limits.io is not None and limits.io.weight is not None:
+        io.check_weight(limits.io.devices, os.path.exists(os.path.join(dirs["blkio"], "blkio.bfq.weight")),
+                        dirs["blkio"])
     plan = CgroupPlan1(name, limits, dirs, swap)
+    if limits.io is not None and limits.io.any():
+        plan.description["io"] = ("blkio.throttle.*_device per disk: holds direct and synchronous IO (O_DIRECT, "
+                                  "O_SYNC, fsync); buffered writes are neither throttled nor counted (cgroup v1 "
+                                  "has no writeback attribution)")
+    if limits.cpu_weight is not None:
+        plan.description["cpu_shares"] = shares_of_weight(limits.cpu_weight)  # what cpu.shares holds
     if limits.memory is not None:
         plan.description["socket_memory"] = (f"{TCP_LIMIT} = the memory limit: TCP and UDP buffers, counted "
                                              "apart from the memory limit (so up to twice it in all)")
@@ -129,7 +139,10 @@ class Cgroup1(Cgroup):
     _CPU_UNIT = 1e9  # cpuacct.usage: nanoseconds
     _MEMORY_CURRENT = "memory.usage_in_bytes"
     _PROBE = {"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us",
-              "cpuacct": "cpuacct.usage", "cpuset": "cpuset.cpus", "freezer": "freezer.state"}
+              "cpuacct": "cpuacct.usage", "cpuset": "cpuset.cpus", "freezer": "freezer.state",
+              "blkio": "blkio.throttle.io_service_bytes"}
+
+    _IO_STAT = ("blkio.throttle.io_service_bytes_recursive", io.v1_bytes)
 
     def _cpu_raw(self) -> tuple[int, int, int] | None:
         d = self._dirs.get("cpuacct")
@@ -230,6 +243,14 @@ class CgroupPlan1(CgroupPlan):
         if lim.cpus is not None:
             put("cpu", "cpu.cfs_period_us", CFS_PERIOD_US)
             put("cpu", "cpu.cfs_quota_us", _quota_us(lim.cpus), lim.cpus)
+        if lim.cpu_weight is not None:
+            put("cpu", "cpu.shares", shares_of_weight(lim.cpu_weight), lim.cpu_weight)
+        if lim.io is not None:
+            for dev in lim.io.devices:
+                for _, f, v in lim.io.throttles():
+                    put("blkio", f, f"{dev} {v}", v)
+            if lim.io.weight is not None:
+                put("blkio", "blkio.bfq.weight", lim.io.weight, lim.io.weight)
         if "cpuset" in dirs:  # both must be set before a process can join (cpusets.rst 1.3)
             up = os.path.dirname(dirs["cpuset"])
             put("cpuset", "cpuset.mems", _read(os.path.join(up, "cpuset.mems")).strip())

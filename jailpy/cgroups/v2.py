@@ -17,14 +17,16 @@ import os
 import time
 
 from ..errors import HostError
+from . import io
 from .base import CFS_PERIOD_US, DEFAULT_PARENT, WAIT, Cgroup, CgroupPlan, Limits, _check_cpuset, _quota_us
-from .fs import _Hierarchy, _host_has_swap, _keyed, _nosocket, _own_cgroups, _pids_in, _read, _user, _write
+from .fs import readonly_fix, _Hierarchy, _host_has_swap, _keyed, _nosocket, _own_cgroups, _pids_in, _read, _user, _write
 
 SUPERVISOR_LEAF = "jailpy-supervisor"
 """Rootless cgroup v2: the leaf this process moves into so its own (delegated) cgroup can have
 controllers enabled for children (cgroup-v2.rst, "No Internal Process Constraint")."""
 
-_V2_NAME = {"memory": "memory", "pids": "pids", "cpu": "cpu", "cpuset": "cpuset", "cpuacct": None, "freezer": None}
+_V2_NAME = {"memory": "memory", "pids": "pids", "cpu": "cpu", "cpuset": "cpuset", "cpuacct": None, "freezer": None,
+            "blkio": "io"}
 """v1 controller -> the v2 controller that must be enabled (None: built into every v2 cgroup:
 cpu.stat usage, cgroup.freeze)."""
 
@@ -69,11 +71,11 @@ def prepare(limits: Limits, parent: str | None, h: _Hierarchy, need: list[str], 
             _enable(h.mount, need2 + want2, need2)
         except OSError as e:
             raise HostError(f"cgroup: cannot enable controllers {' '.join(need2)} in "
-                            f"{h.mount}/cgroup.subtree_control (cgroup v2): {e.strerror}") from None
+                            f"{h.mount}/cgroup.subtree_control (cgroup v2): {e.strerror}{readonly_fix(e)}") from None
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
-            raise HostError(f"cgroup: cannot create {d} (cgroup v2): {e.strerror}") from None
+            raise HostError(f"cgroup: cannot create {d} (cgroup v2): {e.strerror}{readonly_fix(e)}") from None
     else:
         if own_dir is None:
             raise HostError(f"cgroup: this process's cgroup v2 path is not visible under {h.mount}, so the "
@@ -120,7 +122,13 @@ def prepare(limits: Limits, parent: str | None, h: _Hierarchy, need: list[str], 
     if limits.cpuset is not None:
         _check_cpuset(limits.cpuset, d, "cpuset.cpus.effective", None)
     dirs = {c: d for c in need + want if _V2_NAME[c] is None or _V2_NAME[c] in enabled}
+    if limits.io is not None and limits.io.weight is not None:
+        io.check_weight(limits.io.devices, any(os.path.exists(os.path.join(d, f)) for f in ("io.weight", "io.bfq.weight")),
+                        d)
     plan = CgroupPlan2(name, limits, dirs, swap, controllers=sorted(enabled & (set(need2) | set(want2))))
+    if limits.io is not None and limits.io.any():
+        plan.description["io"] = ("io.max per disk: holds direct and synchronous IO at once and buffered writes at "
+                                  "writeback (charged to the cgroup that dirtied the pages)")
     if limits.memory is not None:  # cgroup-v2.rst, Memory: "sock" in memory.stat
         plan.description["socket_memory"] = "charged to memory.current with the rest (memory.stat sock)"
     return plan
@@ -180,7 +188,9 @@ class Cgroup2(Cgroup):
     _CPU_UNIT = 1e6  # cpu.stat: microseconds
     _MEMORY_CURRENT = "memory.current"
     _PROBE = {"memory": "memory.max", "pids": "pids.max", "cpu": "cpu.max", "cpuset": "cpuset.cpus",
-              "cpuacct": "cpu.stat", "freezer": "cgroup.freeze"}
+              "cpuacct": "cpu.stat", "freezer": "cgroup.freeze", "blkio": "io.stat"}
+
+    _IO_STAT = ("io.stat", io.v2_bytes)
 
     def _cpu_raw(self) -> tuple[int, int, int] | None:
         p = os.path.join(self.paths[0], "cpu.stat")
@@ -263,5 +273,14 @@ class CgroupPlan2(CgroupPlan):
             put("pids", "pids.max", lim.pids, lim.pids)
         if lim.cpus is not None:
             put("cpu", "cpu.max", f"{_quota_us(lim.cpus)} {CFS_PERIOD_US}", lim.cpus)
+        if lim.cpu_weight is not None:
+            put("cpu", "cpu.weight", lim.cpu_weight, lim.cpu_weight)
+        if lim.io is not None:
+            throttles = lim.io.throttles()
+            for dev in lim.io.devices if throttles else ():
+                put("blkio", "io.max", dev + "".join(f" {k}={v}" for k, _, v in throttles), "the limits")
+            if lim.io.weight is not None:
+                f = "io.weight" if os.path.exists(os.path.join(dirs["blkio"], "io.weight")) else "io.bfq.weight"
+                put("blkio", f, f"default {lim.io.weight}", lim.io.weight)
         if lim.cpuset is not None:
             put("cpuset", "cpuset.cpus", lim.cpuset, lim.cpuset)

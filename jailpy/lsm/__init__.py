@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..errors import HostError
+from ..errors import HostError, PolicyError
 from . import landlock
 
 if TYPE_CHECKING:
@@ -52,10 +52,19 @@ def prepare(policy: "Policy", mounts: "MountPlan", tcp: landlock.TcpRules | None
     network policy's TCP rules (jailpy.net, when the network is not none), None for network
     none.  Raises HostError (fail closed) naming what is missing and the fix, PolicyError for a
     bad value."""
-    try:
-        ll_plan, ll_desc = landlock.prepare(policy.landlock, mounts, tcp)
-    except landlock.Unavailable as e:
-        raise HostError(str(e)) from None
+    if policy.allow_nesting and policy.landlock != "off":
+        # a Landlock domain refuses every mount and pivot_root (landlock(7)), which a nested sandbox must make
+        if policy.landlock == "on":
+            raise PolicyError("--landlock on with --allow-nesting: a Landlock domain refuses the mounts a nested "
+                              "sandbox makes (landlock(7)); use --landlock auto (then off) or off")
+        ll_plan, ll_desc = None, {"applied": False, "mode": policy.landlock,
+                                  "reason": "--allow-nesting: a Landlock domain would refuse the mounts and "
+                                            "pivot_root of a nested sandbox"}
+    else:
+        try:
+            ll_plan, ll_desc = landlock.prepare(policy.landlock, mounts, tcp)
+        except landlock.Unavailable as e:
+            raise HostError(str(e)) from None
     profile = context = lsm_desc = None
     if policy.apparmor != "off":
         from . import apparmor

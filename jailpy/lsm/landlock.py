@@ -18,10 +18,11 @@ never from a list written by hand:
   file, the rights a file can have);
 * nothing else.
 
-With a network other than none (jailpy.net passes :class:`TcpRules`), TCP bind is denied and TCP
-connect is allowed only to the ports the network policy allows (ABI 4).  With ``network = none``
-TCP is not handled: the sandbox has only its own loopback, which programs use (test servers,
-interactive judges).  Signals and abstract unix sockets are scoped to the sandbox (ABI 6).
+Where the network policy is an allowlist (``--allow-host``, ``--allow-net``: :func:`tcp_rules`),
+TCP connect is allowed only to the ports it allows and TCP bind only to the ``--publish`` ports
+(ABI 4).  Everywhere else TCP is not handled: with ``network = none`` the sandbox has only its own
+loopback, which programs use (test servers, interactive judges), and ``user`` and ``bridge``
+without rules open every port.  Signals and abstract unix sockets are scoped to the sandbox (ABI 6).
 
 Best effort by ABI: every right the running kernel knows is used and the effective ABI is
 recorded (Result.protections.landlock).  ``mode``: ``auto`` applies it where the kernel has
@@ -197,6 +198,29 @@ class TcpRules(NamedTuple):
     bind: tuple[int, ...] = ()
 
 
+def tcp_rules(net) -> TcpRules | None:
+    """The TCP rules of a network plan (jailpy.net.NetPlan), for :func:`prepare`: only where the
+    network policy is an allowlist (``--allow-host``, ``--allow-net``: egress through jailpy's
+    proxy), connect to the ports it allows (the stub's transparent listeners take them), its HTTP
+    proxy port and the ``--publish`` ports (the stub connects to them inside), and bind only the
+    ``--publish`` ports.  None (TCP not handled) everywhere else: ``none`` (the sandbox's own
+    loopback, where programs run test servers), ``user`` and ``bridge`` without rules (egress
+    open to every port), and an ``--allow-net`` rule without a port (any port)."""
+    if net is None or not getattr(net, "proxied", False):
+        return None
+    ports: set[int] = set()
+    for rule in net.hosts:
+        ports.update(rule.ports)
+    for rule in net.nets:
+        if rule.port is None:
+            return None
+        ports.add(rule.port)
+    from ..net import HTTP_PROXY_PORT
+
+    published = tuple(sorted({p.port for p in net.publish}))
+    return TcpRules(tuple(sorted(ports | {HTTP_PROXY_PORT} | set(published))), published)
+
+
 class Rule(NamedTuple):
     """One path-beneath rule: ``path`` inside the sandbox, ``access`` (FS bits), ``kind`` (what the
     description calls it: read_dir, read_execute, devices, all_rights), ``mount``: ``path`` is a
@@ -299,7 +323,8 @@ def describe(plan: Plan, mode: str, kabi: int, tcp: TcpRules | None) -> dict:
         tcp_desc = {"handled": names(NET, net), "tcp_connect": [p for p, a in plan.ports if a & connect],
                     "tcp_bind": [p for p, a in plan.ports if a & bind]}
     elif tcp is None:
-        tcp_desc = {"handled": [], "note": "TCP not restricted: network none, the sandbox's own loopback only"}
+        tcp_desc = {"handled": [], "note": "TCP not restricted: no allowlist in the network policy (none: the "
+                                           "sandbox's own loopback only; user, bridge: open egress)"}
     else:
         tcp_desc = {"handled": [], "note": f"TCP not restricted: this kernel's ABI {kabi} has no network rules "
                                            f"(ABI 4, Linux 6.7)"}

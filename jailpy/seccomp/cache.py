@@ -25,7 +25,7 @@ from .bpf import Filter, _has_notify, compile_bpf
 from .language import COMPILER_VERSION, SeccompPolicy
 from .loaders import find, load
 
-_MEMO: dict[tuple[str, bool], tuple[tuple, Filter]] = {}
+_MEMO: dict[tuple[str, str], tuple[tuple, Filter]] = {}
 _MEMO_LOCK = threading.Lock()
 
 
@@ -35,8 +35,17 @@ def cache_dir() -> Path:
     return Path(base) / "jailpy" / "seccomp"
 
 
-def _variant(log: bool) -> str:
-    return "log" if log else "report"
+def _variant(log: bool | str) -> str:
+    return log if isinstance(log, str) else ("log" if log else "report")
+
+
+def _nesting_key() -> str:
+    """What allow_nesting changes (jailpy/seccomp/nesting.py), as part of the index key: an index
+    entry says which digest a policy file compiles to, and that depends on this code too."""
+    from . import nesting
+
+    what = repr((nesting.NAMESPACE_CALLS, nesting.MOUNT_CALLS, nesting.PATH_CALLS, nesting.KEYCTL_JOIN_NEW))
+    return hashlib.sha256(what.encode()).hexdigest()[:12]
 
 
 def _bpf_path(digest: str, log: bool) -> Path:
@@ -70,6 +79,8 @@ def _private(st: os.stat_result) -> bool:
 def _read_private(path: Path, limit: int = 1 << 20) -> bytes | None:
     """The file's bytes if it and its directory belong to this user and nobody else may write
     them, else None."""
+    if not _private_cache_dir(create=False):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -85,11 +96,27 @@ def _read_private(path: Path, limit: int = 1 << 20) -> bytes | None:
         os.close(fd)
 
 
+def _private_cache_dir(create: bool) -> bool:
+    """Whether cache_dir() is a real directory of the caller's that no one else may write, made
+    (0700) with ``create``: every part below ``~/.cache`` is checked without following a
+    symlink (jailpy.hostfiles.private_dir), so a link planted there cannot redirect the cache."""
+    from ..hostfiles import private_dir
+
+    d = cache_dir()
+    try:
+        if create:
+            os.makedirs(d.parent.parent, mode=0o700, exist_ok=True)  # ~/.cache itself, when a new user has none
+        return private_dir(str(d.parent.parent), (d.parent.name, d.name), create=create) is not None
+    except OSError:
+        return False
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write atomically (temporary file, rename), 0600 in a 0700 directory; failures are ignored
     (the next run compiles again)."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private_cache_dir(create=True):
+            return
         import tempfile  # only when the cache is written: not on the start-up path
 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -150,25 +177,30 @@ def _index_write(real: str, log: bool, policy: SeccompPolicy, digest: str) -> No
     _write_private(_index_path(real, log), json.dumps(idx).encode())
 
 
-def prepare(name_or_path: str = "default", log: bool = False) -> Filter:
+def prepare(name_or_path: str = "default", log: bool = False, nesting: bool = False, notify: bool = True) -> Filter:
     """Load a policy and compile it to a :class:`Filter`, through two caches: in memory (keyed by
     the policy files' identity and mtimes) and on disk (``cache_dir()``: ``<digest>.bpf`` ending
     in a sha256 checksum, and an index from the policy files' content to the digest, so a cache
     hit parses no TOML and does no libseccomp work).  A corrupt, foreign-owned or
     group/world-writable cache entry is ignored and rewritten.  ``log=True``: permissive (see the
-    docstring of jailpy.seccomp).  Raises SeccompError (bad policy), HostError (no libseccomp on a miss).
+    docstring of jailpy.seccomp).  ``nesting``: with the calls a nested sandbox needs allowed
+    (:func:`jailpy.seccomp.nesting.allow_nesting`).  ``notify=False``: compiled as with
+    ``report = false`` (plain BPF actions), for a sandbox that cannot have a listener (an enclosing
+    sandbox's filter has one: seccomp(2) EBUSY).  Raises SeccompError (bad policy), HostError (no
+    libseccomp on a miss).
 
     The cache directory is trusted as much as the user's home: a sandbox given write access to it
     (``--bind ~`` with a single id map) could as well plant code in ``~/.bashrc``."""
     path = find(name_or_path)
     real = str(path.resolve())
-    memo_key = (real, bool(log))
+    variant = _variant(log) + (f"+nesting{_nesting_key()}" if nesting else "") + ("" if notify else "+nonotify")
+    memo_key = (real, variant)
     with _MEMO_LOCK:
         hit = _MEMO.get(memo_key)
     if hit is not None and _stamp(tuple(s[0] for s in hit[0])) == hit[0]:
         return hit[1]
     filt, sources = None, ()
-    found = _index_read(real, log)
+    found = _index_read(real, variant)
     if found is not None:
         digest, name, sources = found
         bpf = _cache_read(digest, log)
@@ -176,12 +208,20 @@ def prepare(name_or_path: str = "default", log: bool = False) -> Filter:
             filt = Filter(bpf, digest, name, _has_notify(bpf), permissive=bool(log))
     if filt is None:
         policy = load(real)
+        if nesting:
+            from .nesting import allow_nesting
+
+            policy = allow_nesting(policy)
+        if not notify and policy.report:
+            from dataclasses import replace
+
+            policy = replace(policy, report=False)
         digest = policy.digest()
         bpf = _cache_read(digest, log)
         if bpf is None:
             bpf = compile_bpf(policy, log)
             _cache_write(digest, log, bpf)
-        _index_write(real, log, policy, digest)
+        _index_write(real, variant, policy, digest)
         filt = Filter(bpf, digest, policy.name, _has_notify(bpf), permissive=bool(log))
         sources = policy.sources
     stamp = _stamp(tuple(sources))

@@ -73,11 +73,27 @@ PTRACE_REQUESTS = dict(
     PTRACE_INTERRUPT=0x4207, PTRACE_LISTEN=0x4208, PTRACE_PEEKSIGINFO=0x4209, PTRACE_GET_SYSCALL_INFO=0x420E,
 )
 IOCTL_REQUESTS = dict(
-    TCGETS=0x5401, TCSETS=0x5402, TCSETSW=0x5403, TCSETSF=0x5404, TCFLSH=0x540B, TIOCSCTTY=0x540E,
+    TCGETS=0x5401, TCSETS=0x5402, TCSETSW=0x5403, TCSETSF=0x5404, TCGETA=0x5405, TCSETA=0x5406, TCSETAW=0x5407,
+    TCSETAF=0x5408, TCSBRK=0x5409, TCXONC=0x540A, TCFLSH=0x540B, TIOCEXCL=0x540C, TIOCNXCL=0x540D, TIOCSCTTY=0x540E,
+    TIOCMGET=0x5415, TIOCMBIS=0x5416, TIOCMBIC=0x5417, TIOCMSET=0x5418, TIOCGSERIAL=0x541E, TIOCSSERIAL=0x541F,
+    TIOCSSOFTCAR=0x541A, TIOCCONS=0x541D, TCSBRKP=0x5425, TIOCSBRK=0x5427, TIOCCBRK=0x5428, TCSETX=0x5433,
+    TCSETXF=0x5434, TCSETXW=0x5435, TIOCVHANGUP=0x5437, TIOCSLCKTRMIOS=0x5457,
+    TCGETS2=0x802C542A, TCSETS2=0x402C542B, TCSETSW2=0x402C542C, TCSETSF2=0x402C542D,
     TIOCGPGRP=0x540F, TIOCSPGRP=0x5410, TIOCOUTQ=0x5411, TIOCSTI=0x5412, TIOCGWINSZ=0x5413, TIOCSWINSZ=0x5414,
     FIONREAD=0x541B, TIOCLINUX=0x541C, FIONBIO=0x5421, TIOCNOTTY=0x5422, TIOCSETD=0x5423, TIOCGSID=0x5429, FIONCLEX=0x5450,
     FIOCLEX=0x5451, FIOASYNC=0x5452, TIOCGPTN=0x80045430, TIOCSPTLCK=0x40045431, FS_IOC_GETFLAGS=0x80086601,
 )
+IP_PROTOCOLS = dict(
+    IPPROTO_IP=0, IPPROTO_ICMP=1, IPPROTO_TCP=6, IPPROTO_UDP=17, IPPROTO_DCCP=33, IPPROTO_ICMPV6=58,
+    IPPROTO_L2TP=115, IPPROTO_SCTP=132, IPPROTO_UDPLITE=136, IPPROTO_RAW=255, IPPROTO_SMC=256, IPPROTO_MPTCP=262,
+)
+"""The protocol argument of socket(2) for AF_INET/AF_INET6 (netinet/in.h; ip(7), ipv6(7))."""
+FILE_MODES = dict(S_ISUID=0o4000, S_ISGID=0o2000, S_ISVTX=0o1000)
+"""Mode bits of chmod(2), mknod(2) and open(2) (inode(7))."""
+OPEN_FLAGS = dict(O_CREAT=0o100, O_EXCL=0o200, O_TRUNC=0o1000, O_APPEND=0o2000, O_DIRECTORY=0o200000,
+                  O_NOFOLLOW=0o400000, O_CLOEXEC=0o2000000, O_PATH=0o10000000, __O_TMPFILE=0o20000000,
+                  O_TMPFILE=0o20200000)
+"""open(2) flags on x86_64 (asm-generic/fcntl.h); O_TMPFILE includes O_DIRECTORY, __O_TMPFILE does not."""
 PERSONALITIES = dict(
     PER_LINUX=0, PER_LINUX32=0x0008, UNAME26=0x0020000, ADDR_NO_RANDOMIZE=0x0040000, FDPIC_FUNCPTRS=0x0080000,
     MMAP_PAGE_ZERO=0x0100000, ADDR_COMPAT_LAYOUT=0x0200000, READ_IMPLIES_EXEC=0x0400000,
@@ -101,7 +117,8 @@ NS_FLAGS_CLONE = sum(v for k, v in CLONE_FLAGS.items() if k.startswith("CLONE_NE
 NS_FLAGS_UNSHARE = NS_FLAGS_CLONE | UNSHARE_FLAGS["CLONE_NEWTIME"]
 SYMBOLS: dict[str, int] = {
     **UNSHARE_FLAGS, **ADDRESS_FAMILIES, **SOCK_TYPES, **SOCK_FLAGS, **PTRACE_REQUESTS, **IOCTL_REQUESTS,
-    **PERSONALITIES, **PRCTL_OPTIONS, **CLOCKS, "CLONE_NS_FLAGS": NS_FLAGS_CLONE, "UNSHARE_NS_FLAGS": NS_FLAGS_UNSHARE,
+    **PERSONALITIES, **PRCTL_OPTIONS, **CLOCKS, **IP_PROTOCOLS, **FILE_MODES, **OPEN_FLAGS,
+    "CLONE_NS_FLAGS": NS_FLAGS_CLONE, "UNSHARE_NS_FLAGS": NS_FLAGS_UNSHARE,
 }
 """Names usable as values in ``when`` conditions (``"arg0 & CLONE_NEWUSER != 0"``)."""
 
@@ -118,10 +135,13 @@ def _lib():
     if _pyseccomp is None:
         try:
             import pyseccomp
-        except (ImportError, RuntimeError) as e:  # RuntimeError: libseccomp.so not found
-            from ..errors import HostError
+        except (ImportError, RuntimeError, OSError) as e:  # RuntimeError: libseccomp.so not found
+            from ..errors import HostError, out_of_fds
 
-            raise HostError(f"seccomp: libseccomp is not available ({e}): install libseccomp2 and pyseccomp") from None
+            # ctypes.util.find_library runs ldconfig through a temporary file: with no fd left
+            # that fails as "No usable temporary directory"
+            why = out_of_fds() or "install libseccomp2 and pyseccomp"
+            raise HostError(f"seccomp: libseccomp could not be loaded ({e}): {why}") from None
         fn = pyseccomp._libseccomp.seccomp_syscall_resolve_name_arch
         fn.argtypes, fn.restype = (ctypes.c_uint32, ctypes.c_char_p), ctypes.c_int
         _pyseccomp = pyseccomp
@@ -180,12 +200,18 @@ def _value(text: str, where: str) -> int:
         part = part.strip()
         if re.fullmatch(r"0[xX][0-9a-fA-F]+", part):
             v = int(part, 16)
+        elif re.fullmatch(r"0[oO][0-7]+", part):
+            v = int(part, 8)
+        elif part.isdigit() and len(part) > 1 and part.startswith("0"):
+            raise SeccompError(f"{where}: {part!r} is ambiguous: write 0o{part.lstrip('0')} for octal (as in C) "
+                               f"or {part.lstrip('0') or '0'} for decimal")
         elif part.isdigit():
             v = int(part, 10)
         elif part in SYMBOLS:
             v = SYMBOLS[part]
         else:
-            raise SeccompError(f"{where}: unknown value {part!r} (a number, or a name like CLONE_NEWUSER or AF_UNIX)")
+            raise SeccompError(f"{where}: unknown value {part!r} (a number: 42, 0x2a, 0o52; or a name like "
+                               f"CLONE_NEWUSER, AF_UNIX, IPPROTO_TCP, S_ISUID, O_CREAT, TCSETS)")
         total |= v
     if not 0 <= total <= MAX64:
         raise SeccompError(f"{where}: value out of the 64-bit range: {text!r}")

@@ -58,6 +58,13 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+
+def _known_keys(obj: dict, known: set[str] | frozenset[str], where: object) -> None:
+    """Raise SeccompError naming ``where`` for the first key of ``obj`` not in ``known``."""
+    for key in obj:
+        if key not in known:
+            raise SeccompError(f"{where}: {_shown(key)}: unknown key (known: {', '.join(sorted(known))})")
+
 def find(name_or_path: str) -> Path:
     """Resolve a policy name (``policies/seccomp/NAME.toml``, then ``profiles/seccomp/NAME.json``)
     or a path ending in .toml or .json.  Raises SeccompError when there is none."""
@@ -112,9 +119,7 @@ def _read_toml(path: Path, seen: tuple[Path, ...], state: dict) -> None:
         raise SeccompError(f"{path}: include loop through {real}")
     data = read_toml(path, SeccompError)
     state["sources"].append(str(path))
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise SeccompError(f"{path}: {_shown(key)}: unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+    _known_keys(data, _TOP_KEYS, path)
     includes = data.get("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -142,9 +147,7 @@ def _read_toml(path: Path, seen: tuple[Path, ...], state: dict) -> None:
     file_rules: dict[int, list[Rule]] = {}
     for i, raw in enumerate(rules):
         where = f"{path}: rules[{i}]" + (f" ({_shown(raw['group'])})" if isinstance(raw.get("group"), str) else "")
-        for key in raw:
-            if key not in _RULE_KEYS:
-                raise SeccompError(f"{where}: {_shown(key)}: unknown key (known: {', '.join(sorted(_RULE_KEYS))})")
+        _known_keys(raw, _RULE_KEYS, where)
         action = raw.get("action")
         if action not in _ACTIONS:
             raise SeccompError(f"{where}: action: expected one of {', '.join(_ACTIONS)}, got {action!r}")
@@ -313,9 +316,7 @@ def _load_oci(path: Path, name: str) -> SeccompPolicy:
         raise SeccompError(f"{src}: not valid JSON: arrays or objects nested too deeply") from None
     if not isinstance(data, dict):
         raise SeccompError(f"{src}: expected a JSON object with defaultAction and syscalls")
-    for key in data:
-        if key not in _OCI_TOP:
-            raise SeccompError(f"{src}: {_shown(key)}: unknown key (known: {', '.join(sorted(_OCI_TOP))})")
+    _known_keys(data, _OCI_TOP, src)
     if "defaultAction" not in data:
         raise SeccompError(f"{src}: defaultAction: missing")
     default, derr = _oci_action(data["defaultAction"], data.get("defaultErrnoRet"), f"{src}: defaultAction")
@@ -357,9 +358,7 @@ def _load_oci(path: Path, name: str) -> SeccompPolicy:
         where = f"{src}: syscalls[{i}]"
         if not isinstance(entry, dict):
             raise SeccompError(f"{where}: expected an object")
-        for key in entry:
-            if key not in _OCI_SYSCALL:
-                raise SeccompError(f"{where}: {_shown(key)}: unknown key (known: {', '.join(sorted(_OCI_SYSCALL))})")
+        _known_keys(entry, _OCI_SYSCALL, where)
         names = entry.get("names", [entry["name"]] if "name" in entry else None)
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise SeccompError(f"{where}: names: expected a non-empty list of syscall names")
@@ -428,9 +427,7 @@ def _oci_args(args: object, where: str) -> tuple[tuple[Alt, ...] | None, list[st
         w = f"{where}[{j}]"
         if not isinstance(a, dict):
             raise SeccompError(f"{w}: expected an object with index, value, op")
-        for key in a:
-            if key not in _OCI_ARG:
-                raise SeccompError(f"{w}: {_shown(key)}: unknown key (known: index, op, value, valueTwo)")
+        _known_keys(a, _OCI_ARG, w)
         idx, op = a.get("index"), a.get("op")
         if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx <= 5:
             raise SeccompError(f"{w}: index: expected 0 to 5, got {idx!r}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .language import (
-    ADDRESS_FAMILIES, CLOCKS, CLONE_FLAGS, IOCTL_REQUESTS, MAX64, PERSONALITIES, PRCTL_OPTIONS, PTRACE_REQUESTS,
+    ADDRESS_FAMILIES, CLOCKS, CLONE_FLAGS, IOCTL_REQUESTS, MAX64, PERSONALITIES, PRCTL_OPTIONS,
+    PTRACE_REQUESTS,
     SOCK_FLAGS, SOCK_TYPES, UNSHARE_FLAGS, syscall_name,
 )
 
@@ -71,6 +72,7 @@ _FMT = {
     "persona": lambda v: ("PER_QUERY" if v == 0xFFFFFFFF else "PER_LINUX" if v == 0
                           else _flags(v, {k: x for k, x in PERSONALITIES.items() if k != "PER_QUERY"})),
     "clock": lambda v: _enum(v, CLOCKS, 32, "int"),
+    "mode": lambda v: f"0o{v & 0xFFFFFFFF:o}",
     "prctl": lambda v: _enum(v, PRCTL_OPTIONS, 32, "int"),
 }
 _SIGNATURES = {
@@ -91,7 +93,9 @@ _SIGNATURES = {
     "kill": "i i", "tkill": "i i", "tgkill": "i i i", "statmount": "x x u x", "listmount": "x x u x",
     "iopl": "u", "ioperm": "u u i", "process_madvise": "i x u i u", "move_pages": "i u x x x i",
     "migrate_pages": "i u x x", "memfd_secret": "x", "fanotify_init": "x x", "getpid": "", "execve": "x x x",
-    "open": "x x x", "openat": "i x x x", "read": "i x u", "write": "i x u", "close": "i",
+    "open": "x x mode", "openat": "i x x mode", "creat": "x mode", "chmod": "x mode", "fchmod": "i mode",
+    "fchmodat": "i x mode", "fchmodat2": "i x mode x", "mknod": "x mode x", "mknodat": "i x mode x",
+    "io_setup": "u x", "io_destroy": "x", "io_submit": "x i x", "io_cancel": "x x x", "io_getevents": "x i i x x", "read": "i x u", "write": "i x u", "close": "i",
 }
 
 

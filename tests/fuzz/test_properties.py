@@ -129,10 +129,10 @@ class _NoSandbox:
         raise _Captured(policy)
 
 
-_INT_FLAGS = {"pids", "nofile", "uid", "gid"}
+_INT_FLAGS = {"pids", "nofile", "uid", "gid", "cpu_weight", "io_weight", "io_read_iops", "io_write_iops"}
 _FLOAT_FLAGS = {"wall_time", "cpu_time", "cpus"}
-_LIST_FLAGS = {"bind", "ro_bind", "tmpfs", "env", "env_pass", "pass_fd"}
-_VALUE_FLAGS = sorted(set(FIELD_VALUES) - {"cwd", "no_cgroup", "seccomp_log", "hide"})
+_LIST_FLAGS = {"bind", "ro_bind", "tmpfs", "env", "env_pass", "pass_fd", "allow_host", "allow_net", "publish"}
+_VALUE_FLAGS = sorted(set(FIELD_VALUES) - {"cwd", "no_cgroup", "seccomp_log", "allow_nesting", "hide"})
 cli_text = st.one_of(
     st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=16),
     st.sampled_from(["64M", "0", "-1", "1.5", "1e3", "nan", "inf", " 7 ", "1_0", "١٢", "0x10", "judge", "/judge",
@@ -146,7 +146,7 @@ def cli_flags(draw) -> list[tuple[str, str]]:
     for k in _LIST_FLAGS:
         if draw(st.integers(0, 6)) == 0:
             out.append((k, draw(cli_text)))
-    out += [(k, None) for k in ("no_cwd", "no_cgroup", "seccomp_log") if draw(st.integers(0, 4)) == 0]
+    out += [(k, None) for k in ("no_cwd", "no_cgroup", "seccomp_log", "allow_nesting") if draw(st.integers(0, 4)) == 0]
     return out
 
 

@@ -207,3 +207,34 @@ def test_hidden_directories_stay_hidden_when_listed():
     p = jail_py("import os; print(os.listdir('/root'), os.listdir('/'))")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(b"[] [")
+
+
+@pytest.mark.skipif(KERNEL_ABI < 4, reason="TCP rules need Landlock ABI 4 (Linux 6.7)")
+def test_tcp_follows_the_network_allowlist():
+    """With --allow-host (egress through jailpy's proxy) TCP connect is allowed only to the allowed
+    ports and the HTTP proxy port, and bind to none (no --publish): a connect to another loopback
+    port is EACCES, not ECONNREFUSED; with Landlock off it reaches the (empty) port."""
+    code = ("import errno, json, socket\n"
+            "def t(f):\n    try:\n        f(); return 'ok'\n    except OSError as e:\n        return errno.errorcode[e.errno]\n"
+            "def conn(port):\n    s = socket.socket(); s.settimeout(5)\n    try:\n        s.connect(('127.0.0.1', port))\n"
+            "    finally:\n        s.close()\n"
+            "def bind():\n    s = socket.socket(); s.bind(('127.0.0.1', 0)); s.close()\n"
+            "print(json.dumps([t(lambda: conn(9999)), t(lambda: conn(3128)), t(bind)]))\n")
+    pol = jailpy.Policy(allow_host=["example.test:8080"])
+    on = jailpy.run(["python3", "-c", code], pol, capture_output=True)
+    off = jailpy.run(["python3", "-c", code], pol.replace(landlock="off"), capture_output=True)
+    assert json.loads(on.stdout) == ["EACCES", "ok", "EACCES"], (on.stdout, on.stderr)
+    assert json.loads(off.stdout) == ["ECONNREFUSED", "ok", "ok"], (off.stdout, off.stderr)
+    assert on.protections["landlock"]["net"] == {"handled": ["bind_tcp", "connect_tcp"], "tcp_connect": [3128, 8080],
+                                                 "tcp_bind": []}
+
+
+def test_allow_nesting_goes_without_landlock(report_path):
+    """A Landlock domain refuses every mount, which a nested sandbox must make: --allow-nesting
+    runs without it (auto says why) and refuses --landlock on."""
+    p, rep = jail_report(report_path, "--allow-nesting", "--", "true")
+    assert p.returncode == 0, p.stderr
+    d = rep["protections"]["landlock"]
+    assert d["applied"] is False and "--allow-nesting" in d["reason"]
+    p = jail("--allow-nesting", "--landlock", "on", "--", "true")
+    assert p.returncode == 125 and b"--landlock on with --allow-nesting" in p.stderr and p.stderr.count(b"\n") == 1

@@ -124,5 +124,5 @@ def test_wall_time_kill_still_reports_the_cpu_time_spent(report_path):
     assert p.returncode == 137
     assert rep["verdict"] == "WLE" and rep["limit_fired"] == "wall_time" and rep["signal"] == 9
     # two busy loops for a second: up to 2 s of CPU on an idle host; a loaded one gives them less
-    assert rep["cpu_user_s"] + rep["cpu_sys_s"] >= 0.4, rep
+    assert rep["cpu_user_s"] + rep["cpu_sys_s"] >= 0.2, rep
     assert wait_gone(marker) == []

@@ -5,7 +5,8 @@ and ptys; every loop is bounded in count and time, every process the tests start
  10.1  a large argv or environment never hangs jailpy; beyond execve's limit: 126, one line
  10.6  the supervisor never blocks on the caller's fds: a reader that stops, a terminal stopped
  10.7  PID 1 carries nothing of the caller's command line; a fresh session keyring; pids.max
-       hits are named; a command not found says where it was looked for
+       hits are named; a command not found says where it was looked for; a bind the program
+       cannot write is named before the run
  17.1  a signal sent to jailpy (or Sandbox.send_signal) at any moment reaches the program, or
        ends the run before the program exists
  17.2  a stalled supervisor gives the verdict of what happened to the program
@@ -30,7 +31,7 @@ import time
 import pytest
 
 import jailpy
-from conftest import JAILPY, REPO, TIMEOUT, jail, unique_marker, wait_gone
+from conftest import JAILPY, REPO, TIMEOUT, expected_id_map, jail, unique_marker, wait_gone
 from limits_helpers import NEEDS_CGROUP, TIME_FACTOR, report_of, run_jail
 
 # ----------------------------------------------------------------- 10.1 large argv ----
@@ -207,6 +208,36 @@ def test_command_not_found_says_where_it_looked():
     assert "/home" in err and "hides" in err and "--ro-bind" in err, err
 
 
+def test_a_bind_the_program_cannot_write_is_named_before_the_run(tmp_path):
+    if expected_id_map()[0] == "single":
+        pytest.skip("the program writes as the caller here: every bind of the caller's is writable")
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    os.chmod(out, 0o755)
+    p = jail("--bind", str(out), "--", "sh", "-c", f"touch {out}/r.txt")
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "Permission denied" in err, err  # the write fails inside, as before
+    head = err.splitlines()[0]
+    assert head.startswith("jailpy: warning: --bind") and str(out) in head and "chmod o+w" in head, err
+    os.chmod(out, 0o777)
+    p = jail("--bind", str(out), "--", "sh", "-c", f"touch {out}/r.txt")
+    assert p.returncode == 0 and b"warning" not in p.stderr, p.stderr
+
+
+def test_a_writable_bind_over_jailpys_own_state_is_refused():
+    if os.getuid() == 0:
+        pytest.skip("a root caller's state is root's, and the program never runs as host root")
+    from jailpy import seccomp
+
+    cache = seccomp.cache_dir().parent.parent  # ~/.cache: holds the seccomp cache and the id leases
+    cache.mkdir(parents=True, exist_ok=True)
+    p = jail("--id-map", "single", "--bind", str(cache), "--", "true")
+    assert p.returncode == 125 and b"jailpy's own state" in p.stderr, p.stderr
+    assert p.stderr.decode().count("\n") == 1
+    p = jail("--id-map", "single", "--ro-bind", str(cache), "--", "true")  # read-only is fine
+    assert p.returncode == 0, p.stderr
+
+
 # ------------------------------------------------------ 17.1 signals in set-up ----
 
 def _one_sigterm(delay: float) -> tuple[int | None, float, str]:
@@ -259,6 +290,7 @@ def test_send_signal_at_a_random_moment_reaches_the_program():
     try:
         for i in range(60):
             delay = rng.uniform(0.0, 0.05)
+            sb.hold_signals()  # a timer that fires before run() begins (a loaded host) is kept for it
             timer = threading.Timer(delay, sb.send_signal, (signal.SIGTERM,))
             timer.start()
             t0 = time.monotonic()

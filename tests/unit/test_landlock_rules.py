@@ -140,7 +140,7 @@ def test_description_says_what_is_handled():
     assert desc["fs"]["all_rights"] == ["/dev/shm", "/tmp"] and desc["fs"]["read_dir"] == ["/"]
     assert ("refer" in desc["fs"]["handled"]) == (plan.abi >= 2)
     assert desc["scoped"] == (["abstract_unix_socket", "signal"] if plan.abi >= 6 else [])
-    assert desc["net"]["handled"] == [] and "network none" in desc["net"]["note"]
+    assert desc["net"]["handled"] == [] and "no allowlist" in desc["net"]["note"]
     assert plan.ports == ()
 
 

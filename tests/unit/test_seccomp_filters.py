@@ -661,6 +661,23 @@ def test_editing_an_included_file_invalidates_the_disk_cache(tmp_path):
     assert b.decide(312, (0,) * 6).action == "allow"  # kcmp
 
 
+@pytest.mark.parametrize("where", ["jailpy", "seccomp"])
+def test_the_cache_is_never_written_or_read_through_a_planted_symlink(tmp_path, where):
+    # issue 10 item 2: files jailpy writes on the caller's behalf are never redirected by a link
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    cache = tmp_path / "cache" / "jailpy"
+    cache.parent.mkdir()
+    if where == "jailpy":
+        cache.symlink_to(victim)
+    else:
+        cache.mkdir(mode=0o700)
+        (cache / "seccomp").symlink_to(victim)
+    filt = seccomp.prepare("strict")
+    assert filt.bpf == seccomp.compile_bpf(seccomp.load("strict"))
+    assert list(victim.iterdir()) == [], "the cache was written through the link"
+
+
 def _only_cache_file() -> Path:
     (f,) = seccomp.cache_dir().glob("*.bpf")
     return f
@@ -889,3 +906,16 @@ def test_cli_show_compile_and_errors(tmp_path):
     bad = write(tmp_path, "bad.json", "{")
     p = _cli("compile", str(bad), "-o", str(tmp_path / "x"))
     assert p.returncode == 125 and b"not valid JSON" in p.stderr
+
+
+def test_condition_values_take_the_names_and_octal_of_c():
+    # the shipped policies name their values (no bare 0xc00 or 0x540a), and a leading 0 is never
+    # silently decimal: '06000' is refused, '0o6000' is octal
+    assert seccomp.parse_condition("low32(arg2) == IPPROTO_MPTCP") == seccomp.parse_condition("low32(arg2) == 262")
+    assert seccomp.parse_condition("arg1 & S_ISUID|S_ISGID != 0") == seccomp.parse_condition("arg1 & 0o6000 != 0")
+    assert seccomp.parse_condition("arg1 & O_CREAT|__O_TMPFILE != 0") == seccomp.parse_condition("arg1 & 0x400040 != 0")
+    assert seccomp.parse_condition("low32(arg1) == TCXONC") == seccomp.parse_condition("low32(arg1) == 0x540a")
+    with pytest.raises(seccomp.SeccompError, match="0o6000"):
+        seccomp.parse_condition("arg1 & 06000 != 0")
+    assert seccomp.describe(NR["ioctl"], (1, 0x540A, 0, 0, 0, 0)) == "ioctl(1, TCXONC, 0x0)"
+    assert seccomp.describe(90, (0x1000, 0o4755, 0, 0, 0, 0)) == "chmod(0x1000, 0o4755)"  # 90: chmod
