@@ -43,28 +43,25 @@ PAYLOAD = ["/bin/true"]
 LANDLOCK_TARGET_MS = 0.5
 
 
-def _prepared(policy: jailpy.Policy):
-    sb = jailpy.Sandbox(policy, forkserver=True)
-
+def _timed(run, what: str):
+    """A row's ``once()``: the seconds ``run()`` takes; a run that does not exit 0 is a crash."""
     def once() -> float:
         t0 = time.perf_counter()
-        r = sb.run(PAYLOAD)
+        r = run()
         dt = time.perf_counter() - t0
         if r.exit_code != 0:
-            raise RuntimeError(f"Sandbox.run under {policy}: exit {r.exit_code} {r.error or ''}")
+            raise RuntimeError(f"{what}: exit {r.exit_code} {r.error or ''}")
         return dt
-    return once, sb
+    return once
+
+
+def _prepared(policy: jailpy.Policy):
+    sb = jailpy.Sandbox(policy, forkserver=True)
+    return _timed(lambda: sb.run(PAYLOAD), f"Sandbox.run under {policy}"), sb
 
 
 def _fresh(policy: jailpy.Policy):
-    def once() -> float:
-        t0 = time.perf_counter()
-        r = jailpy.run(PAYLOAD, policy)
-        dt = time.perf_counter() - t0
-        if r.exit_code != 0:
-            raise RuntimeError(f"jailpy.run: exit {r.exit_code} {r.error or ''}")
-        return dt
-    return once
+    return _timed(lambda: jailpy.run(PAYLOAD, policy), "jailpy.run")
 
 
 def _apply_in_fork():
@@ -74,33 +71,22 @@ def _apply_in_fork():
     rules = tuple(landlock.Rule(r.path, r.access, r.kind, False, True, r.is_dir) for r in plan.rules)
     plan = landlock.Plan(plan.abi, plan.attr, rules, plan.ports)
 
-    def once() -> float:
+    def in_fork(step) -> float:
+        """Fork, time ``step()`` in the child, return the child's figure."""
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             t0 = time.perf_counter()
-            landlock.apply(plan)
+            step()
             os.write(w, repr(time.perf_counter() - t0).encode())
             os._exit(0)
         os.close(w)
-        data = os.read(r, 64)
-        os.close(r)
+        with open(r, "rb") as f:
+            data = f.read()
         os.waitpid(pid, 0)
         return float(data)
-
-    def nothing() -> float:  # the same fork and pipe, without the Landlock step
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            t0 = time.perf_counter()
-            os.write(w, repr(time.perf_counter() - t0).encode())
-            os._exit(0)
-        os.close(w)
-        data = os.read(r, 64)
-        os.close(r)
-        os.waitpid(pid, 0)
-        return float(data)
-    return nothing, once
+    # the same fork and pipe, without and with the Landlock step
+    return (lambda: in_fork(lambda: None)), (lambda: in_fork(lambda: landlock.apply(plan)))
 
 
 def _in_pid1(runs: int) -> list[dict]:
@@ -185,11 +171,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.runs < 2:
         ap.error("--runs must be at least 2")
-    try:
-        abi = landlock.kernel_abi()
-    except landlock.Unavailable as e:
-        print(f"bench/lsm.py: no Landlock here ({e}): nothing to measure for it", file=sys.stderr)
-        abi = 0
+    abi, why = landlock.abi_or_reason()
+    if not abi:
+        print(f"bench/lsm.py: no Landlock here ({why}): nothing to measure for it", file=sys.stderr)
     base = jailpy.Policy(landlock="off")
     pairs, boxes = [], []
     if abi and not (args.label and args.label_only):

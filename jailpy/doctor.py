@@ -118,10 +118,8 @@ def _try_userns() -> dict:
         os.write(w, json.dumps(out).encode())
         os._exit(0)
     os.close(w)
-    data = b""
-    while chunk := os.read(r, 4096):
-        data += chunk
-    os.close(r)
+    with open(r, "rb") as f:
+        data = f.read()
     os.waitpid(pid, 0)
     return json.loads(data or b'{"step": "fork", "errno": "?"}')
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from jailpy.lsm import landlock as _landlock
+
 from conftest import JAILPY, REPO, TIMEOUT, jail, last_json
 
 PROBES = REPO / "tests" / "probes"
@@ -227,16 +229,7 @@ def run_under(policy: str, argv: list[str], *extra: str,
     return p, last_json(p.stderr)[1]
 
 
-def _has_landlock() -> bool:
-    from jailpy.lsm import landlock
-
-    try:
-        return landlock.kernel_abi() > 0
-    except landlock.Unavailable:
-        return False
-
-
-_HAS_LANDLOCK = _has_landlock()
+_HAS_LANDLOCK = _landlock.abi_or_reason()[0] > 0
 
 
 def assert_ran(p: subprocess.CompletedProcess, report: dict, policy: str, stdout: bytes) -> None:

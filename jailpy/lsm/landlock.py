@@ -142,6 +142,14 @@ def kernel_abi() -> int:
     return _ABI[0]
 
 
+def abi_or_reason() -> tuple[int, str]:
+    """``(ABI, "")``, or ``(0, why)`` where this kernel has no usable Landlock."""
+    try:
+        return kernel_abi(), ""
+    except Unavailable as e:
+        return 0, str(e)
+
+
 def _kernel_abi() -> int:
     try:
         return _raw(_NR_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))

@@ -25,12 +25,7 @@ from conftest import jail, jail_py, jail_report
 from jailpy import audit, mounts
 from jailpy.lsm import landlock as ll
 
-try:
-    KERNEL_ABI = ll.kernel_abi()
-except ll.Unavailable as e:
-    KERNEL_ABI, WHY = 0, str(e)
-else:
-    WHY = ""
+KERNEL_ABI, WHY = ll.abi_or_reason()
 pytestmark = pytest.mark.skipif(not KERNEL_ABI, reason=f"no Landlock here: {WHY}")
 VM = pytest.mark.vm
 PATHS = ("fresh", "reuse", "forkserver")
@@ -51,6 +46,8 @@ for p in sys.argv[1:]:
     what, _, path = p.partition("=")
     if what == "write":
         out[p] = t(lambda: write(path))
+    elif what == "new":  # a file of its own each run (another run may have other host ids)
+        out[p] = t(lambda: write(path + "." + os.urandom(6).hex()))
     elif what == "read":
         out[p] = t(lambda: open(path).read())
     elif what == "list":
@@ -148,7 +145,7 @@ def test_per_run_mounts_stay_writable(path, shared_dir, tmp_path):
     late.mkdir()
     os.chmod(late, 0o777)
     pol = jailpy.Policy(tmpfs=["/scratch"], bind=[f"{shared_dir}:/data", f"{late}:/tmp/late"])
-    ok = ["write=/tmp/a", "write=/dev/shm/a", "write=/scratch/a", "write=/data/a", "write=/tmp/late/a",
+    ok = ["write=/tmp/a", "write=/dev/shm/a", "write=/scratch/a", "new=/data/a", "new=/tmp/late/a",
           "exec=/tmp/prog", "exec=/scratch/prog", "write=/dev/null", "read=/etc/hostname", "list=/home", "list=/"]
     for got in probe(path, pol, *ok, runs=3):
         assert got == {k: "ok" for k in ok}, got

@@ -23,12 +23,7 @@ from jailpy.lsm import landlock as ll
 
 VM = pytest.mark.vm
 
-try:
-    KERNEL_ABI = ll.kernel_abi()
-except ll.Unavailable as e:
-    KERNEL_ABI, WHY = 0, str(e)
-else:
-    WHY = ""
+KERNEL_ABI, WHY = ll.abi_or_reason()
 NEEDS_LANDLOCK = pytest.mark.skipif(not KERNEL_ABI, reason=f"no Landlock here: {WHY}")
 ABIS = list(range(1, min(KERNEL_ABI, ll.KNOWN_ABI) + 1))
 
@@ -49,10 +44,8 @@ def in_child(fn) -> object:
         finally:
             os._exit(0)
     os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
+    with open(r, "rb") as f:
+        data = f.read()
     os.waitpid(pid, 0)
     assert data, "the child reported nothing"
     return eval(data)  # noqa: S307 - our own child's repr() of plain data
