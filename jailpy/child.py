@@ -10,8 +10,9 @@
            wait status.  When it exits the kernel kills whatever is left in the namespace
            (pid_namespaces(7)).
 ``payload``: started by PID 1 with posix_spawn after PID 1 applied rlimits, closed fds,
-           dropped capabilities and set no_new_privs (all inherited); the payload gets a new
-           session and default signal dispositions.
+           dropped capabilities, set no_new_privs and restricted itself with Landlock
+           (jailpy.lsm; all inherited); the payload gets a new session and default signal
+           dispositions.
 
 With a fork server (jailpy.forkserver) there is no ``setup``: the server clones PID 1 straight
 into the new namespaces and :func:`start_pid1` does the rest of setup's work before ``init``.
@@ -35,7 +36,7 @@ import time
 from dataclasses import dataclass
 
 from . import _syscalls as sc
-from . import caps, cgroups, launch, mounts, net, rootfs, seccomp, userns
+from . import caps, cgroups, launch, lsm, mounts, net, rootfs, seccomp, userns
 
 KILL_ALL = signal.SIGRTMIN + 2
 """Sent by the supervisor to PID 1 to end the run (a time limit, Sandbox.kill): PID 1 SIGKILLs
@@ -94,6 +95,8 @@ class SpawnContext:
     bounding_dropped: bool = False
     """The capability bounding set is empty already (the fork server empties its own once, and
     its clones inherit it: capabilities(7)), so PID 1 need not drop it again."""
+    lsm: "lsm.Plan | None" = None
+    """Landlock (and an exec label) PID 1 applies to itself after no_new_privs, before seccomp (jailpy.lsm)."""
     build_template: bool = False
     """This process tree builds a rootfs template instead of running a program: PID 1 builds it
     (rootfs.build_rootfs ``template=True``), pivots into it and sends an fd of its mount namespace
@@ -357,13 +360,17 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         # with the bounding set empty the payload's execve grants it nothing (capabilities(7))
         caps.drop_all(1 << sc.CAP_KILL)
         caps.no_new_privs()
+        step = "apply Landlock and the exec label"
+        label = lsm.apply(ctx.lsm)
+        if label is not None:
+            _send(ctx, lsm_label=label)
         step = "receive the program"
         ctl = socket.socket(fileno=ctx.ctl_fd)
         request = launch.receive(ctl)
         if request is None:
             os._exit(0)  # the supervisor dropped this prepared sandbox
         argv, env, fds, expect = request
-        held = expected(ctx.seccomp_bpf, ctx.rlimits)
+        held = expected(ctx.seccomp_bpf, ctx.rlimits, ctx.lsm)
         if expect != held:
             raise OSError(errno.EPERM, f"this sandbox was prepared with other protections ({held}) than the run "
                                        f"asks for ({expect}); refusing to start the program")
@@ -467,10 +474,13 @@ def _hup(fd: int) -> bool:
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
-def expected(seccomp_bpf: bytes | None, rlimits: tuple) -> dict:
+def expected(seccomp_bpf: bytes | None, rlimits: tuple, lsm_plan: "lsm.Plan | None" = None) -> dict:
     """What PID 1 checks against the launch request before it starts the program: the size in
-    bytes of the seccomp filter it will install (0: none) and the rlimits it will set."""
-    return {"seccomp_bytes": len(seccomp_bpf or b""), "rlimits": [list(r) for r in rlimits]}
+    bytes of the seccomp filter it will install (0: none), the rlimits it will set and the
+    Landlock ABI it applied (0: none)."""
+    ll = lsm_plan.landlock if lsm_plan is not None else None
+    return {"seccomp_bytes": len(seccomp_bpf or b""), "rlimits": [list(r) for r in rlimits],
+            "landlock_abi": ll.abi if ll is not None else 0}
 
 
 def _path(env: list[bytes]) -> bytes:

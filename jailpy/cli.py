@@ -164,6 +164,15 @@ def exec_(
         "programs need to compute: for judges), a TOML or OCI JSON file, or none.")] = None,
     seccomp_log: Annotated[bool, typer.Option("--seccomp-log", rich_help_panel=PROC,
         help="Deny nothing, but list every call the seccomp policy would deny (to write a policy).")] = False,
+    landlock: Annotated[Optional[str], typer.Option(metavar="auto|on|off", rich_help_panel=PROC,
+        help="Landlock, a second wall behind the mounts (the kernel refuses files the sandbox's plan does not "
+        "grant, even if a mount were wrong): auto (default) where the kernel has it, on (or fail), off.")] = None,
+    apparmor: Annotated[Optional[str], typer.Option(metavar="PROFILE|generate|off", rich_help_panel=PROC,
+        help="Run the program under an AppArmor profile: a loaded profile's name, or generate (the profile derived "
+        "from this policy: jailpy apparmor generate; loaded by sudo jailpy apparmor install). Default: off.")] = None,
+    selinux_label: Annotated[Optional[str], typer.Option(metavar="LABEL|auto|off", rich_help_panel=PROC,
+        help="Run the program under an SELinux context USER:ROLE:TYPE (each run gets two random MCS categories), "
+        "or auto (container_t, else jailpy_t: sudo jailpy selinux install). Default: off.")] = None,
     allow_nesting: Annotated[bool, typer.Option("--allow-nesting", rich_help_panel=PROC,
         help="Let the program run a sandbox of its own (a nested jailpy, bwrap, a container): allows its "
              "namespace and mount calls and 64 user namespaces. Off by default.")] = False,
@@ -193,6 +202,7 @@ def exec_(
             "io_write_iops": io_write_iops, "io_weight": io_weight, "output_limit": output_limit, "fsize": fsize, "nofile": nofile,
             "stack": stack, "cgroup_parent": cgroup_parent, "seccomp": seccomp, "allow_host": allow_host,
             "allow_net": allow_net, "publish": publish, "resolver": resolver,
+            "landlock": landlock, "apparmor": apparmor, "selinux_label": selinux_label,
         }.items() if v is not None}
         for flag, key in ((no_cwd, "cwd"), (no_cgroup, "no_cgroup"), (seccomp_log, "seccomp_log"),
                           (allow_nesting, "allow_nesting")):
@@ -471,6 +481,11 @@ from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` def
 
 app.add_typer(seccomp_app, name="seccomp")
 
+from .cli_lsm import apparmor_app, selinux_app  # noqa: E402
+
+app.add_typer(apparmor_app, name="apparmor")
+app.add_typer(selinux_app, name="selinux")
+
 from .cli_net import network_app  # noqa: E402
 
 app.add_typer(network_app, name="network")
@@ -490,6 +505,18 @@ app.command("worker", help="Run jobs (a /v1/run or /v1/judge request each) from 
 
 app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
             "2 if none did but some probes were skipped).")(audit_command)
+
+
+@app.command("doctor", help="Check this host for what jailpy needs (user namespaces, id ranges, cgroups, Landlock, "
+             "AppArmor, SELinux, seccomp) and what spoils it (swap, CPU frequency scaling, SMT), with the exact fix "
+             "for each. Exit 0 when the default policy can run, 1 when it cannot.")
+def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a report.")] = False) -> None:
+    from . import doctor as doctor_mod
+
+    ok, checks = doctor_mod.run_all()
+    print(doctor_mod.report_json(ok, checks) if json_out else doctor_mod.report_text(ok, checks))
+    if not ok:
+        raise typer.Exit(1)
 
 
 class _Forwarder:

@@ -33,6 +33,12 @@ SPECIAL_TOP = ("proc", "sys", "dev", "tmp")
 
 _NOSUIDDEV = sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV
 
+_TEST_WEAKEN: tuple[str, ...] = ()
+"""TEST ONLY, never set by jailpy itself (no flag, key or variable reaches it): destinations of
+read-only binds that :func:`prepare` marks ``weakened``, so the sandbox side mounts them writable,
+as a bug in the mount code would.  Tests set it (monkeypatch) to show Landlock alone stopping a
+write; the Result's protections.rootfs then says so."""
+
 
 @dataclass
 class BindSpec:
@@ -45,6 +51,9 @@ class BindSpec:
     late: bool = False
     """The destination lies under a mount every run makes afresh (/tmp, /dev, /sys or a ``--tmpfs``):
     a rootfs template (see :func:`build_rootfs`) leaves it to :func:`refresh_rootfs`."""
+    weakened: bool = False
+    """TEST ONLY: mounted writable although ``rw`` is False (a deliberate mount bug, see
+    ``_TEST_WEAKEN``); everything else (Landlock's rules) still follows ``rw``."""
 
 
 @dataclass
@@ -208,6 +217,10 @@ def prepare(policy: Policy) -> MountPlan:
         b.late = any(_under(b.dst, p) for p in per_run)
     desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
         f", hidden: {' '.join(hide)}" if hide else "")
+    for b in binds:
+        b.weakened = not b.rw and b.dst in _TEST_WEAKEN
+    if any(b.weakened for b in binds):
+        desc += f" (TEST ONLY: read-only binds mounted writable: {' '.join(b.dst for b in binds if b.weakened)})"
     proc_hint = ""
     if any(p.startswith("/proc/") and "binfmt_misc" not in p for p in points):
         import errno

@@ -29,6 +29,10 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=:@-]{0,199}$")
+"""An AppArmor profile name jailpy accepts (no spaces, slashes or globs: one written to attr/exec)."""
+_CONTEXT_RE = re.compile(r"^[A-Za-z0-9_.]+:[A-Za-z0-9_.]+:[A-Za-z0-9_.]+(:[A-Za-z0-9_.,:-]+)?$")
+"""An SELinux context: USER:ROLE:TYPE[:LEVEL] (a level like s0 or s0:c1,c2 or s0-s0:c0.c1023)."""
 _NETWORK_RE = re.compile(r"^(none|user|bridge(:[a-z0-9][a-z0-9-]{0,10})?)$")
 NETWORK_TABLE = {"mode": "network", "allow_host": "allow_host", "allow_net": "allow_net", "publish": "publish",
                  "resolver": "resolver"}
@@ -270,6 +274,19 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seccomp policy: a name (``default``, ``strict``), a TOML or OCI JSON file, or ``none``."""
     seccomp_log: bool = False
     """Permissive mode: nothing is denied; every call the policy would deny is listed in the Result."""
+    # a second wall (jailpy.lsm)
+    landlock: Literal["auto", "on", "off"] = "auto"
+    """Landlock (landlock(7)), rules derived from the mount plan: auto applies it where the kernel
+    has it (Result.protections.landlock says what was applied); on fails closed where it cannot;
+    off never applies it."""
+    apparmor: str = "off"
+    """AppArmor profile the program runs under (jailpy.lsm.apparmor): a loaded profile's name;
+    ``generate``: the payload profile derived from this policy (``jailpy apparmor generate``,
+    installed by ``sudo jailpy apparmor install``); ``off``.  Asked for and not loaded: an error."""
+    selinux_label: str = "off"
+    """SELinux context the program runs under (jailpy.lsm.selinux): ``USER:ROLE:TYPE`` (each run adds
+    two random MCS categories) or with a level; ``auto``: container_t, else jailpy_t (``sudo jailpy
+    selinux install``); ``off``.  SELinux off or permissive, or a type the policy lacks: an error."""
     allow_nesting: bool = False
     """Let the program set up a sandbox of its own (a nested jailpy, bubblewrap, a CI job's
     container): the seccomp filter allows the namespace and mount calls, ``user.max_user_namespaces``
@@ -400,6 +417,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     raise bad(key, "needs a cgroup, but no_cgroup (--no-cgroup) is set")
         if not self.seccomp:
             raise bad("seccomp", "expected a policy name, a file, or none")
+        if not _PROFILE_RE.match(self.apparmor):
+            raise bad("apparmor", f"expected a profile name, generate or off, got {self.apparmor!r}")
+        if self.selinux_label not in ("auto", "off") and not _CONTEXT_RE.match(self.selinux_label):
+            raise bad("selinux_label", f"expected USER:ROLE:TYPE[:LEVEL], auto or off, got {self.selinux_label!r}")
         if self.seccomp_log and self.seccomp == "none":
             raise bad("seccomp_log", "needs a seccomp policy to compare with (not none)")
         if self.workdir is not None and not os.path.isabs(self.workdir):

@@ -34,7 +34,7 @@ from .errors import SandboxSetupError
 from .stdio import high_fd, pipe
 
 if TYPE_CHECKING:
-    from . import cgroups, forkserver, mounts
+    from . import cgroups, forkserver, lsm, mounts
 
 JAILPY_PIDS = 2
 """jailpy's processes in the sandbox's cgroup: the set-up process and PID 1 (only PID 1 when the
@@ -88,6 +88,8 @@ class Spec:
     """What PID 1 does for the network (jailpy.net.Inside), None: loopback only."""
     net_threads: int = 0
     """jailpy's threads in the sandbox for the network (the stub's), counted in pids.max."""
+    lsm: "lsm.Plan | None" = None
+    """Landlock and the exec label PID 1 applies (jailpy.lsm)."""
 
 
 class Prepared:
@@ -316,8 +318,9 @@ class Pool:
                 supervisor_pid=os.getpid(), userns_fd=self.userns(),
                 template_fd=None if build_template else self.template(sources),
                 cgroup_procs=tuple(cg.procs) if cg else (), rlimits=spec.rlimits,
-                seccomp_bpf=spec.seccomp_bpf, seccomp_listener=spec.seccomp_listener, handshake=cg is not None,
-                build_template=build_template, net=None if build_template else spec.net, net_fd=net_fd,
+                seccomp_bpf=spec.seccomp_bpf, seccomp_listener=spec.seccomp_listener, lsm=spec.lsm,
+                handshake=cg is not None, build_template=build_template, net=None if build_template else spec.net,
+                net_fd=net_fd,
             )
         except BaseException:
             if cg is not None:
@@ -367,7 +370,7 @@ class Pool:
                 self._server_config = {
                     "pass_fds": spec.pass_fds, "ids": spec.ids, "mounts": spec.mounts,
                     "hostname": spec.hostname, "rlimits": spec.rlimits,
-                    "seccomp_bpf": spec.seccomp_bpf, "seccomp_listener": spec.seccomp_listener}
+                    "seccomp_bpf": spec.seccomp_bpf, "seccomp_listener": spec.seccomp_listener, "lsm": spec.lsm}
             names = [k for k in self._FD_FIELDS if getattr(ctx, k) is not None]
             run = {k: getattr(ctx, k) for k in self._RUN_FIELDS}
             cg_fds: list[int] = []  # PID 1 joins its cgroup through these: it cannot see the host's /sys

@@ -232,7 +232,7 @@ def clone_late_sources(plan: MountPlan, fds: list[int]) -> list[int]:
     trees = []
     for b, fd in zip([b for b in plan.binds if b.late], fds):
         try:
-            attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
+            attrs = _NOSUIDDEV | (0 if b.rw or b.weakened else sc.MOUNT_ATTR_RDONLY)
             _step(f"bind {b.src} at {b.dst}", lambda: trees.append(_clone(fd, "", attrs)))
         finally:
             os.close(fd)
@@ -255,7 +255,7 @@ def refresh_rootfs(plan: MountPlan, late_trees: list[int]) -> None:
 def _bind_fd(root: int, b: BindSpec, fd: int, tree: bool = False) -> None:
     """Bind ``fd`` (a source opened by :func:`open_sources`, or with ``tree`` a detached mount from
     :func:`clone_late_sources`) at ``b.dst`` below ``root``; closes ``fd``."""
-    attrs = _NOSUIDDEV | (0 if b.rw else sc.MOUNT_ATTR_RDONLY)
+    attrs = _NOSUIDDEV | (0 if b.rw or b.weakened else sc.MOUNT_ATTR_RDONLY)
     try:
         _step(f"bind {b.src} at {b.dst}", lambda: _attach(fd if tree else _clone(fd, "", attrs), root, b.dst, b.is_dir))
     finally:

@@ -18,7 +18,7 @@ import math
 import os
 import time
 
-from . import __version__, cgroups, child, idlease, launch, mounts, nesting, net, registry, rlimits, seccomp, ucounts, userns
+from . import __version__, cgroups, child, idlease, launch, lsm, mounts, nesting, net, registry, rlimits, seccomp, ucounts, userns
 from .errors import HostError, JailpyError, PolicyError, fd_exhausted
 from .policy import DEFAULT_PATH, DEFAULT_WALL_TIME, Policy, parse_size
 from .pool import JAILPY_PIDS, Pool, Spec, reap_exiting
@@ -112,6 +112,8 @@ class Sandbox:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
         self.mounts = mounts.prepare(pol)
         self.net = net.prepare(pol)
+        # Landlock from the mount plan, TCP rules from the network plan (jailpy.lsm), an exec label
+        self.lsm = lsm.prepare(pol, self.mounts, tcp=lsm.landlock.tcp_rules(self.net))
         for fd in pol.pass_fd:
             try:
                 os.fstat(fd)
@@ -143,7 +145,7 @@ class Sandbox:
         self._context = Context(self._describe_protections(), pol.digest(), __version__,  # fixed per Sandbox
                                 seccomp_log=pol.seccomp_log, filtered=f is not None, wall_time=self.wall_time,
                                 cpu_time=pol.cpu_time)
-        self._expect = child.expected(f.bpf if f else None, self.rlimits)
+        self._expect = child.expected(f.bpf if f else None, self.rlimits, self.lsm.plan)
         cpuset = len(cgroups.parse_cpulist(pol.cpuset or ""))
         self._limits = Limits(self.wall_time, self.output_limit, pol.cpu_time,
                               min(pol.cpus or math.inf, cpuset or os.cpu_count() or 1))
@@ -153,7 +155,7 @@ class Sandbox:
             self.mounts.binds += [mounts.BindSpec(src, dst, False, False) for src, dst in self._net_service.binds()]
         self._pool = Pool(Spec(self.ids, self.mounts, pol.hostname, tuple(pol.pass_fd), self.rlimits,
                                f.bpf if f else None, bool(f and f.notify), self.cgroup_plan, pol.pids,
-                               inside, int(bool(inside and inside.stub))),
+                               inside, int(bool(inside and inside.stub)), lsm=self.lsm.plan),
                           reuse_userns=reuse_userns, forkserver=forkserver, prefork=self.prefork,
                           net=self._net_service)
 
@@ -252,8 +254,8 @@ class Sandbox:
             "quotas": ucounts.describe(self.mounts.sysctls, self.mounts.pty_max),
             "wall_time": {"seconds": self.wall_time, "source": "default" if self.policy.wall_time is None else "policy"},
             "output_limit": self.output_limit,
-            "landlock": None,
-            "lsm": None,
+            "landlock": self.lsm.landlock,
+            "lsm": self.lsm.lsm,
             "nested": nesting.describe(self.enclosure, self._lease.own, userns.setgroups_denied(),
                                        self.cgroup_plan is not None, self._listener),
             "nesting": None if not self.policy.allow_nesting else {
@@ -375,6 +377,9 @@ class Sandbox:
             network = prep.net.finish() if prep.net is not None else None  # counts; what the host set up goes
         result = decide(facts, self._context)
         result.network = network
+        if "lsm_label" in facts.msgs:  # this run's label (SELinux: its own categories), as PID 1 wrote it
+            lsm_desc = dict(result.protections["lsm"] or {}, label=facts.msgs["lsm_label"])
+            result.protections = dict(result.protections, lsm=lsm_desc)
         return result
 
     def _hold_ids(self) -> None:

@@ -382,7 +382,11 @@ def write_maps(plan: IdPlan, pid: int) -> None:
     except OSError as e:
         if e.errno in (errno.EMFILE, errno.ENFILE):
             raise HostError(f"cannot write the user namespace id map: {fd_exhausted(e)}") from None
-        raise HostError(f"cannot write the user namespace id map of pid {pid}: {e.strerror}") from None
+        hint = ""
+        if e.errno == errno.EPERM and os.path.exists("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+            hint = (f" (AppArmor restricts unprivileged user namespaces here: 'sudo jailpy apparmor install', then run "
+                    f"jailpy through {_LAUNCHER}; jailpy doctor says more)")
+        raise HostError(f"cannot write the user namespace id map of pid {pid}: {e.strerror}{hint}") from None
 
 
 def become(plan: IdPlan) -> None:
@@ -456,6 +460,9 @@ def create(plan: IdPlan) -> int:
         os.waitpid(pid, 0)
 
 
+_LAUNCHER = "/usr/lib/jailpy/jailpy-launcher"  # jailpy.lsm.apparmor.LAUNCHER_PATH (not imported here: the sandbox's side)
+
+
 def unshare_hint(e: OSError) -> str:
     """One line saying why unshare(CLONE_NEWUSER) failed with ``e`` and how to fix it: the
     setting of an enclosing container or sandbox when one explains it (jailpy.nesting.hint),
@@ -467,9 +474,9 @@ def unshare_hint(e: OSError) -> str:
         if where:
             return f"user namespaces are refused here{where}"
         return ("user namespaces are not allowed for this user here: enable them with "
-                "'sysctl kernel.unprivileged_userns_clone=1' (Debian) or "
-                "'sysctl kernel.apparmor_restrict_unprivileged_userns=0' (Ubuntu), or run inside a container "
-                "that permits unshare(CLONE_NEWUSER)")
+                "'sysctl kernel.unprivileged_userns_clone=1' (Debian); on Ubuntu 23.10+ run "
+                f"'sudo jailpy apparmor install' and jailpy through {_LAUNCHER} (jailpy doctor says more); "
+                "or run inside a container that permits unshare(CLONE_NEWUSER)")
     if e.errno == errno.ENOSPC:
         return ("the user namespace limit is reached: raise it with 'sysctl user.max_user_namespaces=15000'"
                 + where)

@@ -33,9 +33,10 @@ need=()
 # the network tests: ip (network namespaces, veths), nft, pasta and slirp4netns (--network user);
 # bubblewrap and crun: jailpy inside them (tests/integration/test_nesting.py, test_containers.py),
 # bubblewrap also the peer bench/pool.py compares with; redis-server: the workers' broker, started
-# by the tests themselves (tests/integration/test_workers.py)
+# by the tests themselves (tests/integration/test_workers.py); apparmor (apparmor_parser),
+# python3-apparmor: the generated AppArmor profiles are compiled and parsed
 for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go \
-         iproute2 nftables passt slirp4netns bubblewrap crun redis-server; do
+         iproute2 nftables passt slirp4netns bubblewrap crun redis-server apparmor python3-apparmor; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -74,9 +75,10 @@ runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" JAILPY_C
   bash "$work/src/tests/run.sh" "$@" || rc2=$?
 rc3=0
 if [ "${JAILPY_VM_LANE:-1}" != 0 ]; then
-  # cgroup v2 (this kind of host has v1): a Debian kernel under QEMU, booted once (tests/vm/README.md)
-  log "cgroup v2 VM lane"
-  JAILPY_VM_BUDGET=1200 timeout -k 30 1500 bash "$repo/tests/vm/run-v2.sh" || rc3=$?
+  # cgroup v2, AppArmor and SELinux (this kind of host has cgroup v1 and neither LSM): a Debian
+  # kernel under QEMU, booted twice from one image (tests/vm/README.md)
+  log "VM lane (cgroup v2 + AppArmor boot, SELinux boot)"
+  JAILPY_VM_BUDGET=1800 timeout -k 30 2100 bash "$repo/tests/vm/lane.sh" || rc3=$?
 fi
-log "root: exit $rc; $user: exit $rc2; cgroup v2 VM lane: exit $rc3"
+log "root: exit $rc; $user: exit $rc2; VM lane: exit $rc3"
 [ "$rc" = 0 ] && [ "$rc2" = 0 ] && [ "$rc3" = 0 ]

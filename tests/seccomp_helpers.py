@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from jailpy.lsm import landlock as _landlock
+
 from conftest import JAILPY, REPO, TIMEOUT, jail, last_json
 
 PROBES = REPO / "tests" / "probes"
@@ -227,11 +229,16 @@ def run_under(policy: str, argv: list[str], *extra: str,
     return p, last_json(p.stderr)[1]
 
 
+_HAS_LANDLOCK = _landlock.abi_or_reason()[0] > 0
+
+
 def assert_ran(p: subprocess.CompletedProcess, report: dict, policy: str, stdout: bytes) -> None:
     """The program exited 0 with exactly ``stdout``, verdict OK, under ``policy``."""
     why = f"exit {p.returncode}; stderr {p.stderr[-1500:]!r}; {blocked_summary(report)}"
     assert p.returncode == 0 and report["verdict"] == "OK", why
     assert p.stdout == stdout, why
+    ll = report["protections"]["landlock"]  # every runtime also runs under Landlock where the kernel has it
+    assert ll["applied"] == _HAS_LANDLOCK, ll
     sc = report["protections"]["seccomp"]
     if policy == "none":
         assert sc is None, sc

@@ -32,8 +32,10 @@ LAYERS = {
     "jailpy": "jailpy's own set-up and supervisor: clean environment, closed fds, output and wall-time limits, "
               "killing whatever is left when the program ends",
     "kernel": "this kernel or its sysctls refuse it to every unprivileged process (not jailpy's doing)",
-    "landlock": "Landlock (not applied by jailpy yet)",
-    "lsm": "AppArmor/SELinux (not applied by jailpy yet)",
+    "landlock": "Landlock (landlock(7)): the kernel refused a file access the sandbox's mount plan does not grant "
+                "(EACCES where file permissions and mounts would allow it: access(2) says so), even if a mount let "
+                "it through",
+    "lsm": "a security module's label (AppArmor profile, SELinux type) refused it",
 }
 """The layers a verdict may name, with what each means (``jailpy audit --json`` lists them too)."""
 
@@ -101,6 +103,12 @@ def seccomp_stopped(ev: Evidence, a: dict) -> bool:
         r = ev.result
         return r is not None and _verdict(r) == "SV"
     return False
+
+
+def landlock_applied(ev: Evidence) -> bool:
+    """Whether the last run had Landlock (its Result's protections.landlock.applied)."""
+    r = ev.result
+    return bool(r is not None and ((r.protections or {}).get("landlock") or {}).get("applied"))
 
 
 def _unique(seq) -> list:
@@ -175,6 +183,8 @@ def by_attempts(ev: Evidence) -> Verdict:
         if not a.get("through") and seccomp_stopped(ev, a):
             a["layer"] = "seccomp"
             a.pop("detail", None)  # the program's reading of that errno was about the kernel, not the filter
+        elif a.get("layer") == "landlock" and not landlock_applied(ev):
+            a["layer"] = "lsm"  # access(2) allowed it and no Landlock ran: an AppArmor profile refused it
     through = [a for a in atts if a.get("through")]
     if through:
         return Verdict(NOT_BLOCKED, [], "; ".join(describe(a) for a in through[:3]))

@@ -166,6 +166,11 @@ FIELD_VALUES = {
     "seccomp": st.one_of(st.sampled_from(["default", "strict", "none", "docker-like", "nope", "", "../x",
                                           "/nonexistent.json"]), weird_text),
     "seccomp_log": st.booleans(),
+    "landlock": st.one_of(st.sampled_from(["auto", "on", "off", "yes", ""]), weird_text),
+    "apparmor": st.one_of(st.sampled_from(["off", "generate", "jailpy-payload-0123456789ab", "a b", "/x", ""]),
+                          weird_text),
+    "selinux_label": st.one_of(st.sampled_from(["off", "auto", "system_u:system_r:jailpy_t",
+                                                "u:r:t:s0:c1,c2", "u:r", "a b:c:d", ""]), weird_text),
     "allow_nesting": st.one_of(st.booleans(), st.sampled_from([0, 1, "yes"])),
 }
 assert set(FIELD_VALUES) == set(Policy.__struct_fields__), "a Policy field has no strategy: add it"

@@ -1,12 +1,15 @@
 #!/bin/bash
-# Runs INSIDE the cgroup v2 VM (started by tests/vm/run-v2.sh through vmtest.sh, as root, cwd
-# /work = the host's temp dir holding src/ = a copy of the repo and wheels/ = a wheelhouse).
+# Runs INSIDE the VM (started by tests/vm/lane.sh through vmtest.sh, as root, cwd /work = the
+# host's temp dir holding src/ = a copy of the repo and wheels/ = a wheelhouse), in each boot;
+# JAILPY_VM_LSM (apparmor, the default, or selinux) says which security module the boot has.
 #
 #   smoke_v2.sh [PYTEST_ARGS...]
 #
 # Smoke checks first, each fatal (exit 1): cgroup v2 mounted at /sys/fs/cgroup with no v1
 # hierarchy, memory/pids/cpu/cpuset controllers available and enabled for children
 # (Documentation/admin-guide/cgroup-v2.rst); a venv installed offline from the wheelhouse;
+# AppArmor on and jailpy's payload profiles installed (apparmor boot) or SELinux enforcing with
+# jailpy_t in the policy (selinux boot);
 # `jailpy exec -- /bin/true` as root and as `tester`, then with --memory/--pids, whose report
 # must say cgroup version 2.  Then
 # `python -m pytest -q PYTEST_ARGS` as root and as tester; exit status: the root run's when
@@ -73,7 +76,21 @@ as_root() {
   env -i HOME=/root LANG=C.UTF-8 PATH="$venv/bin:/usr/sbin:/usr/bin:/sbin:/bin" JAILPY_TEST_TIME_FACTOR=5 "$@"
 }
 
-step "jailpy exec -- /bin/true"
+if [ "${JAILPY_VM_LSM:-apparmor}" = apparmor ]; then
+  step "AppArmor: jailpy's payload profiles (as root), for the tests marked apparmor"
+  [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] || fail "AppArmor is not enabled in this kernel"
+  out=$(cd /tmp/src-root && as_root jailpy apparmor install --policy default --policy tests/vm/apparmor-test.toml 2>&1) \
+    || fail "jailpy apparmor install: $out"
+  echo "$out" | sed 's/^/  /'
+  ok "$(ls /sys/kernel/security/apparmor/policy/profiles | grep -c '^jailpy-payload-') jailpy payload profiles loaded"
+else
+  step "SELinux: enforcing, with jailpy's module (installed in the image), for the tests marked selinux"
+  [ "$(cat /sys/fs/selinux/enforce 2>/dev/null)" = 1 ] || fail "SELinux is not enforcing: $(cat /proc/cmdline)"
+  printf 'system_u:system_r:jailpy_t:s0\0' >/sys/fs/selinux/context 2>/dev/null || fail "jailpy_t is not in the policy"
+  ok "enforcing; this shell runs as $(cat /proc/self/attr/current | tr -d '\0'); jailpy_t is in the policy"
+fi
+
+step "jailpy exec -- /bin/true${JAILPY_VM_LSM:+ (under $JAILPY_VM_LSM)}"
 for who in root "$user"; do
   run=as_root; [ "$who" = root ] || run=as_user
   t=$(ms); out=$(cd "/tmp/src-$who" && $run jailpy exec -- /bin/true 2>&1); rc=$?
@@ -97,6 +114,10 @@ step "pytest -q $* (as root)"
 (cd /tmp/src-root && as_root python -m pytest -q -p no:cacheprovider "$@"); rc_root=$?
 step "pytest -q $* (as $user)"
 (cd "/tmp/src-$user" && as_user python -m pytest -q -p no:cacheprovider "$@"); rc_user=$?
+
+step "bench/lsm.py: what the ${JAILPY_VM_LSM:-apparmor} exec label costs per run (as root; not a check)"
+(cd /tmp/src-root && as_root timeout 300 python bench/lsm.py --label "${JAILPY_VM_LSM:-apparmor}" --label-only \
+  --runs 10 --warmup 2) || echo "  (the benchmark did not finish)"
 
 step "done: pytest root exit $rc_root, $user exit $rc_user"
 rmdir "$cg/$deleg/runner" "$cg/$deleg" 2>/dev/null

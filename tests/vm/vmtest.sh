@@ -15,6 +15,8 @@
 #   VMTEST_SUITE     Debian suite [bookworm]      VMTEST_MIRROR  [the host's first Debian apt source]
 #   VMTEST_PACKAGES  extra guest packages, space separated (build time)
 #   VMTEST_SELINUX   1 = also install selinux-policy-default + label the image (build time)
+#   VMTEST_SELINUX_MODULES  CIL files installed with semodule -i in the image (build time,
+#                    with VMTEST_SELINUX=1: at host speed, not under emulation)
 #   VMTEST_ACCEL     auto|kvm|tcg [auto]          VMTEST_CPUS [nproc]   VMTEST_MEM MiB [2048]
 #   VMTEST_TIMEOUT   seconds before the VM is killed [3600]
 #   VMTEST_APPEND    extra kernel command line (e.g. "security=selinux selinux=1 enforcing=0")
@@ -151,6 +153,10 @@ build() {
          "$root"/usr/share/{doc,man,info}
   if [ "${VMTEST_SELINUX:-0}" = 1 ]; then   # label files now (host kernel need not know SELinux)
     mount -t proc proc "$root/proc"   # libselinux sets labels via /proc/self/fd
+    for m in ${VMTEST_SELINUX_MODULES:-}; do
+      cp "$m" "$root/tmp/" && chroot "$root" semodule -i "/tmp/${m##*/}" && rm "$root/tmp/${m##*/}" \
+        || { umount "$root/proc"; die "semodule -i $m failed"; }
+    done
     chroot "$root" setfiles /etc/selinux/default/contexts/files/file_contexts / || true
     umount "$root/proc"
   fi

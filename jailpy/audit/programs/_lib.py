@@ -98,18 +98,6 @@ def sysc(what, name, *args, through=None, layer=None, **extra):
     return attempt(what, name, r, e, through=through, layer=layer, args=list(args), **extra)
 
 
-def fsop(what, fn, *args, call="openat", layer=None, **extra):
-    """Run ``fn(*args)`` (an os function; an fd it returns is closed at once); the attempt is
-    ``through`` when it succeeded, else stopped with the errno read as ``layer``."""
-    try:
-        res = fn(*args)
-        if isinstance(res, int) and fn is os.open:
-            os.close(res)
-        return attempt(what, call, 0, None, through=True, **extra)
-    except OSError as e:
-        return attempt(what, call, -1, ename(e.errno), through=False, layer=layer, **extra)
-
-
 def open_only(path, flags):
     """open(2) ``path`` with ``flags`` and close it at once (never read or written); returns
     (ok, errno name, (st_dev, st_ino, st_rdev, mode) of what was opened or None)."""

@@ -23,31 +23,43 @@ def host_path_attempts(what, path, secret=None):
         ok = secret is None or secret.encode() in data
         return attempt(what, "openat", 0, None, through=ok, layer=None if ok else "mount")
     except OSError as e:
-        return attempt(what, "openat", -1, ename(e.errno), layer=_path_layer(e.errno))
+        return attempt(what, "openat", -1, ename(e.errno), layer=_path_layer(e.errno, path, os.R_OK))
 
 
-def _path_layer(err):
+def _path_layer(err, path=None, mode=os.W_OK):
+    """The layer an errno of a file operation on ``path`` points to.  EACCES where access(2) says
+    the file permissions and mounts allow ``mode``: Landlock (or AppArmor), which access(2) does
+    not consult (landlock(7); jailpy.audit.judge tells the two apart)."""
+    if err == errno.EACCES and path is not None:
+        try:
+            if os.access(path, mode):
+                return "landlock"
+        except (OSError, ValueError):
+            pass
     return {errno.ENOENT: "mount", errno.ENOTDIR: "mount", errno.EROFS: "mount", errno.EACCES: "permissions",
             errno.EPERM: "capability"}.get(err, "kernel")
 
 
+def fs_call(what, fn, path, mode=os.W_OK, call="openat"):
+    """Run ``fn()``, a change to ``path`` (a file, or the directory an entry is made or removed in);
+    the attempt is ``through`` when it succeeded, else stopped by the layer of its errno."""
+    try:
+        fn()
+        return attempt(what, call, 0, None, through=True)
+    except OSError as e:
+        return attempt(what, call, -1, ename(e.errno), layer=_path_layer(e.errno, path, mode))
+
+
 def write_attempts(d, label):
     """Write into directory ``d``: append to target.txt, create a file and a directory in it."""
-    out = []
-
     def app():
         with open(os.path.join(d, "target.txt"), "ab") as f:
             f.write(b"jailpy-audit-was-here\n")
-    for what, fn in ((f"append to {label}/target.txt", app),
-                     (f"create {label}/w/new.txt", lambda: open(os.path.join(d, "w", "new.txt") if os.path.isdir(
-                         os.path.join(d, "w")) else os.path.join(d, "new.txt"), "xb").close()),
-                     (f"mkdir {label}/newdir", lambda: os.mkdir(os.path.join(d, "newdir")))):
-        try:
-            fn()
-            out.append(attempt(what, "openat", 0, None, through=True))
-        except OSError as e:
-            out.append(attempt(what, "openat", -1, ename(e.errno), layer=_path_layer(e.errno)))
-    return out
+    sub = os.path.join(d, "w") if os.path.isdir(os.path.join(d, "w")) else d
+    return [fs_call(f"append to {label}/target.txt", app, os.path.join(d, "target.txt")),
+            fs_call(f"create {label}/{'w/' if sub != d else ''}new.txt",
+                    lambda: open(os.path.join(sub, "new.txt"), "xb").close(), sub),
+            fs_call(f"mkdir {label}/newdir", lambda: os.mkdir(os.path.join(d, "newdir")), d, call="mkdir")]
 
 
 def fs_host_canary_path(p):
@@ -93,11 +105,11 @@ def fs_rootfs_write(p):
 def fs_ro_bind_write(p):
     d = p["ro"]
     att = write_attempts(d, d)
-    for what, fn in ((f"chmod {d}/target.txt", lambda: os.chmod(d + "/target.txt", 0o600)),
-                     (f"rename {d}/target.txt", lambda: os.rename(d + "/target.txt", d + "/moved.txt")),
-                     (f"unlink {d}/target.txt", lambda: os.unlink(d + "/target.txt")),
-                     (f"set the times of {d}/target.txt", lambda: os.utime(d + "/target.txt", (0, 0)))):
-        att.append(fsop(what, fn, call="chmod"))
+    for what, fn, call in ((f"chmod {d}/target.txt", lambda: os.chmod(d + "/target.txt", 0o600), "chmod"),
+                           (f"rename {d}/target.txt", lambda: os.rename(d + "/target.txt", d + "/moved.txt"), "rename"),
+                           (f"unlink {d}/target.txt", lambda: os.unlink(d + "/target.txt"), "unlink"),
+                           (f"set the times of {d}/target.txt", lambda: os.utime(d + "/target.txt", (0, 0)), "utimensat")):
+        att.append(fs_call(what, fn, d if call in ("rename", "unlink") else d + "/target.txt", call=call))
     return {"attempts": att}
 
 
@@ -389,7 +401,7 @@ def fs_proc_sys_write(p):
             att.append(attempt(f"open {path} for writing", "openat", 0, None, through=False, layer="mount",
                                detail="masked (/dev/null)"))
             continue
-        layer = _path_layer(getattr(errno, err or "EIO", 0))
+        layer = _path_layer(getattr(errno, err or "EIO", 0), path, os.W_OK)
         if err == "ENOENT" and path not in p["host_has"]:
             layer = "kernel"  # this kernel has no such file at all
         att.append(attempt(f"open {path} for writing (open only)", "openat", 0 if ok else -1, err, through=ok,
@@ -408,7 +420,7 @@ def fs_proc_kernel_files(p):
             continue
         if err == "ENOENT" and path not in p["host_has"]:
             continue  # neither here nor on the host: nothing to reach
-        layer = _path_layer(getattr(errno, err or "EIO", 0))
+        layer = _path_layer(getattr(errno, err or "EIO", 0), path, os.R_OK)
         att.append(attempt(f"open {path} for reading (open only)", "openat", 0 if ok else -1, err, through=ok,
                            layer=layer))
     return {"attempts": att}
