@@ -348,10 +348,15 @@ def write_own_maps(plan: IdPlan) -> None:
             os.close(fd)
 
 
-def write_maps(plan: IdPlan, pid: int) -> None:
+def write_maps(plan: IdPlan, pid: int, parent=None) -> None:
     """Write /proc/PID/{uid_map,setgroups,gid_map} for a child that has unshared its user
     namespace (host side; nothing for a plan with ``self_write``, whose child wrote them).
+    ``parent``: the namespace the child's nests in (a rootless network's pod, :mod:`jailpy.net.pod`),
+    whose holder writes them (proc(5): only a process in the parent namespace may).
     Raises HostError if the kernel or newuidmap refuses."""
+    if parent is not None:
+        parent.write_maps(plan, pid)
+        return
     if plan.self_write:
         return
     def fmt(m: tuple[tuple[int, int, int], ...]) -> str:
@@ -409,12 +414,13 @@ def create_strip_namespace(host_uids: tuple[int, ...], host_gids: tuple[int, ...
         return create(strip_plan(host_uids, host_gids, caller=False))
 
 
-def create(plan: IdPlan) -> int:
+def create(plan: IdPlan, parent=None) -> int:
     """Host side: make a user namespace with ``plan``'s maps and return an fd for it
     (/proc/PID/ns/user, close-on-exec).  An open fd keeps a namespace alive with no process in it
     (namespaces(7)); the set-up process of each run joins it with setns(2) -- its creator's uid
     owns it, so the caller may (user_namespaces(7)) -- instead of paying for a new one and for
-    newuidmap/newgidmap every time.  Raises HostError."""
+    newuidmap/newgidmap every time.  ``parent``: made inside that namespace instead of this
+    process's (see :func:`write_maps`).  Raises HostError."""
     from . import _syscalls as sc
 
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -424,8 +430,10 @@ def create(plan: IdPlan) -> int:
         try:
             os.close(w2)
             try:
+                if parent is not None:
+                    sc.setns(parent.fd, sc.CLONE_NEWUSER)
                 sc.unshare(sc.CLONE_NEWUSER)
-                if plan.self_write:
+                if plan.self_write and parent is None:
                     write_own_maps(plan)
                 os.write(w, b"u")
             except OSError as e:
@@ -440,7 +448,7 @@ def create(plan: IdPlan) -> int:
         if msg != b"u":
             err = int(msg[1:] or b"0")
             raise HostError(f"cannot create a user namespace: {unshare_hint(OSError(err, os.strerror(err)))}")
-        write_maps(plan, pid)
+        write_maps(plan, pid, parent)
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(r)

@@ -5,7 +5,8 @@ Modes (policy ``network``, ``--network``):
 * ``none`` (default): a new network namespace with only loopback.
 * ``bridge`` / ``bridge:NAME`` (root, or a user-owned named network): a veth pair per sandbox on
   a jailpy bridge (:mod:`jailpy.net.bridge`), an address leased from a file that survives a
-  SIGKILLed jailpy (:mod:`jailpy.net.leases`), nftables isolation (:mod:`jailpy.net.nft`).
+  SIGKILLed jailpy (:mod:`jailpy.net.leases`), nftables isolation (:mod:`jailpy.net.nft`);
+  rootless, the bridge is in the network's pod (:mod:`jailpy.net.pod`).
 * ``user`` (rootless): user-mode networking by pasta or slirp4netns (:mod:`jailpy.net.user`).
 
 Egress (``--allow-host``, ``--allow-net``) works the same in every mode: a stub resolver and
@@ -20,6 +21,8 @@ asked for.  Host side: :func:`prepare`.  Sandbox side: :func:`jailpy.net.inside.
 """
 
 from __future__ import annotations
+
+import os
 
 from .inside import loopback_up  # noqa: F401 - child.py's name for it
 
@@ -139,6 +142,9 @@ def describe(plan: NetPlan) -> dict | str:
     if plan.mode == "none" and not plan.proxied and not plan.publish:
         return "none (loopback only)"
     d: dict = {"mode": plan.mode + (f":{plan.network}" if plan.network else "")}
+    if plan.mode == "bridge" and plan.network and os.geteuid() != 0:
+        d["pod"] = ("the network's bridge is in a user and network namespace of the caller's (jailpy network "
+                    "create); the sandbox's user namespace is made inside it and has no capability over it")
     if plan.proxied:
         d["egress"] = "jailpy's proxy (TCP only; names resolved and checked on the host)"
         d["allow_host"] = [f"{h.name}:{','.join(map(str, h.ports))}" for h in plan.hosts]

@@ -66,6 +66,11 @@ class Service:
                 for sock in self.listeners:
                     loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), self._on_publish, sock)
 
+    def userns_parent(self):
+        """The user namespace the sandboxes' own must be made in (a rootless network's pod:
+        :class:`jailpy.net.pod.Pod`, with ``fd`` and ``write_maps``), None: the caller's."""
+        return self.setup.userns_parent() if self.setup is not None else None
+
     def binds(self) -> list[tuple[str, str]]:
         """Host files the sandbox sees read-only (bridge mode: the network's /etc/hosts)."""
         return self.setup.binds() if self.setup is not None else []

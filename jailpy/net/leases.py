@@ -1,10 +1,12 @@
 """Named networks and address leases, kept in files that outlive a SIGKILLed jailpy.
 
 State lives per network namespace (the bridges do): ``/run/jailpy/net/<the namespace's cookie>/``
-as root (a tmpfs: gone after a reboot, like the bridges), else
-``$XDG_RUNTIME_DIR/jailpy/net/...`` or ``~/.cache/jailpy/net/...``, every part checked.  There:
+as root (a tmpfs: gone after a reboot, like the bridges), else ``/run/user/UID/jailpy/net/...``
+or ``~/.cache/jailpy/net/...`` (:func:`state_dir`), every part checked.  There:
 
-* ``NAME.json``: a network (``jailpy network create``): its subnet, bridge and owner;
+* ``NAME.json``: a network (``jailpy network create``): its subnet, bridge and owner, and for a
+  rootless one the holder of its pod (``"pod": {"pid", "start"}``, :mod:`jailpy.net.pod`);
+* ``NAME.sock``: a rootless network's socket, served by its holder;
 * ``NAME.leases``: ``{address: {"pid", "start", "veth", "hostname"}}`` of the sandboxes on it,
   read and written under ``flock(2)`` of ``NAME.lock``.  A lease whose process is gone (pid
   dead, or reused: another start time, proc(5) /proc/PID/stat field 22) is stale: it is swept,
@@ -35,18 +37,34 @@ def state_dir(create: bool = True) -> str:
     """This network namespace's state directory (see the module docstring; made when missing,
     whatever ``create`` says: an empty one costs nothing), each part checked
     (a real directory of the caller's, writable by nobody else: :func:`jailpy.hostfiles.private_dir`).
-    Raises HostError when a check fails."""
+    Rootless it does not depend on the environment (as the id leases': every jailpy process of a
+    user must find the same networks): ``/run/user/UID`` when that is the caller's, else
+    ``.cache`` in the home directory of the password database.  Raises HostError when a check fails."""
     from ..hostfiles import private_dir
 
     cookie = netns_id()
-    if os.geteuid() == 0:
-        base, parts = "/run", ("jailpy", "net", cookie)
-    elif os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
-        base, parts = os.environ["XDG_RUNTIME_DIR"], ("jailpy", "net", cookie)
+    uid = os.geteuid()
+    parts = ("jailpy", "net", cookie)
+    if uid == 0:
+        base = "/run"
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        os.makedirs(base, 0o700, exist_ok=True)
-        parts = ("jailpy", "net", cookie)
+        base = f"/run/user/{uid}"
+        try:
+            ok = os.stat(base).st_uid == uid
+        except OSError:
+            ok = False
+        if not ok:
+            import pwd
+
+            try:
+                home = pwd.getpwuid(uid).pw_dir
+            except KeyError:
+                home = os.path.expanduser("~")
+            base = os.path.join(home, ".cache")
+            try:
+                os.makedirs(base, 0o700, exist_ok=True)
+            except OSError as e:
+                raise HostError(f"jailpy's network state directory: {base}: {e.strerror}") from None
     try:
         path = private_dir(base, parts, create=True)
     except OSError as e:
@@ -193,12 +211,29 @@ def get(name: str, create_default: bool = True) -> dict:
     return rec
 
 
-def remove(name: str) -> None:
-    """Forget network ``name``; raises PolicyError while a sandbox holds a lease on it."""
+def update(name: str, **fields) -> dict:
+    """Add ``fields`` to the record of network ``name``; returns it."""
+    with locked("_networks"):
+        path = os.path.join(state_dir(), f"{name}.json")
+        rec = _read(path, None)
+        if rec is None:
+            raise PolicyError(f"no network named {name!r}")
+        rec.update(fields)
+        _write(path, rec)
+        return rec
+
+
+def remove(name: str, before=None) -> None:
+    """Forget network ``name`` (its record, leases and hosts file); raises PolicyError while a
+    sandbox holds a lease on it.  ``before()`` runs first, under the network's lock (ending its
+    pod: no sandbox can take a lease meanwhile)."""
     with locked(name):
-        if live_leases(name):
-            raise PolicyError(f"network {name!r} is in use by {len(live_leases(name))} sandbox(es)")
-        for ext in (".json", ".leases"):
+        live = live_leases(name)
+        if live:
+            raise PolicyError(f"network {name!r} is in use by {len(live)} sandbox(es)")
+        if before is not None:
+            before()
+        for ext in (".json", ".leases", ".hosts", ".sock"):
             try:
                 os.unlink(os.path.join(state_dir(), name + ext))
             except FileNotFoundError:
@@ -230,6 +265,8 @@ def take(name: str, subnet: str, veth: str, hostname: str, sweep) -> tuple[str, 
     stale leases are dropped and passed to ``sweep(lease)`` first.  Returns (address, the live
     leases of the others).  Raises HostError when the subnet is full."""
     with locked(name):
+        if not os.path.exists(os.path.join(state_dir(), f"{name}.json")):
+            raise HostError(f"network {name!r} was removed (jailpy network rm)")
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
         cursor = leases.pop(CURSOR, None)
