@@ -99,10 +99,6 @@ def prepare(policy) -> NetPlan:
         resolver = rules.parse_resolver(policy.resolver)
     plan = NetPlan(mode, name or None, hosts, nets, publish, resolver)
     plan.hostname = policy.hostname
-    if any(p.proto == "udp" for p in publish):
-        from ..errors import PolicyError
-
-        raise PolicyError("publish: only TCP ports can be published so far (/udp is not supported yet)")
     if mode == "user" and plan.proxied:
         from ..errors import PolicyError
 

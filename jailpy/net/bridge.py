@@ -128,8 +128,8 @@ class Bridge:
             leases.release(self.name, addr)
             if isinstance(e, HostError):
                 raise
-            raise HostError(f"--network bridge: cannot set up the sandbox's veth: {getattr(e, 'strerror', None) or e}") \
-                from None
+            why = getattr(e, "strerror", None) or e
+            raise HostError(f"--network bridge: cannot set up the sandbox's veth: {why}") from None
         if not self.rec.get("isolated"):
             self._update_hosts()
         # eth0's address, eth0 up and the default route are set by the sandbox's PID 1 itself

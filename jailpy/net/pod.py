@@ -16,8 +16,8 @@ capability of the pod's reaches it, and:
 * a sandbox gains nothing over the pod, the host or its siblings: a capability reaches only a
   namespace's descendants, and a sandbox's program has none even in its own;
 * the sandbox's id maps must be written from the pod's namespace (user_namespaces(7): the
-  writer must be in the target's namespace or its parent), so the holder writes them (:meth:`Pod.write_maps`), translating
-  the sandbox's host ids (its slot of the caller's subuid range, or the caller's own id) into
+  writer must be in the target's namespace or its parent), so the holder writes them
+  (:meth:`Pod.write_maps`), translating the sandbox's host ids (its slot of the caller's subuid range, or the caller's own id) into
   the pod's, which maps the caller's uid as 0 and the caller's whole subuid range after it.
   The sandbox keeps the host ids it would have without the pod.
 

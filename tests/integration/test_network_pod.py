@@ -281,3 +281,32 @@ def test_runs_and_a_sigkill_leave_no_lease_or_veth(pod):
     assert _ls()[name]["sandboxes"] == 0  # ls swept the SIGKILLed jailpy's lease
     with leases.locked(name):
         assert leases.live_leases(name) == {}
+
+
+def test_publish_reaches_a_pod_sandbox_tcp_and_udp(pod):
+    name, _ = pod
+    ports = []
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    code = ("import socket\n"
+            "t = socket.socket(); t.bind(('0.0.0.0', 7000)); t.listen()\n"
+            "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 7001))\n"
+            "print('listening', flush=True)\n"
+            "c, _ = t.accept(); c.sendall(b'tcp hello'); c.close()\n"
+            "d, peer = u.recvfrom(100); u.sendto(b'udp ' + d, peer)\n")
+    jp = subprocess.Popen([sys.executable, "-m", "jailpy", "exec", "--network", f"bridge:{name}", "--publish",
+                           f"{ports[0]}:7000", "--publish", f"{ports[1]}:7001/udp", "--", sys.executable, "-c", code],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert jp.stdout.readline().strip() == b"listening", jp.stderr.read()
+        assert socket.create_connection(("127.0.0.1", ports[0]), timeout=10).recv(100) == b"tcp hello"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(10)
+            c.sendto(b"ping", ("127.0.0.1", ports[1]))
+            assert c.recv(100) == b"udp ping"
+        assert jp.wait(30) == 0, jp.stderr.read()
+    finally:
+        jp.kill()
+        jp.wait(10)
