@@ -102,16 +102,19 @@ class Bridge:
         finally:
             os.close(fd)
 
-    def _update_hosts(self) -> None:
-        with leases.locked(self.name):
-            live = leases.live_leases(self.name)
+    def _hosts_changed(self, live: dict) -> None:
+        """The network's hosts file for the leases ``live`` (called under the leases' lock)."""
         self._write_hosts(sorted((a, v["hostname"]) for a, v in live.items()))
+
+    @property
+    def _changed(self):
+        return None if self.rec.get("isolated") else self._hosts_changed
 
     def attach(self, netns_fd: int) -> dict:
         """Give the sandbox of ``netns_fd`` its veth, address and route.  Returns what :meth:`detach`
         needs.  Raises HostError."""
         veth = "jpv" + secrets.token_hex(5)
-        addr, _ = leases.take(self.name, self.rec["subnet"], veth, self.hostname, self._sweep)
+        addr, _ = leases.take(self.name, self.rec["subnet"], veth, self.hostname, self._sweep, self._changed)
         try:
             with self.lock:
                 br = self.rt.link_index(self.rec["bridge"])
@@ -125,13 +128,11 @@ class Bridge:
                     self.rt.set_isolated(idx)
         except BaseException as e:
             self._sweep({"veth": veth})
-            leases.release(self.name, addr)
+            leases.release(self.name, addr, self._changed)
             if isinstance(e, HostError):
                 raise
             why = getattr(e, "strerror", None) or e
             raise HostError(f"--network bridge: cannot set up the sandbox's veth: {why}") from None
-        if not self.rec.get("isolated"):
-            self._update_hosts()
         # eth0's address, eth0 up and the default route are set by the sandbox's PID 1 itself
         # (jailpy.net.inside.wait_host: it has CAP_NET_ADMIN there until it drops it)
         return {"address": addr, "veth": veth,
@@ -143,9 +144,7 @@ class Bridge:
         (the kernel deletes a veth pair when either end's namespace ends, in its batched cleanup,
         without holding up the next run; deleting it here took 20-30 ms of the kernel's
         rtnl_lock, which the next run's veth waited for); a leftover is swept with a stale lease."""
-        leases.release(self.name, attached["address"])
-        if not self.rec.get("isolated"):
-            self._update_hosts()
+        leases.release(self.name, attached["address"], self._changed)
 
     def binds(self) -> list[tuple[str, str]]:
         """The network's hosts file at /etc/hosts (peers by --hostname; localhost only on the default

@@ -208,8 +208,12 @@ class Channel:
 
     async def _host_setup(self, fds: list[int]) -> None:
         loop = asyncio.get_running_loop()
+        setup = self.service.setup
         try:
-            self.attached = await loop.run_in_executor(None, self.service.setup.attach, fds[0], fds[1])
+            if setup.plan.mode == "bridge":  # a lease and one netlink request: in the loop (a thread hop costs more)
+                self.attached = setup.attach(fds[0], fds[1])
+            else:  # a user-mode stack, which takes a while to start
+                self.attached = await loop.run_in_executor(None, setup.attach, fds[0], fds[1])
             reply = b"N" + json.dumps({k: self.attached[k] for k in ("blackhole", "configure")
                                        if k in self.attached}).encode()
         except Exception as e:  # noqa: BLE001 - reported to PID 1, which fails the run with it

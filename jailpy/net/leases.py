@@ -42,6 +42,12 @@ def state_dir(create: bool = True) -> str:
     ``.cache`` in the home directory of the password database.  Raises HostError when a check fails."""
     from ..hostfiles import private_dir
 
+    try:  # checked once per process and network namespace: a run takes and gives back a lease
+        key = (os.getpid(), os.geteuid(), os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        key = None
+    if key is not None and key == _CHECKED[0]:
+        return _CHECKED[1]
     cookie = netns_id()
     uid = os.geteuid()
     parts = ("jailpy", "net", cookie)
@@ -69,7 +75,12 @@ def state_dir(create: bool = True) -> str:
         path = private_dir(base, parts, create=True)
     except OSError as e:
         raise HostError(f"jailpy's network state directory: {e.strerror or e}") from None
+    _CHECKED[:] = [key, path]
     return path
+
+
+_CHECKED: list = [None, None]
+"""(process, euid, network namespace) -> the directory :func:`state_dir` checked last."""
 
 
 def netns_id() -> str:
@@ -258,12 +269,13 @@ def live_leases(name: str) -> dict:
     return {a: v for a, v in leases.items() if a != CURSOR and _alive(v)}
 
 
-def take(name: str, subnet: str, veth: str, hostname: str, sweep) -> tuple[str, list[dict]]:
+def take(name: str, subnet: str, veth: str, hostname: str, sweep, changed=None) -> tuple[str, list[dict]]:
     """Lease the next free address of ``subnet`` after the last one leased (round robin, so an
     address comes back only after the others: a finished sandbox's veth, which the kernel removes
     with its namespace, is long gone by then; the first address is the bridge's) to this process;
-    stale leases are dropped and passed to ``sweep(lease)`` first.  Returns (address, the live
-    leases of the others).  Raises HostError when the subnet is full."""
+    stale leases are dropped and passed to ``sweep(lease)`` first; ``changed(live leases)`` runs
+    last, under the lock (the network's hosts file).  Returns (address, the live leases of the
+    others).  Raises HostError when the subnet is full."""
     with locked(name):
         if not os.path.exists(os.path.join(state_dir(), f"{name}.json")):
             raise HostError(f"network {name!r} was removed (jailpy network rm)")
@@ -274,26 +286,62 @@ def take(name: str, subnet: str, veth: str, hostname: str, sweep) -> tuple[str, 
             if not _alive(lease):
                 sweep(dict(lease, address=addr))
                 del leases[addr]
-        net = ipaddress.ip_network(subnet)
-        hosts = [str(h) for h in net.hosts()][1:]  # not the bridge's own address
-        start = hosts.index(cursor) + 1 if cursor in hosts else 0
-        addr = next((h for h in hosts[start:] + hosts[:start] if h not in leases), None)
+        addr = _next_free(subnet, leases, cursor)
         if addr is None:
             raise HostError(f"network {name!r} ({subnet}) has no free address: {len(leases)} sandboxes on it")
         others = [dict(v, address=a) for a, v in leases.items()]
-        leases[addr] = {"pid": os.getpid(), "start": _start_time(os.getpid()), "veth": veth, "hostname": hostname}
+        leases[addr] = {"pid": os.getpid(), "start": _own_start(), "veth": veth, "hostname": hostname}
         _write(path, dict(leases, **{CURSOR: addr}))
+        if changed is not None:
+            changed(leases)
         return addr, others
 
 
-def release(name: str, addr: str) -> None:
-    """Give back ``addr`` (a lease of this process)."""
+def _own_start() -> int | None:
+    pid = os.getpid()
+    if _OWN[0] != pid:
+        _OWN[:] = [pid, _start_time(pid)]
+    return _OWN[1]
+
+
+_OWN: list = [None, None]
+
+
+def _next_free(subnet: str, taken, cursor: str | None) -> str | None:
+    """The first address of ``subnet`` after ``cursor`` (round robin) not in ``taken``, leaving out
+    the network's first host address (the bridge's) and its broadcast address; None when full."""
+    net = ipaddress.IPv4Network(subnet)
+    first, last = int(net.network_address) + 2, int(net.broadcast_address) - 1
+    count = last - first + 1
+    used = set()
+    for a in taken:
+        try:
+            used.add(int(ipaddress.IPv4Address(a)))
+        except ValueError:
+            pass
+    try:
+        start = int(ipaddress.IPv4Address(cursor)) + 1 if cursor else first
+    except ValueError:
+        start = first
+    if not first <= start <= last:
+        start = first
+    for k in range(count):
+        cand = first + (start - first + k) % count
+        if cand not in used:
+            return str(ipaddress.IPv4Address(cand))
+    return None
+
+
+def release(name: str, addr: str, changed=None) -> None:
+    """Give back ``addr`` (a lease of this process); ``changed(live leases)`` runs after, under the lock."""
     with locked(name):
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
         if addr != CURSOR and leases.get(addr, {}).get("pid") == os.getpid():
             del leases[addr]
             _write(path, leases)
+        if changed is not None:
+            changed({a: v for a, v in leases.items() if a != CURSOR and _alive(v)})
 
 
 def sweep(name: str, sweeper) -> int:

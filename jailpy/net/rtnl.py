@@ -62,12 +62,13 @@ def parse_attrs(data: bytes) -> dict[int, bytes]:
 
 
 class Rtnl:
-    """A NETLINK_ROUTE socket: ``fd`` one made elsewhere (taken over: closed with this object),
-    None: a new one in the caller's network namespace.  Not thread-safe: one request at a time."""
+    """A NETLINK_ROUTE socket (``protocol`` 0; NETLINK_NETFILTER is 12): ``fd`` one made elsewhere
+    (taken over: closed with this object), None: a new one in the caller's network namespace.
+    Not thread-safe: one request at a time."""
 
-    def __init__(self, fd: int | None = None) -> None:
+    def __init__(self, fd: int | None = None, protocol: int = 0) -> None:
         if fd is None:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         else:
             self.sock = socket.socket(fileno=fd)
         self.sock.settimeout(10)
