@@ -329,7 +329,8 @@ def _print_setid(found: dict | None) -> None:
                        f"{found['cleared_count']} file(s) in writable binds: {shown}"), file=sys.stderr)
     if not found["complete"]:
         print(one_line(f"jailpy: warning: the writable binds were not checked in full for setuid/setgid files: "
-                       f"{found['detail']}"), file=sys.stderr)
+                       f"{found['detail']} (their ids are not given to another sandbox until a check finishes)"),
+              file=sys.stderr)
 
 
 def _print_seccomp_log(entries: list[dict]) -> None:

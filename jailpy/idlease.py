@@ -2,16 +2,30 @@
 
 A :class:`Lease` holds one slot of the id range :func:`jailpy.userns.choose` finds (see
 :mod:`jailpy.userns` for the ranges and the slot size): a lock file per slot, named by the slot's
-first host uid, in a directory only the caller can write --
+first host uid, in a directory only the caller can write (:func:`lease_dir`) --
 
-* root: ``/run/jailpy/ids`` (a tmpfs: a reboot forgets the leases, and with them the stale
-  records below; nothing of a sandbox runs across a reboot);
+* root: ``/run/jailpy/ids`` (a tmpfs: a reboot forgets the leases, and with them the records
+  below; nothing of a sandbox runs across a reboot);
 * rootless: ``~/.cache/jailpy/ids`` of the caller's home in the password database (not $HOME or
-  $XDG_*: every jailpy process of one user must see the same directory, whatever its
-  environment), else ``/tmp/jailpy-UID/ids``;
+  $XDG_CACHE_HOME: every jailpy process of one user must see the same directory whatever its
+  environment, or two of them could lease the same slot), when that home is a directory of the
+  caller's it can write; else, for a user without one, ``$XDG_RUNTIME_DIR/jailpy/ids`` when that
+  variable is set (every jailpy of that user must then see the same one); else jailpy refuses to
+  run, with the fix;
 * in a user namespace other than the initial one (a container, ``unshare -U``, bubblewrap,
-  jailpy) the same for root, and the /tmp directory is ``/tmp/jailpy-UID-MAP/ids``, MAP a hash
-  of /proc/self/uid_map: uid 0 there is a different user in every such namespace.
+  jailpy) the same for root, the home may also be that of the uid the namespace maps the caller
+  to (``unshare -r`` makes a user uid 0, whose home in the password database is not its own),
+  and the last part is ``ids-MAP``, MAP a hash of /proc/self/uid_map: uid N there is a different
+  user in every such namespace, and its records must not be read as another's.  As a last
+  resort there: ``/tmp/jailpy-UID-MAP/ids`` *when /tmp belongs to a uid of this namespace* (the
+  /tmp a jailpy sandbox, bubblewrap's ``--tmpfs /tmp`` or a container made), never the host's
+  /tmp seen through ``unshare -U``, which every local user can write.
+
+Never a fixed name in a directory another user can write and the caller could not then fix
+(``/tmp/jailpy-UID`` once: another user could create it first and block every run for good);
+each directory is checked part by part (:func:`jailpy.hostfiles.private_dir`: real directories
+of the caller's, the last one 0700), and one that fails the check is refused with the fix
+(XDG_RUNTIME_DIR comes before a namespace's /tmp, so it always is one).
 
 The slot is the lease holder's while it holds an exclusive flock(2) on that file: an open file
 description that only the supervisor has (close-on-exec; jailpy's set-up processes close every fd
@@ -23,10 +37,23 @@ cleanly: the host ids, the writable bind sources, when the lease began, the hold
 record found in a slot one can lock means its holder died without releasing it; the next taker
 then (1) skips the slot while a process of those uids still runs (a SIGKILLed jailpy's sandbox
 may still be exiting: /proc/PID/status), and (2) clears the setuid/setgid bits that sandbox may
-have left in those binds (:mod:`jailpy.setid`) before it uses the slot.  A slot whose binds could
-not be checked in full (a tree beyond jailpy's bounds, an unreadable directory) is marked
-``retired`` and never taken again: its uid might still be reachable through a setuid file.  Remove
-the tree, then the lock file, to return it.
+have left in those binds (:mod:`jailpy.setid`) before it uses the slot.
+
+A check that could not finish (a tree beyond :data:`jailpy.setid.MAX_ENTRIES` names, a directory
+jailpy cannot read, a signal that stopped it) leaves the slot *waiting*: the record stays, with
+``unchecked`` (why) and ``checked_at``, and the slot is not given out until a later check of
+those binds finishes.  Takers use free slots first; only when none is left do they check the
+waiting ones again, the longest-waiting first, until one passes or about MAX_ENTRIES names were
+looked at in that take (so a take costs at most about two checks).  Why not retire the slot for
+good, as jailpy once did: a program that can make the check fail (66 nested directories did,
+when depth was bounded; a million hard links still do) would take one slot out of use per run,
+for nothing, until the whole range is gone.  A waiting slot costs nothing while free ones are
+left, and comes back by itself once the tree is removed or shrunk (a judge that deletes each
+run's directory gets every slot back); a hostile tree that is kept keeps only its own slot out
+of use, and the message that refuses a run when all are waiting names the bind to clean.
+Meanwhile a setuid file deep in that tree still hands out that slot's uid, which no sandbox
+then uses (so it reaches no running sandbox; it can still change the files that run left).
+Records written by older versions with ``retired`` are treated as waiting.
 
 The caller's own ids (rootless without a subuid range) are not a slot: then the lease, from a
 pool of ``OWN_LEASES`` lock files ``own-N``, only carries the record, so a SIGKILLed jailpy's
@@ -41,6 +68,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import os
 import pwd
@@ -51,6 +79,7 @@ import time
 
 from . import setid, userns
 from .errors import HostError
+from .text import one_line
 
 OWN_LEASES = 4096
 """Lock files for sandboxes with the caller's own ids (concurrent ones of one caller)."""
@@ -60,50 +89,112 @@ the kernel stamps ctime with a coarse clock (ktime_get_coarse_real_ts64), up to 
 HZ=100) behind time.time()."""
 
 
-def lease_dir() -> str:
-    """The caller's lease directory (see the module docstring), created 0700.  Raises HostError
-    when it is not a directory of the caller's that others cannot write."""
-    uid = os.getuid()
-    if uid == 0 and not userns.in_nested_userns():
-        candidates = ["/run/jailpy/ids"]
-    else:
-        candidates = []
-        try:
-            home = pwd.getpwuid(uid).pw_dir
-            st = os.lstat(home)
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
-                candidates.append(os.path.join(home, ".cache", "jailpy", "ids"))
-        except (KeyError, OSError):
-            pass
-        if userns.in_nested_userns():
-            # uid N of a user namespace is another user in each namespace (unshare -r makes everyone
-            # uid 0): name the directory by this namespace's map too
-            import hashlib
+def _home(uid: int) -> str | None:
+    """The home directory of ``uid`` in the password database (passwd(5)) when it is a
+    directory of that uid's (stat(2), following a symlink to it), else None."""
+    try:
+        home = pwd.getpwuid(uid).pw_dir
+        st = os.stat(home)
+    except (KeyError, OSError):
+        return None
+    return home if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and home.startswith("/") else None
 
-            rows = repr(userns.id_map("uid")).encode()
-            candidates.append(f"/tmp/jailpy-{uid}-{hashlib.sha256(rows).hexdigest()[:12]}/ids")
-        else:
-            candidates.append(f"/tmp/jailpy-{uid}/ids")
-    err = ""
-    for d in candidates:
-        try:
-            parent = os.path.dirname(d)
-            os.makedirs(parent, mode=0o700, exist_ok=True)
+
+def _outer_home(uid: int) -> str | None:
+    """In a user namespace: the home (password database) of the uid the parent namespace knows
+    the caller as (/proc/self/uid_map), when it is a directory the caller owns here."""
+    for inside, outside, count in userns.id_map("uid"):
+        if inside <= uid < inside + count:
             try:
-                os.mkdir(d, 0o700)
-            except FileExistsError:
-                pass
-            for p in (parent, d):
-                st = os.lstat(p)
-                if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
-                    raise HostError(f"{p} must be a directory of uid {uid} that no one else can write "
-                                    f"(it is not: remove it and run again)")
+                home = pwd.getpwuid(outside + uid - inside).pw_dir
+                st = os.stat(home)
+            except (KeyError, OSError):
+                return None
+            return home if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and home.startswith("/") else None
+    return None
+
+
+def _namespace_tmp(uid: int, tag: str) -> str | None:
+    """In a user namespace whose /tmp belongs to one of its uids (not the overflow uid: the
+    host's /tmp seen through ``unshare -U``): ``/tmp/jailpy-UID-MAP``, made 0700 and checked to
+    be the caller's.  None when /tmp is not such a directory.  Raises UnsafeDirectory when the
+    name is taken by someone else, OSError when it cannot be made."""
+    from .hostfiles import UnsafeDirectory
+
+    try:
+        st = os.lstat("/tmp")
+        with open("/proc/sys/kernel/overflowuid") as f:
+            overflow = int(f.read())
+    except (OSError, ValueError):
+        return None
+    mapped = any(inside <= st.st_uid < inside + count for inside, _, count in userns.id_map("uid"))
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid == overflow or not mapped:
+        return None
+    d = f"/tmp/jailpy-{uid}-{tag}"
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)  # sticky /tmp: no one else can rename or remove a directory of ours
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        raise UnsafeDirectory(errno.EPERM, f"{d} is not a private directory of uid {uid} (owner {st.st_uid}, "
+                                           f"mode {stat.S_IMODE(st.st_mode):04o})")
+    return d
+
+
+def lease_dir() -> str:
+    """The caller's lease directory (see the module docstring), created 0700 and checked part by
+    part (:func:`jailpy.hostfiles.private_dir`).  Raises HostError, in one line that names the
+    fix, when there is none: a directory on the way is not the caller's or others can write it,
+    it cannot be made, or a rootless caller has neither a home directory nor XDG_RUNTIME_DIR."""
+    from .hostfiles import UnsafeDirectory, private_dir
+
+    uid = os.getuid()
+    nested = userns.in_nested_userns()
+    tag = ""
+    if nested:
+        import hashlib
+
+        tag = hashlib.sha256(repr(userns.id_map("uid")).encode()).hexdigest()[:12]
+    leaf = f"ids-{tag}" if nested else "ids"
+    if uid == 0 and not nested:
+        tries = [("root", "/run", ("jailpy", leaf))]
+    else:
+        homes = [h for h in (_home(uid), _outer_home(uid) if nested else None) if h is not None]
+        tries = [("home", os.path.join(h, ".cache"), ("jailpy", leaf)) for h in dict.fromkeys(homes)]
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        if runtime.startswith("/"):
+            tries.append(("runtime", runtime, ("jailpy", leaf)))
+        if nested:
+            tries.append(("tmp", "", ("ids",)))
+    tried = [] if any(kind == "home" for kind, _, _ in tries) else ["no home directory of its own"]
+    if not any(kind == "runtime" for kind, _, _ in tries):
+        tried.append("XDG_RUNTIME_DIR is not set")
+    for kind, base, parts in tries:
+        path = os.path.join(base or f"/tmp/jailpy-{uid}-{tag}", *parts)
+        try:
+            if kind == "tmp":
+                base = _namespace_tmp(uid, tag)
+                if base is None:
+                    tried.append("/tmp is not this user namespace's")
+                    break
+            elif kind == "home" and not os.path.lexists(base):
+                os.mkdir(base, 0o700)  # ~/.cache of a new account (XDG: made 0700), in a home of the caller's
+            d = private_dir(base, parts)
             if not os.access(d, os.W_OK | os.X_OK):  # a home bound read-only (bubblewrap --ro-bind / /)
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
             return d
+        except UnsafeDirectory as e:
+            raise HostError(f"the id lease directory {path} is unsafe: {e}; fix or remove it"
+                            + (", or set XDG_RUNTIME_DIR to a directory only you can write" if kind == "tmp"
+                               else "")) from None
         except OSError as e:
-            err = f"{d}: {e.strerror}"
-    raise HostError(f"no directory for jailpy's id leases: {err}")
+            if kind == "root" or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise HostError(f"cannot create the id lease directory {path}: {e.strerror}") from None
+            tried.append(f"{path}: {e.strerror}")  # a read-only home: the next place
+    raise HostError(f"no directory for jailpy's id leases (uid {uid}: {'; '.join(tried)}): give the user a home "
+                    f"directory of its own, or set XDG_RUNTIME_DIR to a directory only it can write (every jailpy "
+                    f"of this user must see the same one)")
 
 
 def _open_dir(d: str) -> int:
@@ -150,9 +241,24 @@ def _ids_running(uids: set[int]) -> int | None:
     return None
 
 
+def _waiting(rec: dict) -> str | None:
+    """Why the slot of record ``rec`` waits for a check of its binds that finishes, or None."""
+    if rec.get("unchecked"):
+        return str(rec["unchecked"])
+    if rec.get("retired"):  # written by jailpy before waiting slots: means the same now
+        return str(rec.get("why") or "a check that did not finish")
+    return None
+
+
+def _waiting_record(rec: dict, why: str) -> dict:
+    rec = {k: v for k, v in rec.items() if k not in ("retired", "why")}
+    return dict(rec, unchecked=why, checked_at=time.time())
+
+
 class Lease:
     """One slot (or own-ids record) held by this process; see the module docstring.  ``ids`` is
-    the IdPlan of the slot.  Thread-safe: a run's end and close() may come from two threads."""
+    the IdPlan of the slot.  Thread-safe: a run's end and close() may come from two threads;
+    :meth:`interrupt` also from a signal handler."""
 
     def __init__(self, fd: int, name: str, ids: userns.IdPlan, binds: list[str], own: bool) -> None:
         self.fd: int | None = fd
@@ -160,10 +266,11 @@ class Lease:
         self.since = time.time()
         self._owner = os.getpid()
         self._lock = threading.Lock()
-        self._dirty = False  # a run may have changed the binds since they were last checked in full
+        self._dirty = False  # a run may have changed the binds since they were last checked
         self._release_pending = False
         self._run_since = self.since
         self._strip_ns: int | None = None  # rootless: a user namespace to chmod in (setid.strip)
+        self.stop = setid.Stop()  # ends a check that is going (interrupt())
         self.last: dict | None = None  # what the last check found (Result.setid_strip)
         _write_record(fd, self.record())
 
@@ -183,9 +290,15 @@ class Lease:
             self._dirty = bool(self.binds)
             self._run_since = time.time()
 
+    def interrupt(self) -> None:
+        """Stop a check of the binds that is going (setid.Stop): it reports itself incomplete
+        and the slot waits for the next check (see the module docstring).  Safe from a signal
+        handler and from another thread; no-op when no check is going."""
+        self.stop.set()
+
     def _strip(self, since: float) -> dict:
         return setid.strip(self.binds, self.ids.host_uids, self.ids.host_gids,
-                           since - SINCE_MARGIN if self.own else None, self._namespace)
+                           since - SINCE_MARGIN if self.own else None, self._namespace, stop=self.stop)
 
     def _namespace(self) -> int:
         if self._strip_ns is None:
@@ -206,7 +319,7 @@ class Lease:
                     self.last = {"cleared": [], "cleared_count": 0, "checked": 0, "complete": False,
                                  "detail": f"check failed: {e}"}
                 # a run that raised may still have processes: check again at release
-                self._dirty = not self.last["complete"] or sys.exc_info()[0] is not None
+                self._dirty = sys.exc_info()[0] is not None
             if self._release_pending:
                 self._release_locked(strip=True)
 
@@ -219,8 +332,9 @@ class Lease:
         """Give the slot back: check the binds once more if a run may have changed them since
         (``strip``), empty the record, drop the lock.  ``busy``: a callable, True while a run
         is going; the release then happens when that run ends (:meth:`after_run`).  A process
-        forked from the holder only closes its copy of the fd.  A check that could not finish
-        leaves the record (the next taker checks again) or retires the slot."""
+        forked from the holder only closes its copy of the fd.  When the last check did not
+        finish the record stays, marked ``unchecked``: the slot waits for a check that does;
+        when no check could be made at all, the record stays as it is (the next taker checks)."""
         with self._lock:
             if self.fd is None:
                 return
@@ -238,12 +352,14 @@ class Lease:
             if self._dirty and self.binds and strip and not sys.is_finalizing():  # no fork at exit
                 try:
                     self.last = self._strip(self._run_since)
-                    self._dirty = not self.last["complete"]
-                    if self._dirty:
-                        _write_record(fd, dict(self.record(), retired=True, why=self.last["detail"]))
+                    self._dirty = False
                 except Exception:  # noqa: BLE001 - leave the record for the next taker
                     pass
-            if not self._dirty:
+            if self._dirty:
+                return  # not checked since its last run: the record says what the next taker checks
+            if self.binds and self.last is not None and not self.last["complete"]:
+                _write_record(fd, _waiting_record(self.record(), self.last["detail"] or "incomplete"))
+            else:
                 _write_record(fd, None)
         finally:
             os.close(fd)
@@ -252,73 +368,139 @@ class Lease:
                 self._strip_ns = None
 
 
+def _slot_index(name: str | None, rng, count: int) -> int | None:
+    """The index of the lease named ``name`` (a Sandbox taking its ids again), or None."""
+    if name is None:
+        return None
+    if rng is None:
+        i = int(name[4:]) if name.startswith("own-") and name[4:].isdigit() else -1
+    else:
+        off = int(name) - rng.uid if name.isdigit() else -1
+        i = off // userns.SLOT_IDS if off >= 0 and off % userns.SLOT_IDS == 0 else -1
+    return i if 0 <= i < count else None
+
+
 def take(uid: int | None, gid: int | None, mode: str, binds: list[str], prefer: str | None = None) -> Lease:
     """Lease host ids for a sandbox whose program runs as ``uid``/``gid`` inside (None: 0),
     with ``mode`` the policy's ``id_map`` and ``binds`` its writable bind sources (host paths).
     ``prefer``: a lock file name to try first (a Sandbox taking ids again after close()).
-    Raises HostError when every slot is in use or retired, or no lease directory can be made;
-    PolicyError for an id that cannot be mapped."""
+    Free slots first; slots waiting for a check are checked again only when none is free (see
+    the module docstring).  Raises HostError when every slot is in use or waiting, or no lease
+    directory can be made; PolicyError for an id that cannot be mapped."""
     in_uid, in_gid = userns.inside_ids(uid, gid)
     rng = userns.choose(mode)
+    # slot names are made as they are tried: root's default range has 32768 of them (a list of
+    # them all cost 7 ms at every start)
     if rng is None:
-        names = [f"own-{i}" for i in range(OWN_LEASES)]
+        count = OWN_LEASES
+        name_of = lambda i: f"own-{i}"  # noqa: E731
         plan_of = lambda i: userns.own_plan(in_uid, in_gid)  # noqa: E731
     else:
-        names = [str(rng.uid + i * userns.SLOT_IDS) for i in range(rng.slots)]
+        count = rng.slots
+        name_of = lambda i: str(rng.uid + i * userns.SLOT_IDS)  # noqa: E731
         userns.slot_plan(rng, 0, in_uid, in_gid, mode == "single")  # bad ids fail before any lock is taken
         plan_of = lambda i: userns.slot_plan(rng, i, in_uid, in_gid, mode == "single")  # noqa: E731
-    order = list(range(len(names)))
-    if prefer in names:
-        i = names.index(prefer)
-        order = [i] + order[:i] + order[i + 1:]
+    own = rng is None
+    first = _slot_index(prefer, rng, count)
+    order = itertools.chain([first] if first is not None else [], (i for i in range(count) if i != first))
     d = lease_dir()
     dfd = _open_dir(d)
-    unusable = 0
+    exiting = 0
+    waiting: list[tuple[float, int, str, str]] = []  # (checked_at, slot, a bind, why)
     try:
         for i in order:
+            fd = _lock(dfd, name_of(i))
+            if fd is None:
+                continue  # in use
             try:
-                fd = os.open(names[i], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            except OSError as e:
-                raise HostError(f"cannot open the id lease {d}/{names[i]}: {e.strerror}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            try:
-                if not _usable(fd, rng is None):
-                    unusable += 1
-                    os.close(fd)
-                    continue
-                return Lease(fd, names[i], plan_of(i), list(binds), rng is None)
+                rec = _read_record(fd)
+                if (rec is None or _waiting(rec) is None) and _usable(fd, rec, own):
+                    return Lease(fd, name_of(i), plan_of(i), list(binds), own)
+                rec = _read_record(fd)  # a check that did not finish just now made it waiting
+                if rec is not None and _waiting(rec) is not None:
+                    waiting.append(_waiting_entry(rec, i))
+                else:
+                    exiting += 1
             except BaseException:
                 os.close(fd)
                 raise
+            os.close(fd)
+        # no free slot: check the binds of waiting slots again, the longest-waiting first, until
+        # one passes or about a check's worth of names was looked at
+        looked = 0
+        for _, i, _, _ in sorted(waiting):
+            if looked >= setid.MAX_ENTRIES:
+                break
+            fd = _lock(dfd, name_of(i))
+            if fd is None:
+                continue
+            try:
+                found: dict = {}
+                if _usable(fd, _read_record(fd), own, found):
+                    return Lease(fd, name_of(i), plan_of(i), list(binds), own)
+                looked += max(1, found.get("checked", 0))
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
     finally:
         os.close(dfd)
-    what = "own-id leases" if rng is None else f"id slots of {rng.source}"
-    extra = (f" ({unusable} of them retired, or held by a dead jailpy's sandbox that is still exiting: see the "
-             f"lock files in {d})" if unusable else "")
-    raise HostError(f"all {len(names)} {what} are in use{extra}; wait for a sandbox to end, or give jailpy a "
+    what = "own-id leases" if own else f"id slots of {rng.source}"
+    extra = ""
+    if waiting:
+        _, _, bind, why = waiting[0]
+        extra += (f"; {len(waiting)} of them wait for a check of the writable binds they had, which could not "
+                  f"finish ({one_line(bind or 'a bind')}: {one_line(why)}): remove or shrink those trees, and "
+                  f"jailpy checks them again before it uses the slot")
+    if exiting:
+        extra += (f"; {exiting} of them were held by a dead jailpy whose sandbox is still exiting, or whose binds "
+                  f"cannot be checked now (see the lock files in {d})")
+    raise HostError(f"all {count} {what} are in use{extra}; wait for a sandbox to end, or give jailpy a "
                     f"larger range")
 
 
-def _usable(fd: int, own: bool) -> bool:
-    """Whether a slot just locked may be taken: no record (released cleanly), or a stale one whose
-    processes are gone and whose binds were checked in full now (then the record is emptied)."""
-    rec = _read_record(fd)
+def _lock(dfd: int, name: str) -> int | None:
+    """The lock file ``name`` in the lease directory ``dfd``, opened and locked (flock(2)
+    LOCK_EX|LOCK_NB); None while another process holds it."""
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    except OSError as e:
+        raise HostError(f"cannot open the id lease {name}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _waiting_entry(rec: dict, i: int) -> tuple[float, int, str, str]:
+    """(when its binds were last checked, slot, its first bind, why) of a waiting slot's record."""
+    try:
+        at = float(rec.get("checked_at", 0))
+    except (TypeError, ValueError):
+        at = 0.0
+    binds = [b for b in rec.get("binds", []) if isinstance(b, str)] if isinstance(rec.get("binds"), list) else []
+    return (at, i, setid._printable(binds[0]) if binds else "", _waiting(rec) or "")
+
+
+def _usable(fd: int, rec: dict | None, own: bool, found: dict | None = None) -> bool:
+    """Whether a slot just locked, with record ``rec``, may be taken: no record (released
+    cleanly), or one whose processes are gone and whose binds were checked in full now (then the
+    record is emptied).  A check that does not finish marks the slot waiting.  ``found``: filled
+    with the check's report."""
     if rec is None:
         return True
-    if rec.get("retired"):
-        return False
     try:
-        uids = [int(u) for u in rec.get("uids", [])]
+        uids = [int(u) for u in rec["uids"]]
         gids = [int(g) for g in rec.get("gids", [])]
         since = float(rec.get("since", 0))
-    except (TypeError, ValueError):
-        return False  # not a record jailpy wrote: leave the slot alone
+    except (KeyError, TypeError, ValueError):
+        return False  # not a record jailpy wrote (a torn write): leave the slot alone
     if not own and _ids_running(set(uids)) is not None:
         return False  # a dead jailpy's sandbox still exiting: take another slot
+    if not isinstance(rec.get("binds", []), list):
+        return False
     binds = [b for b in rec.get("binds", []) if isinstance(b, str)]
     if binds:
         ns: list[int] = []
@@ -328,15 +510,17 @@ def _usable(fd: int, own: bool) -> bool:
             return ns[-1]
 
         try:
-            found = setid.strip(binds, tuple(uids), tuple(gids),
-                                since - SINCE_MARGIN if rec.get("own") else None, namespace)
+            out = setid.strip(binds, tuple(uids), tuple(gids),
+                              since - SINCE_MARGIN if rec.get("own") else None, namespace)
         except Exception:  # noqa: BLE001 - cannot check now (no fork, no newuidmap): leave it for later
             return False
         finally:
             for f in ns:
                 os.close(f)
-        if not found["complete"]:
-            _write_record(fd, dict(rec, retired=True, why=found["detail"]))
+        if found is not None:
+            found.update(out)
+        if not out["complete"]:
+            _write_record(fd, _waiting_record(rec, out["detail"] or "incomplete"))
             return False
     _write_record(fd, None)
     return True

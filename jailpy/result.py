@@ -78,9 +78,10 @@ class Result(msgspec.Struct, kw_only=True):
     """For verdict XX, and for 126/127: the one-line reason."""
     setid_strip: dict | None = None
     """With writable binds: what jailpy found after the run (jailpy.setid): ``cleared`` (host paths,
-    up to 50, whose setuid/setgid bits it cleared: files of the sandbox's ids), ``cleared_count``,
-    ``checked`` (inodes), ``complete`` (False: a bound or an unreadable directory stopped the check,
-    see ``detail``).  None without writable binds."""
+    up to 50, whose setuid/setgid bits it cleared: files of the sandbox's ids), ``cleared_count``
+    (inodes), ``checked`` (names looked at), ``complete`` (False: the bound, an unreadable
+    directory, a tree that changed or a stop request ended the check, see ``detail``; those ids
+    then wait for a check that finishes, jailpy.idlease).  None without writable binds."""
     network: dict | None = None
     """With a network (egress rules, a bridge, user-mode networking): what it did (jailpy.net.proxy):
     ``connections_allowed``, ``connections_refused``, ``refused`` (up to 50 ``{"target", "port",

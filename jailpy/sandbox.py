@@ -302,6 +302,7 @@ class Sandbox:
         control = self._control
         self._hold_ids()
         control.begin()
+        self._lease.stop.clear()  # from now on a signal reaches the run; after it, the check (send_signal)
         try:
             with _fd_limit():
                 result = self._run(list(argv), stdin, stdout, stderr, wait_output)
@@ -395,9 +396,13 @@ class Sandbox:
         """Forward ``sig`` to the running program (through the sandbox's PID 1).  A signal sent
         while the sandbox is being set up reaches the program as soon as it can: if the program
         has not started yet, it is not started and the run ends as if the signal had killed it
-        (exit code 128+N, ``Result.error`` says so).  No-op when nothing runs (see
-        :meth:`hold_signals`)."""
+        (exit code 128+N, ``Result.error`` says so).  Between runs (see :meth:`hold_signals`)
+        it stops the check of the writable binds that follows a run, if one is going: that check
+        then reports itself incomplete (``Result.setid_strip``) and the slot of ids waits for a
+        check that finishes before it is used again (:mod:`jailpy.idlease`); else a no-op."""
         self._control.send_signal(sig)
+        if self._control.idle():
+            self._lease.interrupt()
 
     def hold_signals(self) -> None:
         """Keep what :meth:`send_signal` and :meth:`kill` are given from now until the next
@@ -419,8 +424,11 @@ class Sandbox:
         """End the running program and everything it started: PID 1 SIGKILLs them all, reaps them
         and reports, so :meth:`run` returns a Result with signal 9 (exit code 137) and the CPU
         times spent.  If PID 1 has not reported within KILL_GRACE seconds it is SIGKILLed itself
-        (the kernel then kills the whole pid namespace: pid_namespaces(7))."""
+        (the kernel then kills the whole pid namespace: pid_namespaces(7)).  Between runs it
+        stops the check of the writable binds that is going, as :meth:`send_signal` does."""
         self._control.kill()
+        if self._control.idle():
+            self._lease.interrupt()
 
     def close(self, wait: bool | None = None) -> None:
         """End a run that is going (as :meth:`kill` does: its :meth:`run` returns signal 9), the

@@ -428,7 +428,15 @@ def create(plan: IdPlan, parent=None) -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(w2)
+            # only our own pipe ends: a helper forked at the same time by another thread holds
+            # copies of everything open then, and must not keep this one's pipe alive (or we its)
+            keep = sorted((r, w, r2))
+            lo = 3
+            for fd in keep:
+                if fd > lo:
+                    sc.close_range(lo, fd - 1)
+                lo = fd + 1
+            sc.close_range(lo, 0xFFFFFFFF)
             try:
                 if parent is not None:
                     sc.setns(parent.fd, sc.CLONE_NEWUSER)

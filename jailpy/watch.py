@@ -95,6 +95,10 @@ class RunControl:
     def active(self) -> bool:
         return self.running
 
+    def idle(self) -> bool:
+        """Whether a signal now reaches no run: none is going, and none was asked to be held."""
+        return not (self.running or self.held)
+
     def pid1_known(self, pidfd: int | None) -> None:
         """PID 1's pidfd is known now: deliver what waited for it."""
         with self._lock:

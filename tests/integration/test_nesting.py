@@ -69,6 +69,7 @@ def test_not_nested_on_the_host():
 
 
 BWRAP = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+         "--ro-bind", str(REPO), str(REPO),  # the rootless CI run has the repo under /tmp
          "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
          "--chdir", str(REPO)]
 needs_bwrap = pytest.mark.skipif(not shutil.which("bwrap"), reason="bubblewrap not installed (tests/run.sh installs it)")

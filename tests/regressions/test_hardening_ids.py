@@ -13,7 +13,9 @@ files are made with ``--seccomp none`` (the default policy denies setting the bi
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -23,7 +25,9 @@ import time
 import pytest
 
 import jailpy
-from conftest import IS_ROOT, JAILPY, REPO, TIMEOUT, expected_id_map, jail, unique_marker, wait_for_marker, wait_gone
+from conftest import (IS_ROOT, JAILPY, REPO, TIMEOUT, expected_id_map, jail, last_json, unique_marker, wait_for_marker,
+                      wait_gone)
+from limits_helpers import TIME_FACTOR
 from jailpy.errors import HostError
 from jailpy.policy import Policy
 
@@ -260,71 +264,274 @@ def test_setuid_file_of_a_sigkilled_jailpy_is_cleared_before_its_slot_is_used(sh
     assert not os.stat(f).st_mode & SETID, oct(os.stat(f).st_mode)
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="retires a slot: needs root's private JAILPY_ID_RANGE")
-def test_a_tree_beyond_the_bounds_retires_the_slot(tmp_path, monkeypatch):
-    from jailpy import setid
+def _record(name: str) -> dict | None:
+    """The record in the lock file ``name`` of this caller's lease directory (jailpy.idlease)."""
     from jailpy.idlease import lease_dir
 
-    first = PRIVATE_FIRST + 64 * (os.getpid() % 1000) + 32  # one slot, apart from ids_env's
+    data = open(os.path.join(lease_dir(), name), "rb").read()
+    return json.loads(data) if data.strip() else None
+
+
+@pytest.fixture
+def one_slot(monkeypatch):
+    """As root, a private range of one slot (apart from ids_env's), so that the next Sandbox must
+    take that slot or be refused; its lock file is removed afterwards.  Returns its name."""
+    if not IS_ROOT:
+        yield None
+        return
+    from jailpy.idlease import lease_dir
+
+    first = PRIVATE_FIRST + 64 * (os.getpid() % 1000) + 32
     monkeypatch.setenv("JAILPY_ID_RANGE", f"{first}:2")
-    d = tmp_path / "deep"
-    d.mkdir()
-    os.chmod(d, 0o777)
-    nest = "/".join(["d"] * (setid.MAX_DEPTH + 4))
-    code = f"cd {d} && mkdir -p {nest} && cd {nest} && {_plant('t', '4755')}"
+    yield str(first)
     try:
-        res = jailpy.run(["sh", "-c", code], Policy(bind=[str(d)], seccomp="none"),
-                         stdin=jailpy.DEVNULL, capture_output=True)
-        assert res.exit_code == 0 and res.stdout == b"4755\n", res.stderr
-        assert not res.setid_strip["complete"] and "deeper than" in res.setid_strip["detail"], res.setid_strip
-        # the setuid file may still be there: that slot's uid is never used again
-        with pytest.raises(HostError, match="retired"):
-            jailpy.Sandbox()
-    finally:
-        subprocess.run(["rm", "-rf", str(d)], check=True, timeout=TIMEOUT)
         os.unlink(os.path.join(lease_dir(), str(first)))
-    try:
-        jailpy.Sandbox().close()  # returned by removing the tree and the lock file
-    finally:
-        os.unlink(os.path.join(lease_dir(), str(first)))
+    except FileNotFoundError:
+        pass
 
 
-def test_the_callers_own_setuid_files_are_left_alone(shared_dir, ids_env):
+# ---------------------------------------------------------------- attack report: setid_submount.sh
+@pytest.mark.skipif(not IS_ROOT, reason="mounts a tmpfs below the bind on the host: root only")
+def test_setuid_file_on_a_filesystem_mounted_below_a_writable_bind_is_cleared(shared_dir, ids_env):
+    # the bind is recursive (open_tree AT_RECURSIVE): the program writes into the submount too, so
+    # the check must walk it (it once skipped "another filesystem" and still said complete)
     env, _ = ids_env
-    mine = shared_dir / "mine"
-    mine.write_bytes(b"#!/bin/sh\n")
-    os.chmod(mine, 0o4755)  # the caller's, set before the run
-    time.sleep(0.2)  # rootless without a range the check takes files changed since the run began
-    p = jail("--seccomp", "none", "--bind", str(shared_dir), "--", "true", env=env)
-    assert p.returncode == 0, p.stderr
-    assert stat.S_IMODE(os.stat(mine).st_mode) == 0o4755
-
-
-@own_id
-def test_a_process_forked_from_a_sandboxs_owner_takes_ids_of_its_own(ids_env):
-    # multiprocessing-style: a Sandbox made before the fork must not run the child's programs
-    # with the ids the parent's runs have
-    code = ["cat", "/proc/self/uid_map"]
-    sb = jailpy.Sandbox()
+    mnt = shared_dir / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0777", "jailpy-test-sub", str(mnt)], check=True)
     try:
-        mine = sb.run(code, stdin=jailpy.DEVNULL, capture_output=True)
-        assert mine.exit_code == 0, mine.stderr
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: run once, send the host uid, never return into pytest
-            try:
-                os.close(r)
-                res = sb.run(code, stdin=jailpy.DEVNULL, capture_output=True)
-                os.write(w, res.stdout.split()[1] if res.exit_code == 0 else b"error")
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            theirs = f.read()
-        os.waitpid(pid, 0)
-        assert theirs.isdigit(), theirs
-        assert theirs != mine.stdout.split()[1], "a forked process ran a sandbox with its parent's ids"
-        again = sb.run(code, stdin=jailpy.DEVNULL, capture_output=True)  # the parent keeps its own
-        assert again.stdout == mine.stdout
+        loop = shared_dir / "loop"  # a bind mount of the bind's own directory below it: walked once, not forever
+        loop.mkdir()
+        subprocess.run(["mount", "--bind", str(shared_dir), str(loop)], check=True)
+        try:
+            p = jail("--seccomp", "none", "--bind", f"{shared_dir}:/o", "--report", "-", "--", "sh", "-c",
+                     _plant("/o/mnt/sub", "4755"), env=env)
+        finally:
+            subprocess.run(["umount", str(loop)], check=True)
+        assert p.returncode == 0 and p.stdout == b"4755\n", p.stderr
+        found = last_json(p.stderr)[1]["setid_strip"]
+        st = os.stat(mnt / "sub")
+        assert not st.st_mode & SETID, f"setuid file on the submount survived: {oct(st.st_mode)} {found}"
+        assert found["complete"] and str(mnt / "sub") in found["cleared"], found
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+# ---------------------------------------------------------------- attack report: retire_slots.sh
+def test_a_deep_tree_is_checked_in_full_and_its_slot_given_back(shared_dir, ids_env, one_slot):
+    # 66 nested directories once beat the depth bound (64): the check was incomplete and the slot
+    # retired for good, one per run.  The walk holds no fd per level now: 300 levels (> a PATH_MAX
+    # of names below) are checked like any tree
+    env, _ = ids_env
+    nest = "/".join(["d" * 20] * 300)  # 6300 bytes: more than PATH_MAX from the bind
+    code = ("import os, shutil\nos.chdir('/o')\nfor _ in range(300):\n    os.mkdir('d' * 20)\n    os.chdir('d' * 20)\n"
+            "shutil.copy('/bin/true', 't')\nos.chmod('t', 0o4755)\nprint(oct(os.stat('t').st_mode)[-4:])")
+    res = jailpy.run(["python3", "-c", code], Policy(bind=[f"{shared_dir}:/o"], seccomp="none"),
+                     stdin=jailpy.DEVNULL, capture_output=True)
+    assert res.exit_code == 0 and res.stdout == b"4755\n", res.stderr
+    assert res.setid_strip["complete"], res.setid_strip
+    assert res.setid_strip["cleared_count"] == 1 and res.setid_strip["cleared"][0].endswith("/t"), res.setid_strip
+    fd = os.open(shared_dir, os.O_RDONLY)
+    try:
+        for part in nest.split("/"):  # beyond PATH_MAX: walk down by fd
+            nfd = os.open(part, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        assert not os.stat("t", dir_fd=fd).st_mode & SETID
+    finally:
+        os.close(fd)
+    if one_slot:  # the only slot of the range: usable again at once
+        jailpy.Sandbox().close()
+        assert _record(one_slot) is None
+
+
+def test_a_check_that_cannot_finish_leaves_the_slot_waiting_not_retired(shared_dir, ids_env, one_slot, monkeypatch):
+    # a check beyond its bound (here: 40 names instead of a million) keeps the slot out of use
+    # only until a later check finishes: once the tree is gone the slot comes back, without
+    # anyone removing its lock file (it was retired for good: one lost slot per hostile run)
+    from jailpy import setid
+
+    monkeypatch.setattr(setid, "MAX_ENTRIES", 40)
+    sb = jailpy.Sandbox(Policy(bind=[str(shared_dir)], seccomp="none"))
+    name = sb._lease.name
+    try:
+        res = sb.run(["sh", "-c", f"for i in $(seq 60); do : > {shared_dir}/f$i; done; {_plant(shared_dir / 'z', '4755')}"],
+                     stdin=jailpy.DEVNULL, capture_output=True)
     finally:
         sb.close()
+    assert res.exit_code == 0, res.stderr
+    assert not res.setid_strip["complete"] and "more than 40 names" in res.setid_strip["detail"], res.setid_strip
+    rec = _record(name)
+    assert rec is not None and "more than 40 names" in rec.get("unchecked", ""), rec
+    assert "retired" not in rec, rec
+    if one_slot:
+        with pytest.raises(HostError, match=f"wait for a check .*{re.escape(str(shared_dir))}"):
+            jailpy.Sandbox()  # the tree is still there: checked again, still too big
+    else:  # a range of many slots: a free one is taken, not the waiting one
+        other = jailpy.Sandbox()
+        try:
+            assert other._lease.name != name
+        finally:
+            other.close()
+        assert _record(name).get("unchecked"), "the waiting slot was given out"
+    for f in shared_dir.iterdir():
+        f.unlink()
+    if one_slot:
+        again = jailpy.Sandbox()  # the only slot: checked again, in full now, and taken
+        again.close()
+    else:
+        import fcntl
+
+        from jailpy import idlease
+        fd = os.open(os.path.join(idlease.lease_dir(), name), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert idlease._usable(fd, idlease._read_record(fd), sb._lease.own), "the slot did not come back"
+        finally:
+            os.close(fd)
+    assert _record(name) is None
+
+
+def _walkers(pid: int, path: str) -> bool:
+    """Whether process ``pid`` or one of its descendants has an fd open on ``path`` or below."""
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    if os.readlink(f"/proc/{p}/fd/{fd}").startswith(path):
+                        return True
+                except OSError:
+                    continue
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return False
+
+
+def test_sigterm_during_the_check_ends_jailpy_promptly(shared_dir, ids_env):
+    # a million hard links kept jailpy walking ~14 s after the run, SIGTERM ignored: a signal
+    # after the run now stops the check (the slot then waits for the next check)
+    env, _ = ids_env
+    for j in range(4):  # 200,000 names, no inode each: a walk of a second or more
+        src = shared_dir / f"f{j}"
+        src.touch()
+        for i in range(50_000):
+            os.link(src, shared_dir / f"l{j}-{i}")
+    ran = shared_dir / "ran"
+    # bound at /o: a sandbox process's fd shows /o/..., only a host-side walk shows the host path
+    p = subprocess.Popen([*JAILPY, "--bind", f"{shared_dir}:/o", "--", "touch", "/o/ran"], env=env, cwd=REPO,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + TIMEOUT
+        while not (ran.exists() and _walkers(p.pid, str(shared_dir))) and p.poll() is None and time.monotonic() < end:
+            time.sleep(0.002)
+        assert p.poll() is None, f"the check ended before it could be stopped: {p.stderr.read()}"
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=TIMEOUT)[1]
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(TIMEOUT)
+    assert b"stopped before the end" in err, err
+    assert took < 2.0 * TIME_FACTOR, f"jailpy took {took:.2f} s to stop after SIGTERM"
+    assert p.returncode == 0, err  # the program's own status: it had ended
+
+
+# ---------------------------------------------------------------- attack report: lease_tmp_squat.sh
+def _lease_dir_as_homeless(xdg: str | None, userns: bool = False, own_tmp: bool = False) -> tuple[str | None, str]:
+    """lease_dir() in a child that is a user with no home directory (as root: a uid the password
+    database does not know; rootless: this user, its home looked up as missing), with
+    XDG_RUNTIME_DIR ``xdg``; with ``userns``, as uid 0 of a user namespace of its own (like
+    ``unshare -r``), with ``own_tmp`` and a tmpfs of that namespace's on /tmp (like a sandbox's).
+    Returns (the directory or None, the error)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            from jailpy import _syscalls as sc
+            from jailpy import idlease
+
+            if xdg is None:
+                os.environ.pop("XDG_RUNTIME_DIR", None)
+            else:
+                os.environ["XDG_RUNTIME_DIR"] = xdg
+            if IS_ROOT:
+                os.setgroups([])
+                os.setresgid(HOMELESS, HOMELESS, HOMELESS)
+                os.setresuid(HOMELESS, HOMELESS, HOMELESS)
+                sc.prctl(sc.PR_SET_DUMPABLE, 1)  # the id change made /proc/self root's: uid_map too
+            else:
+                idlease._home = idlease._outer_home = lambda uid: None
+            if userns:
+                uid, gid = os.getuid(), os.getgid()
+                sc.unshare(sc.CLONE_NEWUSER | (sc.CLONE_NEWNS if own_tmp else 0))
+                for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                    with open(f"/proc/self/{name}", "w") as f:
+                        f.write(text)
+                if own_tmp:
+                    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+                    sc.mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")
+            try:
+                out = {"dir": idlease.lease_dir()}
+            except HostError as e:
+                out = {"error": str(e)}
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = json.loads(f.read() or b"{}")
+    os.waitpid(pid, 0)
+    return out.get("dir"), out.get("error", "")
+
+
+HOMELESS = 0x70200000 + os.getpid() % 1000  # as root: a uid no account has (no home)
+
+
+def test_a_user_without_a_home_never_keeps_its_leases_in_tmp(tmp_path):
+    # /tmp/jailpy-UID/ids was the fallback: another user could create it first and block every run
+    import shutil
+    import tempfile
+
+    uid = HOMELESS if IS_ROOT else os.getuid()
+    squat = f"/tmp/jailpy-{uid}"
+    made = not os.path.lexists(squat)
+    if made:  # what another user could have made (as root: root's, for the homeless uid)
+        os.mkdir(squat, 0o777)
+        os.chmod(squat, 0o777)
+    top = tempfile.mkdtemp(prefix="jailpy-test-xdg-")  # reachable by the homeless uid
+    try:
+        os.chmod(top, 0o755)
+        run = os.path.join(top, "run")
+        os.mkdir(run, 0o700)
+        if IS_ROOT:
+            os.chown(run, HOMELESS, HOMELESS)
+        d, err = _lease_dir_as_homeless(run)
+        assert d == os.path.join(run, "jailpy", "ids"), (d, err)  # XDG_RUNTIME_DIR when set: never /tmp
+        d, err = _lease_dir_as_homeless(None)
+        assert d is None and "XDG_RUNTIME_DIR" in err and "home directory" in err, (d, err)
+        assert not made or os.listdir(squat) == [], "jailpy used the directory another user made"
+    finally:
+        shutil.rmtree(top)
+        if made:
+            shutil.rmtree(squat)
+
+
+def test_in_a_user_namespace_the_hosts_tmp_is_not_used_but_the_namespaces_own_is():
+    # inside `unshare -r` (uid 0 there, whose home is not its own) jailpy fell back to
+    # /tmp/jailpy-0-MAP in the host's /tmp: any local user could create it first.  It is used
+    # only when /tmp is the namespace's own (a jailpy sandbox's, bwrap --tmpfs /tmp)
+    before = set(os.listdir("/tmp"))
+    d, err = _lease_dir_as_homeless(None, userns=True)
+    assert d is None and "/tmp is not this user namespace's" in err and "XDG_RUNTIME_DIR" in err, (d, err)
+    assert not {n for n in set(os.listdir("/tmp")) - before if n.startswith("jailpy-0-")}, "used the host's /tmp"
+    d, err = _lease_dir_as_homeless(None, userns=True, own_tmp=True)
+    assert d is not None and d.startswith("/tmp/jailpy-0-") and "/ids" in d, (d, err)
+    assert not os.path.exists(os.path.dirname(d)), "the namespace's own /tmp should not be the host's"
