@@ -430,7 +430,7 @@ def create(plan: IdPlan, parent=None) -> int:
         try:
             # only our own pipe ends: a helper forked at the same time by another thread holds
             # copies of everything open then, and must not keep this one's pipe alive (or we its)
-            keep = sorted((r, w, r2))
+            keep = sorted((r, w, r2) + ((parent.fd,) if parent is not None else ()))
             lo = 3
             for fd in keep:
                 if fd > lo:
