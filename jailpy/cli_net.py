@@ -60,6 +60,8 @@ def create(
 
 @network_app.command("ls", help="List the named networks and how many sandboxes are on each.")
 def ls(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    import os
+
     from .net import leases
     from .net.bridge import sweeper
 
@@ -70,10 +72,11 @@ def ls(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
             live = leases.live_leases(rec["name"])
         row = {"name": rec["name"], "subnet": rec["subnet"], "bridge": rec["bridge"], "sandboxes": len(live),
                "hosts": sorted(f"{v['hostname']}={a}" for a, v in live.items())}
-        if "pod" in rec:
+        if os.geteuid() != 0:  # a pod (a record without one: its network create was interrupted)
             from .net import pod
 
-            row["pod"] = {"pid": rec["pod"]["pid"], "running": pod.alive(rec["pod"])}
+            held = rec.get("pod") or {}
+            row["pod"] = {"pid": held.get("pid"), "running": pod.alive(held)}
         rows.append(row)
     if json_out:
         print(json.dumps(rows, indent=2))

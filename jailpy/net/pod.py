@@ -17,8 +17,9 @@ capability of the pod's reaches it, and:
   namespace's descendants, and a sandbox's program has none even in its own;
 * the sandbox's id maps must be written from the pod's namespace (user_namespaces(7): the
   writer must be in the target's namespace or its parent), so the holder writes them
-  (:meth:`Pod.write_maps`), translating the sandbox's host ids (its slot of the caller's subuid range, or the caller's own id) into
-  the pod's, which maps the caller's uid as 0 and the caller's whole subuid range after it.
+  (:meth:`Pod.write_maps`), translating the sandbox's host ids (its slot of the caller's
+  subuid range, or the caller's own id) into the pod's, which maps the caller's uid as 0 and
+  the caller's whole subuid range after it.
   The sandbox keeps the host ids it would have without the pod.
 
 Joining a network namespace the pod made for the sandbox instead would not avoid the nesting
@@ -30,9 +31,10 @@ The holder (``python -I -S``, :func:`holder_main`) made the namespaces with unsh
 up loopback and the bridge with the network's first address, turned forwarding off, and serves a
 unix(7) SOCK_SEQPACKET socket ``NAME.sock`` in the caller's network state directory
 (:func:`jailpy.net.leases.state_dir`, 0700), to peers with the caller's uid in the pod's parent
-user namespace only (:func:`_peer_ok`):
+user namespace only: a connection's first request comes with an fd of that namespace
+(:func:`_peer_ok`).  A client makes a connection per request (:func:`request`):
 
-    b"F", [the caller's user namespace]  ->  b"F" + JSON {uid_map, gid_map, setgroups, pid}, [netlink socket in the
+    b"F"                  ->  b"F" + JSON {protocol, uid_map, gid_map, setgroups, pid}, [netlink socket in the
                               pod's network namespace, the pod's user namespace, its network namespace]
     b"M" + JSON {pid, uid_map, gid_map, setgroups}  ->  b"K" or b"E" + why (write a sandbox's id maps;
                               host ids in, the pod's ids written)
@@ -51,9 +53,10 @@ import os
 import select
 import socket
 import struct
-import threading
 import time
 
+PROTOCOL = 1
+"""The holder's protocol (in its answer to b"F"): a pod made by another jailpy version is refused."""
 READY_WAIT = 30.0
 """Seconds ``jailpy network create`` waits for each step of the holder's start."""
 CHECK_EVERY = 30.0
@@ -205,8 +208,7 @@ def stop(name: str, pod: dict | None) -> None:
     import signal
 
     try:
-        with Pod(name) as p:
-            p._ask(b"Q")
+        request(name, b"Q")
     except Exception:  # noqa: BLE001 - down already, or not answering: the signal below
         pass
     if not pod:
@@ -227,52 +229,64 @@ def stop(name: str, pod: dict | None) -> None:
         os.close(pidfd)
 
 
-class Pod:
-    """A connection to the running holder of network ``name`` (the caller's side): the pod's user
-    namespace (``fd``, which the sandboxes' set-up processes join), a netlink socket in its
-    network namespace (:meth:`rtnl`), and the writer of the sandboxes' id maps
-    (:meth:`write_maps`).  Raises HostError when the pod is not running."""
+def request(name: str, msg: bytes, nfds: int = 0) -> tuple[bytes, list[int]]:
+    """Send ``msg`` to the holder of network ``name`` on a connection of its own, with the proof
+    :func:`_peer_ok` wants, and return its answer and the fds that came with it (up to
+    ``nfds``).  Raises HostError when the pod is not running or does not answer."""
+    from ..errors import HostError
+    from . import leases
 
-    def __init__(self, name: str) -> None:
-        from ..errors import HostError
-        from . import leases
-
-        self.name = name
-        self.owner = os.getpid()
-        self.lock = threading.Lock()
-        self.fd = self.netns_fd = self.nl_fd = -1
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        self.sock.settimeout(REQUEST_WAIT)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    with sock:
+        sock.settimeout(REQUEST_WAIT)
         dfd = _open_dir(leases.state_dir())
         try:
-            self.sock.connect(_dir_path(dfd, _sock_name(name)))
+            sock.connect(_dir_path(dfd, _sock_name(name)))
         except (FileNotFoundError, ConnectionRefusedError):
-            self.sock.close()
             raise HostError(f"network {name!r} is not running (its holder ended: a reboot, a logout or a kill): "
                             f"jailpy network rm {name}, then jailpy network create {name}") from None
         except OSError as e:
-            self.sock.close()
             raise HostError(f"network {name!r}: cannot reach its holder: {e.strerror}") from None
         finally:
             os.close(dfd)
         try:
             mine = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                socket.send_fds(self.sock, [b"F"], [mine])  # see _peer_ok
+                socket.send_fds(sock, [msg], [mine])
             finally:
                 os.close(mine)
-            msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 3)
+            reply, fds, _, _ = socket.recv_fds(sock, 1 << 16, nfds)
         except OSError as e:
-            self.sock.close()
             raise HostError(f"network {name!r}: its holder did not answer ({e}); jailpy network rm {name}") from None
+    if not reply:
+        raise HostError(f"network {name!r}: refused by its holder (only its creator, from the user namespace it "
+                        f"was created in, may use it)")
+    return reply, fds
+
+
+class Pod:
+    """The running pod of network ``name``, for the caller: its user namespace (``fd``, which the
+    sandboxes' set-up processes join), a netlink socket in its network namespace (:meth:`rtnl`),
+    and the writer of the sandboxes' id maps (:meth:`write_maps`).  Each request to the holder
+    is a connection of its own (a Sandbox holds none between runs).  Raises HostError when the
+    pod is not running."""
+
+    def __init__(self, name: str) -> None:
+        from ..errors import HostError
+
+        self.name = name
+        self.fd = self.netns_fd = self.nl_fd = -1
+        msg, fds = request(name, b"F", 3)
         if msg[:1] != b"F" or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
-            self.sock.close()
-            raise HostError(f"network {name!r}: refused by its holder: {msg[1:].decode(errors='replace')[:200]} "
-                            f"(only its creator, from the user namespace it was created in, may use it)")
+            raise HostError(f"network {name!r}: its holder answered {msg[:200]!r}")
         self.nl_fd, self.fd, self.netns_fd = fds
         self.info = json.loads(msg[1:])
+        if self.info.get("protocol") != PROTOCOL:
+            self.close()
+            raise HostError(f"network {name!r} was made by another version of jailpy: jailpy network rm {name}, "
+                            f"then jailpy network create {name}")
 
     def __enter__(self) -> "Pod":
         return self
@@ -305,31 +319,16 @@ class Pod:
         from ..errors import HostError
 
         req = {"pid": pid, "uid_map": plan.uid_map, "gid_map": plan.gid_map, "setgroups": plan.setgroups}
-        reply = self._ask(b"M" + json.dumps(req).encode())
+        reply, _ = request(self.name, b"M" + json.dumps(req).encode())
         if reply[:1] != b"K":
             raise HostError(f"network {self.name!r}: cannot write the sandbox's id maps: "
-                            f"{reply[1:].decode(errors='replace')[:300] or 'the holder ended'}")
-
-    def _ask(self, msg: bytes) -> bytes:
-        with self.lock:
-            if os.getpid() != self.owner:  # a forked process: its own connection
-                self.sock.close()
-                fresh = Pod(self.name)
-                self.sock, fresh.sock = fresh.sock, self.sock
-                self.owner = os.getpid()
-                fresh.close()
-            try:
-                self.sock.send(msg)
-                return self.sock.recv(4096)
-            except OSError:
-                return b""
+                            f"{reply[1:].decode(errors='replace')[:300]}")
 
     def close(self) -> None:
         for fd in (self.nl_fd, self.fd, self.netns_fd):
             if fd >= 0:
                 os.close(fd)
         self.nl_fd = self.fd = self.netns_fd = -1
-        self.sock.close()
 
 
 def translate(rows, own) -> list[tuple[int, int, int]]:
@@ -383,7 +382,7 @@ def _serve(listener: socket.socket, dfd: int, sock_name: str, sock_id: tuple[int
            parent: tuple[int, int]) -> None:
     """The holder's loop: answer its peers' requests (see the module docstring); exit when the
     socket file ``sock_name`` in ``dfd`` is no longer ``sock_id``."""
-    info = json.dumps({"uid_map": _own_map("uid"), "gid_map": _own_map("gid"), "pid": os.getpid(),
+    info = json.dumps({"protocol": PROTOCOL, "uid_map": _own_map("uid"), "gid_map": _own_map("gid"), "pid": os.getpid(),
                        "setgroups": open("/proc/self/setgroups").read().strip()}).encode()
     userns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -411,7 +410,7 @@ def _serve(listener: socket.socket, dfd: int, sock_name: str, sock_id: tuple[int
             except OSError:
                 msg, got = b"", []
             try:
-                ok = fd in trusted or (msg[:1] == b"F" and _peer_ok(conn, got, parent))
+                ok = fd in trusted or _peer_ok(conn, got, parent)
             except OSError:
                 ok = False
             for f in got:

@@ -236,6 +236,21 @@ def test_a_pod_that_ended_is_reported_and_removed(pod):
     assert name not in _ls()
 
 
+def test_an_interrupted_create_leaves_a_record_that_rm_removes():
+    """A network whose holder never started (jailpy network create killed half-way) shows as down."""
+    from jailpy.net import leases
+
+    name = "v" + secrets.token_hex(3)
+    leases.create(name)
+    try:
+        assert _ls()[name]["pod"]["running"] is False
+        p = jail("--network", f"bridge:{name}", "--", "true")
+        assert p.returncode == 125 and b"is not running" in p.stderr, p.stderr
+    finally:
+        assert network("rm", name).returncode == 0
+    assert name not in _ls()
+
+
 def test_bad_input_is_refused_in_one_line(pod):
     name, subnet = pod
     for args, msg in ((["Bad_Name"], b"network name"), (["default"], b"'default' is the root bridge's"),
