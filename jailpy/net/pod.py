@@ -347,15 +347,12 @@ def translate(rows, own) -> list[tuple[int, int, int]]:
 
 
 # ---- the holder
-def _own_map(kind: str) -> list[tuple[int, int, int]]:
-    with open(f"/proc/self/{kind}_map") as f:
-        return [tuple(int(x) for x in line.split()) for line in f if line.strip()]  # type: ignore[misc]
-
-
 def _write_maps(req: dict) -> None:
     pid = int(req["pid"])
-    umap = translate(req["uid_map"], _own_map("uid"))
-    gmap = translate(req["gid_map"], _own_map("gid"))
+    from ..userns import id_map
+
+    umap = translate(req["uid_map"], id_map("uid"))
+    gmap = translate(req["gid_map"], id_map("gid"))
     steps = [("uid_map", umap)] + ([] if req["setgroups"] else [("setgroups", None)]) + [("gid_map", gmap)]
     for name, rows in steps:
         fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
@@ -382,8 +379,12 @@ def _serve(listener: socket.socket, dfd: int, sock_name: str, sock_id: tuple[int
            parent: tuple[int, int]) -> None:
     """The holder's loop: answer its peers' requests (see the module docstring); exit when the
     socket file ``sock_name`` in ``dfd`` is no longer ``sock_id``."""
-    info = json.dumps({"protocol": PROTOCOL, "uid_map": _own_map("uid"), "gid_map": _own_map("gid"), "pid": os.getpid(),
-                       "setgroups": open("/proc/self/setgroups").read().strip()}).encode()
+    from ..userns import id_map
+
+    with open("/proc/self/setgroups") as f:
+        setgroups = f.read().strip()
+    info = json.dumps({"protocol": PROTOCOL, "uid_map": id_map("uid"), "gid_map": id_map("gid"),
+                       "pid": os.getpid(), "setgroups": setgroups}).encode()
     userns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     peers: dict[int, socket.socket] = {}
