@@ -105,6 +105,9 @@ class SpawnContext:
     """What PID 1 does for the network (a jailpy.net.Inside), None: loopback only."""
     net_fd: int | None = None
     """PID 1's end of the run's network channel (jailpy.net.host), with ``net``."""
+    parent_userns_fd: int | None = None
+    """The user namespace to make the sandbox's own in (a rootless network's pod, jailpy.net.pod):
+    the set-up process joins it before it unshares; without ``userns_fd`` only."""
 
 
 def _send(ctx: SpawnContext, **msg: object) -> None:
@@ -127,7 +130,8 @@ def setup(ctx: SpawnContext) -> None:
         _die_with_parent(lambda: os.getppid() == ctx.supervisor_pid)
         _stdio_to_devnull()  # the helpers hold none of the caller's stdio
         keep = (ctx.status_w, ctx.sync_w, ctx.go_r, ctx.ctl_fd, *ctx.pass_fds, *_net_fds(ctx))
-        _close_all_but(keep + tuple(fd for fd in (ctx.userns_fd, ctx.template_fd) if fd is not None))
+        _close_all_but(keep + tuple(fd for fd in (ctx.userns_fd, ctx.template_fd, ctx.parent_userns_fd)
+                                    if fd is not None))
         if ctx.cgroup_procs:
             step = "join the sandbox's cgroup"
             cgroups.join(ctx.cgroup_procs)
@@ -143,6 +147,12 @@ def setup(ctx: SpawnContext) -> None:
                 sc.setns(ctx.userns_fd, sc.CLONE_NEWUSER)
                 os.close(ctx.userns_fd)
                 flags &= ~sc.CLONE_NEWUSER
+            elif ctx.parent_userns_fd is not None:
+                # the pod's: the sandbox's user namespace nests in it, so the pod's netlink socket
+                # reaches the sandbox's network namespace (jailpy.net.pod); the set-up process has
+                # the pod's capabilities only until the unshare below
+                sc.setns(ctx.parent_userns_fd, sc.CLONE_NEWUSER)
+                os.close(ctx.parent_userns_fd)
             if ctx.template_fd is not None:
                 if any(b.late for b in ctx.mounts.binds):
                     step = "open the bind sources"
@@ -157,7 +167,7 @@ def setup(ctx: SpawnContext) -> None:
             sc.unshare(flags)  # with CLONE_NEWNS: a copy of the mount namespace joined above
         except OSError as e:
             raise OSError(e.errno, userns.unshare_hint(e) if step == "unshare the namespaces" else e.strerror) from None
-        if ctx.userns_fd is None and ctx.ids.self_write:
+        if ctx.userns_fd is None and ctx.ids.self_write and ctx.parent_userns_fd is None:
             step = "write the id maps"
             userns.write_own_maps(ctx.ids)
         if ctx.userns_fd is None:

@@ -118,7 +118,8 @@ def exec_(
              "name resolve to a private or loopback address). Repeatable.")] = None,
     publish: Annotated[Optional[list[str]], typer.Option(metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]", rich_help_panel=NET,
         help="Make the sandbox's PORT reachable at HOSTIP:HOSTPORT on this machine (HOSTIP 127.0.0.1 unless given; "
-             "--network user or bridge). Repeatable.")] = None,
+             "any --network mode): jailpy relays each connection, or with /udp each client's datagrams, to "
+             "127.0.0.1:PORT inside. Repeatable.")] = None,
     resolver: Annotated[Optional[str], typer.Option(metavar="IP[:PORT]", rich_help_panel=NET,
         help="The DNS server jailpy's proxy asks for allowed names (default: this machine's resolver).")] = None,
     wall_time: Annotated[Optional[float], typer.Option(metavar="SECONDS", rich_help_panel=OUT,
@@ -374,7 +375,7 @@ def _network_rows(n: dict | None) -> list[tuple[str, str]]:
     rows.append(("connections", f"{n['connections_allowed']} allowed, {n['connections_refused']} refused; "
                                 f"{_size(n['bytes_sent'])} sent, {_size(n['bytes_received'])} received"))
     if n.get("published_connections"):
-        rows.append(("published", f"{n['published_connections']} connection(s) in through --publish"))
+        rows.append(("published", f"{n['published_connections']} connection(s) or UDP client(s) in through --publish"))
     refused = [f"{e['target']}" + (f":{e['port']}" if e.get("port") else "") for e in n["refused"]]
     if refused:
         rows.append(("refused", clean(", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""))))

@@ -193,7 +193,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     except with bridge); also what lets a name resolve to a private or loopback address."""
     publish: list[str] = []
     """``[HOSTIP:]HOSTPORT:PORT[/tcp|udp]``: the host's HOSTIP:HOSTPORT (127.0.0.1 by default)
-    reaches the sandbox's PORT (user and bridge modes)."""
+    reaches the sandbox's 127.0.0.1:PORT (any mode; jailpy relays TCP connections, or UDP
+    datagrams per client: :mod:`jailpy.net.udp`)."""
     resolver: str | None = None
     """``IP[:PORT]`` of the DNS server jailpy's proxy asks for allowed names; default: the host's
     resolver (getaddrinfo, /etc/resolv.conf)."""

@@ -109,6 +109,7 @@ class Prepared:
         # our own child is not reaped before we wait, so the pid is this process's
         self.pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
         self.net = None  # the run's jailpy.net.host.Channel, if the Sandbox has a network service
+        self.userns_parent = None  # who writes the id maps when they are not ours to write (jailpy.net.pod)
 
     def exited(self) -> bool:
         """Whether the set-up process has exited (our own child is then reaped); never blocks."""
@@ -217,12 +218,19 @@ class Pool:
         self._ready: list[Prepared] = []  # prefork: built and waiting for a program, oldest first
         self.last_cgroup: tuple[str, ...] = ()  # the directories of the cgroup made last (jailpy.slots checks it went)
         self._owner = os.getpid()  # see after_fork
+        parent = self.userns_parent()
+        if parent is not None:
+            parent.check(spec.ids)  # the host ids exist in the pod (jailpy.net.pod)
 
     # ---- what runs share
+    def userns_parent(self):
+        """Where the sandboxes' user namespaces are made (a rootless network's pod), None: here."""
+        return self.net.userns_parent() if self.net is not None else None
+
     def userns(self) -> int | None:
         """The shared user namespace's fd (made now if there is none), or None without ``reuse_userns``."""
         if self.reuse_userns and self.userns_fd is None:
-            self.userns_fd = userns.create(self.spec.ids)
+            self.userns_fd = userns.create(self.spec.ids, self.userns_parent())
         return self.userns_fd
 
     def template(self, key: tuple) -> int | None:
@@ -322,6 +330,8 @@ class Pool:
                 handshake=cg is not None, build_template=build_template, net=None if build_template else spec.net,
                 net_fd=net_fd,
             )
+            parent = self.userns_parent() if ctx.userns_fd is None else None
+            ctx.parent_userns_fd = parent.fd if parent is not None else None
         except BaseException:
             if cg is not None:
                 cg.remove()
@@ -346,6 +356,7 @@ class Pool:
                 os.close(fd)
         prep = Prepared(pid, status_r, sync_r, go_w, ctl, sources, cg, pidfd)
         prep.net = chan
+        prep.userns_parent = parent
         prep.jailpy_pids += 0 if build_template else spec.net_threads
         if cg is not None and prep.jailpy_pids != JAILPY_PIDS and spec.pids is not None:
             try:  # before the program exists: PID 1 waits for the launch request
@@ -451,6 +462,9 @@ class Pool:
         """Build the next sandboxes with ``ids`` (a Sandbox that took other host ids after close(),
         or in a forked process): the user namespace and the template made with the old ones go."""
         self.release()  # in a forked process: only its copies (after_fork)
+        parent = self.userns_parent()
+        if parent is not None:
+            parent.check(ids)
         self.spec = replace(self.spec, ids=ids)
         self._server_config = None
 

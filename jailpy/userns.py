@@ -348,10 +348,15 @@ def write_own_maps(plan: IdPlan) -> None:
             os.close(fd)
 
 
-def write_maps(plan: IdPlan, pid: int) -> None:
+def write_maps(plan: IdPlan, pid: int, parent=None) -> None:
     """Write /proc/PID/{uid_map,setgroups,gid_map} for a child that has unshared its user
     namespace (host side; nothing for a plan with ``self_write``, whose child wrote them).
+    ``parent``: the namespace the child's nests in (a rootless network's pod, :mod:`jailpy.net.pod`),
+    whose holder writes them (proc(5): only a process in the parent namespace may).
     Raises HostError if the kernel or newuidmap refuses."""
+    if parent is not None:
+        parent.write_maps(plan, pid)
+        return
     if plan.self_write:
         return
     def fmt(m: tuple[tuple[int, int, int], ...]) -> str:
@@ -413,12 +418,13 @@ def create_strip_namespace(host_uids: tuple[int, ...], host_gids: tuple[int, ...
         return create(strip_plan(host_uids, host_gids, caller=False))
 
 
-def create(plan: IdPlan) -> int:
+def create(plan: IdPlan, parent=None) -> int:
     """Host side: make a user namespace with ``plan``'s maps and return an fd for it
     (/proc/PID/ns/user, close-on-exec).  An open fd keeps a namespace alive with no process in it
     (namespaces(7)); the set-up process of each run joins it with setns(2) -- its creator's uid
     owns it, so the caller may (user_namespaces(7)) -- instead of paying for a new one and for
-    newuidmap/newgidmap every time.  Raises HostError."""
+    newuidmap/newgidmap every time.  ``parent``: made inside that namespace instead of this
+    process's (see :func:`write_maps`).  Raises HostError."""
     from . import _syscalls as sc
 
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -428,7 +434,7 @@ def create(plan: IdPlan) -> int:
         try:
             # only our own pipe ends: a helper forked at the same time by another thread holds
             # copies of everything open then, and must not keep this one's pipe alive (or we its)
-            keep = sorted((r, w, r2))
+            keep = sorted((r, w, r2) + ((parent.fd,) if parent is not None else ()))
             lo = 3
             for fd in keep:
                 if fd > lo:
@@ -436,8 +442,10 @@ def create(plan: IdPlan) -> int:
                 lo = fd + 1
             sc.close_range(lo, 0xFFFFFFFF)
             try:
+                if parent is not None:
+                    sc.setns(parent.fd, sc.CLONE_NEWUSER)
                 sc.unshare(sc.CLONE_NEWUSER)
-                if plan.self_write:
+                if plan.self_write and parent is None:
                     write_own_maps(plan)
                 os.write(w, b"u")
             except OSError as e:
@@ -452,7 +460,7 @@ def create(plan: IdPlan) -> int:
         if msg != b"u":
             err = int(msg[1:] or b"0")
             raise HostError(f"cannot create a user namespace: {unshare_hint(OSError(err, os.strerror(err)))}")
-        write_maps(plan, pid)
+        write_maps(plan, pid, parent)
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(r)

@@ -217,7 +217,7 @@ class Watch:
         if prep.is_pid1:  # no set-up process to report it: PID 1 is known from the start
             self.control.pid1_known(os.dup(prep.pidfd))
         if self.write_maps and os.read(prep.sync_r, 1) == b"u":
-            userns.write_maps(self.ids, prep.pid)
+            userns.write_maps(self.ids, prep.pid, prep.userns_parent)
             os.write(prep.go_w, b"g")
 
     def run(self) -> Facts:

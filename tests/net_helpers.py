@@ -21,6 +21,17 @@ from conftest import IS_ROOT, REPO, TIMEOUT
 
 UPSTREAM = Path(__file__).resolve().parent / "net" / "upstream.py"
 PROBE = Path(__file__).resolve().parent / "net" / "probe.py"
+# run in a sandbox: SERVE answers one connection on port 7000 with its host name (ARGV: seconds to
+# wait), DIAL connects to HOST PORT (ARGV, then seconds) and prints what it got or "error ..."
+SERVE = ("import socket, sys\n"
+         "s = socket.socket(); s.bind(('0.0.0.0', 7000)); s.listen(); s.settimeout(float(sys.argv[1]))\n"
+         "print('listening', flush=True)\n"
+         "try:\n"
+         "    c, a = s.accept(); c.sendall(b'hello from ' + socket.gethostname().encode()); c.close(); print('served', a[0])\n"
+         "except OSError as e: print('nobody came', e)\n")
+DIAL = ("import socket, sys\n"
+        "try: print(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).recv(100).decode())\n"
+        "except OSError as e: print('error', e)\n")
 ZONE = {
     "index.test": ["203.0.113.2"], "other.test": ["203.0.113.3"], "private.test": ["10.77.0.2"],
     "loop.test": ["127.0.0.1"], "rebind.test": ["203.0.113.2", "127.0.0.1"], "mapped.test": ["::ffff:127.0.0.1"],

@@ -5,7 +5,8 @@ Modes (policy ``network``, ``--network``):
 * ``none`` (default): a new network namespace with only loopback.
 * ``bridge`` / ``bridge:NAME`` (root, or a user-owned named network): a veth pair per sandbox on
   a jailpy bridge (:mod:`jailpy.net.bridge`), an address leased from a file that survives a
-  SIGKILLed jailpy (:mod:`jailpy.net.leases`), nftables isolation (:mod:`jailpy.net.nft`).
+  SIGKILLed jailpy (:mod:`jailpy.net.leases`), nftables isolation (:mod:`jailpy.net.nft`);
+  rootless, the bridge is in the network's pod (:mod:`jailpy.net.pod`).
 * ``user`` (rootless): user-mode networking by pasta or slirp4netns (:mod:`jailpy.net.user`).
 
 Egress (``--allow-host``, ``--allow-net``) works the same in every mode: a stub resolver and
@@ -20,6 +21,8 @@ asked for.  Host side: :func:`prepare`.  Sandbox side: :func:`jailpy.net.inside.
 """
 
 from __future__ import annotations
+
+import os
 
 from .inside import loopback_up  # noqa: F401 - child.py's name for it
 
@@ -96,10 +99,6 @@ def prepare(policy) -> NetPlan:
         resolver = rules.parse_resolver(policy.resolver)
     plan = NetPlan(mode, name or None, hosts, nets, publish, resolver)
     plan.hostname = policy.hostname
-    if any(p.proto == "udp" for p in publish):
-        from ..errors import PolicyError
-
-        raise PolicyError("publish: only TCP ports can be published so far (/udp is not supported yet)")
     if mode == "user" and plan.proxied:
         from ..errors import PolicyError
 
@@ -139,6 +138,9 @@ def describe(plan: NetPlan) -> dict | str:
     if plan.mode == "none" and not plan.proxied and not plan.publish:
         return "none (loopback only)"
     d: dict = {"mode": plan.mode + (f":{plan.network}" if plan.network else "")}
+    if plan.mode == "bridge" and plan.network and os.geteuid() != 0:
+        d["pod"] = ("the network's bridge is in a user and network namespace of the caller's (jailpy network "
+                    "create); the sandbox's user namespace is made inside it and has no capability over it")
     if plan.proxied:
         d["egress"] = "jailpy's proxy (TCP only; names resolved and checked on the host)"
         d["allow_host"] = [f"{h.name}:{','.join(map(str, h.ports))}" for h in plan.hosts]

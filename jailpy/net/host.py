@@ -8,8 +8,9 @@ the sandbox's PID 1).  Messages from the sandbox:
     b"H", [fd]                      a connection to the sandbox's HTTP proxy port
     b"D" + name                     a name the stub refused to resolve
     b"R"                            the stub runs (the program is about to start)
-    b"c", [fd] / b"x" + errno       the answer to the supervisor's b"C" + port: a socket
-                                    connected to the sandbox's 127.0.0.1:port (--publish)
+    b"c", [fd] / b"x" + errno       the answer to the supervisor's b"C" + port (TCP) or b"U" +
+                                    port (UDP, jailpy.net.udp): a socket connected to the
+                                    sandbox's 127.0.0.1:port (--publish)
 
 :meth:`Channel.finish` ends a run's part: what the host set up is taken down, and the counts go
 to the Result (``network``)."""
@@ -47,6 +48,7 @@ class Service:
         self._detacher: concurrent.futures.ThreadPoolExecutor | None = None
         self.running: list[Channel] = []  # channels whose stub runs, newest last (--publish goes there)
         self.listeners: list[socket.socket] | None = None
+        self.udp_ports: list = []  # jailpy.net.udp.Port of each --publish .../udp
         self._listen()
 
     def _listen(self) -> None:
@@ -63,8 +65,24 @@ class Service:
                 raise
             if self.listeners:
                 loop = self._start()
-                for sock in self.listeners:
-                    loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), self._on_publish, sock)
+                for pub, sock in zip(self.plan.publish, self.listeners):
+                    if pub.proto == "udp":
+                        from .udp import Port
+
+                        port = Port(self, pub, sock, loop)
+                        self.udp_ports.append(port)
+                        loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), port.on_readable)
+                    else:
+                        loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), self._on_publish, sock)
+
+    def newest(self) -> "Channel | None":
+        """The newest run whose stub runs (--publish reaches that one), None when no run is going."""
+        return next((c for c in reversed(self.running) if not c.closed), None)
+
+    def userns_parent(self):
+        """The user namespace the sandboxes' own must be made in (a rootless network's pod:
+        :class:`jailpy.net.pod.Pod`, with ``fd`` and ``write_maps``), None: the caller's."""
+        return self.setup.userns_parent() if self.setup is not None else None
 
     def binds(self) -> list[tuple[str, str]]:
         """Host files the sandbox sees read-only (bridge mode: the network's /etc/hosts)."""
@@ -76,7 +94,7 @@ class Service:
         except OSError:
             return
         port = next(p.port for p, s in zip(self.plan.publish, self.listeners) if s is listener)
-        chan = next((c for c in reversed(self.running) if not c.closed), None)
+        chan = self.newest()
         if chan is None:
             conn.close()  # no run is going: nothing to reach
             return
@@ -124,6 +142,9 @@ class Service:
         if loop is not None and thread is not None and thread.is_alive():
             loop.call_soon_threadsafe(loop.stop)
             thread.join(FINISH_WAIT)
+        for port in self.udp_ports:
+            port.close()
+        self.udp_ports = []
         for s in self.listeners or ():
             s.close()
         self.listeners = None
@@ -187,8 +208,12 @@ class Channel:
 
     async def _host_setup(self, fds: list[int]) -> None:
         loop = asyncio.get_running_loop()
+        setup = self.service.setup
         try:
-            self.attached = await loop.run_in_executor(None, self.service.setup.attach, fds[0], fds[1])
+            if setup.plan.mode == "bridge":  # a lease and one netlink request: in the loop (a thread hop costs more)
+                self.attached = setup.attach(fds[0], fds[1])
+            else:  # a user-mode stack, which takes a while to start
+                self.attached = await loop.run_in_executor(None, setup.attach, fds[0], fds[1])
             reply = b"N" + json.dumps({k: self.attached[k] for k in ("blackhole", "configure")
                                        if k in self.attached}).encode()
         except Exception as e:  # noqa: BLE001 - reported to PID 1, which fails the run with it
@@ -206,19 +231,24 @@ class Channel:
         except OSError:
             pass
 
+    async def inner(self, port: int, kind: bytes = b"C") -> socket.socket | None:
+        """A socket the stub made in the sandbox, connected to its 127.0.0.1:``port``: TCP
+        (``kind`` b"C") or UDP (b"U"); None when it could not (nothing listens on the TCP port)
+        or did not answer in 10 s."""
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+        try:
+            self.sock.send(kind + b"%d" % port)
+            return await asyncio.wait_for(fut, 10)
+        except (OSError, asyncio.TimeoutError):
+            return None
+
     async def relay_in(self, conn: socket.socket, port: int) -> None:
         """A --publish connection: ask the stub for a socket connected to the sandbox's
         127.0.0.1:``port``, then copy both ways."""
-        loop = asyncio.get_running_loop()
         with conn:
             conn.setblocking(False)
-            fut = loop.create_future()
-            self.pending.append(fut)
-            try:
-                self.sock.send(b"C%d" % port)
-                inner = await asyncio.wait_for(fut, 10)
-            except (OSError, asyncio.TimeoutError):
-                return
+            inner = await self.inner(port)
             if inner is None:
                 return  # nothing listens there: the client sees the connection close
             inner.setblocking(False)
@@ -267,16 +297,20 @@ class Channel:
 
 
 def _listen(pub) -> socket.socket:
-    """The host side of ``--publish``: a listening TCP socket on HOSTIP:HOSTPORT.  Raises
+    """The host side of ``--publish``: a listening TCP socket, or a bound UDP one, on
+    HOSTIP:HOSTPORT.  Raises
     HostError when it cannot be bound (in use, an address this host does not have)."""
     from ..errors import HostError
 
     family = socket.AF_INET6 if ":" in pub.host_ip else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
+    s = socket.socket(family, socket.SOCK_DGRAM if pub.proto == "udp" else socket.SOCK_STREAM)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((pub.host_ip, pub.host_port))
-        s.listen(128)
+        if pub.proto == "udp":
+            s.bind((pub.host_ip, pub.host_port))
+        else:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((pub.host_ip, pub.host_port))
+            s.listen(128)
     except OSError as e:
         s.close()
         raise HostError(f"--publish {pub}: cannot listen on {pub.host_ip}:{pub.host_port}: {e.strerror}"

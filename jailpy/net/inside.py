@@ -105,7 +105,10 @@ def setup(plan, net_fd: int | None) -> State | None:
         from . import stub
 
         for cidr in plan.local_routes:
-            route_local(cidr)
+            try:
+                route_local(cidr)
+            except FileExistsError:
+                pass  # local already (127.0.0.1/32 with --allow-net 127.0.0.1/32:PORT): its listeners get it
         state.stub = stub.Stub(plan, sock)
     return state
 

@@ -1,10 +1,12 @@
 """Named networks and address leases, kept in files that outlive a SIGKILLed jailpy.
 
 State lives per network namespace (the bridges do): ``/run/jailpy/net/<the namespace's cookie>/``
-as root (a tmpfs: gone after a reboot, like the bridges), else
-``$XDG_RUNTIME_DIR/jailpy/net/...`` or ``~/.cache/jailpy/net/...``, every part checked.  There:
+as root (a tmpfs: gone after a reboot, like the bridges), else ``/run/user/UID/jailpy/net/...``
+or ``~/.cache/jailpy/net/...`` (:func:`state_dir`), every part checked.  There:
 
-* ``NAME.json``: a network (``jailpy network create``): its subnet, bridge and owner;
+* ``NAME.json``: a network (``jailpy network create``): its subnet, bridge and owner, and for a
+  rootless one the holder of its pod (``"pod": {"pid", "start"}``, :mod:`jailpy.net.pod`);
+* ``NAME.sock``: a rootless network's socket, served by its holder;
 * ``NAME.leases``: ``{address: {"pid", "start", "veth", "hostname"}}`` of the sandboxes on it,
   read and written under ``flock(2)`` of ``NAME.lock``.  A lease whose process is gone (pid
   dead, or reused: another start time, proc(5) /proc/PID/stat field 22) is stale: it is swept,
@@ -35,23 +37,50 @@ def state_dir(create: bool = True) -> str:
     """This network namespace's state directory (see the module docstring; made when missing,
     whatever ``create`` says: an empty one costs nothing), each part checked
     (a real directory of the caller's, writable by nobody else: :func:`jailpy.hostfiles.private_dir`).
-    Raises HostError when a check fails."""
+    Rootless it does not depend on the environment (as the id leases': every jailpy process of a
+    user must find the same networks): ``/run/user/UID`` when that is the caller's, else
+    ``.cache`` in the home directory of the password database.  Raises HostError when a check fails."""
     from ..hostfiles import private_dir
 
+    try:  # checked once per process and network namespace: a run takes and gives back a lease
+        key = (os.getpid(), os.geteuid(), os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        key = None
+    if key is not None and key == _CHECKED[0]:
+        return _CHECKED[1]
     cookie = netns_id()
-    if os.geteuid() == 0:
-        base, parts = "/run", ("jailpy", "net", cookie)
-    elif os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
-        base, parts = os.environ["XDG_RUNTIME_DIR"], ("jailpy", "net", cookie)
+    uid = os.geteuid()
+    parts = ("jailpy", "net", cookie)
+    if uid == 0:
+        base = "/run"
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        os.makedirs(base, 0o700, exist_ok=True)
-        parts = ("jailpy", "net", cookie)
+        base = f"/run/user/{uid}"
+        try:
+            ok = os.stat(base).st_uid == uid
+        except OSError:
+            ok = False
+        if not ok:
+            import pwd
+
+            try:
+                home = pwd.getpwuid(uid).pw_dir
+            except KeyError:
+                home = os.path.expanduser("~")
+            base = os.path.join(home, ".cache")
+            try:
+                os.makedirs(base, 0o700, exist_ok=True)
+            except OSError as e:
+                raise HostError(f"jailpy's network state directory: {base}: {e.strerror}") from None
     try:
         path = private_dir(base, parts, create=True)
     except OSError as e:
         raise HostError(f"jailpy's network state directory: {e.strerror or e}") from None
+    _CHECKED[:] = [key, path]
     return path
+
+
+_CHECKED: list = [None, None]
+"""(process, euid, network namespace) -> the directory :func:`state_dir` checked last."""
 
 
 def netns_id() -> str:
@@ -193,12 +222,29 @@ def get(name: str, create_default: bool = True) -> dict:
     return rec
 
 
-def remove(name: str) -> None:
-    """Forget network ``name``; raises PolicyError while a sandbox holds a lease on it."""
+def update(name: str, **fields) -> dict:
+    """Add ``fields`` to the record of network ``name``; returns it."""
+    with locked("_networks"):
+        path = os.path.join(state_dir(), f"{name}.json")
+        rec = _read(path, None)
+        if rec is None:
+            raise PolicyError(f"no network named {name!r}")
+        rec.update(fields)
+        _write(path, rec)
+        return rec
+
+
+def remove(name: str, before=None) -> None:
+    """Forget network ``name`` (its record, leases and hosts file); raises PolicyError while a
+    sandbox holds a lease on it.  ``before()`` runs first, under the network's lock (ending its
+    pod: no sandbox can take a lease meanwhile)."""
     with locked(name):
-        if live_leases(name):
-            raise PolicyError(f"network {name!r} is in use by {len(live_leases(name))} sandbox(es)")
-        for ext in (".json", ".leases"):
+        live = live_leases(name)
+        if live:
+            raise PolicyError(f"network {name!r} is in use by {len(live)} sandbox(es)")
+        if before is not None:
+            before()
+        for ext in (".json", ".leases", ".hosts", ".sock"):
             try:
                 os.unlink(os.path.join(state_dir(), name + ext))
             except FileNotFoundError:
@@ -223,13 +269,16 @@ def live_leases(name: str) -> dict:
     return {a: v for a, v in leases.items() if a != CURSOR and _alive(v)}
 
 
-def take(name: str, subnet: str, veth: str, hostname: str, sweep) -> tuple[str, list[dict]]:
+def take(name: str, subnet: str, veth: str, hostname: str, sweep, changed=None) -> tuple[str, list[dict]]:
     """Lease the next free address of ``subnet`` after the last one leased (round robin, so an
     address comes back only after the others: a finished sandbox's veth, which the kernel removes
     with its namespace, is long gone by then; the first address is the bridge's) to this process;
-    stale leases are dropped and passed to ``sweep(lease)`` first.  Returns (address, the live
-    leases of the others).  Raises HostError when the subnet is full."""
+    stale leases are dropped and passed to ``sweep(lease)`` first; ``changed(live leases)`` runs
+    last, under the lock (the network's hosts file).  Returns (address, the live leases of the
+    others).  Raises HostError when the subnet is full."""
     with locked(name):
+        if not os.path.exists(os.path.join(state_dir(), f"{name}.json")):
+            raise HostError(f"network {name!r} was removed (jailpy network rm)")
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
         cursor = leases.pop(CURSOR, None)
@@ -237,26 +286,62 @@ def take(name: str, subnet: str, veth: str, hostname: str, sweep) -> tuple[str, 
             if not _alive(lease):
                 sweep(dict(lease, address=addr))
                 del leases[addr]
-        net = ipaddress.ip_network(subnet)
-        hosts = [str(h) for h in net.hosts()][1:]  # not the bridge's own address
-        start = hosts.index(cursor) + 1 if cursor in hosts else 0
-        addr = next((h for h in hosts[start:] + hosts[:start] if h not in leases), None)
+        addr = _next_free(subnet, leases, cursor)
         if addr is None:
             raise HostError(f"network {name!r} ({subnet}) has no free address: {len(leases)} sandboxes on it")
         others = [dict(v, address=a) for a, v in leases.items()]
-        leases[addr] = {"pid": os.getpid(), "start": _start_time(os.getpid()), "veth": veth, "hostname": hostname}
+        leases[addr] = {"pid": os.getpid(), "start": _own_start(), "veth": veth, "hostname": hostname}
         _write(path, dict(leases, **{CURSOR: addr}))
+        if changed is not None:
+            changed(leases)
         return addr, others
 
 
-def release(name: str, addr: str) -> None:
-    """Give back ``addr`` (a lease of this process)."""
+def _own_start() -> int | None:
+    pid = os.getpid()
+    if _OWN[0] != pid:
+        _OWN[:] = [pid, _start_time(pid)]
+    return _OWN[1]
+
+
+_OWN: list = [None, None]
+
+
+def _next_free(subnet: str, taken, cursor: str | None) -> str | None:
+    """The first address of ``subnet`` after ``cursor`` (round robin) not in ``taken``, leaving out
+    the network's first host address (the bridge's) and its broadcast address; None when full."""
+    net = ipaddress.IPv4Network(subnet)
+    first, last = int(net.network_address) + 2, int(net.broadcast_address) - 1
+    count = last - first + 1
+    used = set()
+    for a in taken:
+        try:
+            used.add(int(ipaddress.IPv4Address(a)))
+        except ValueError:
+            pass
+    try:
+        start = int(ipaddress.IPv4Address(cursor)) + 1 if cursor else first
+    except ValueError:
+        start = first
+    if not first <= start <= last:
+        start = first
+    for k in range(count):
+        cand = first + (start - first + k) % count
+        if cand not in used:
+            return str(ipaddress.IPv4Address(cand))
+    return None
+
+
+def release(name: str, addr: str, changed=None) -> None:
+    """Give back ``addr`` (a lease of this process); ``changed(live leases)`` runs after, under the lock."""
     with locked(name):
         path = os.path.join(state_dir(), f"{name}.leases")
         leases = _read(path, {})
         if addr != CURSOR and leases.get(addr, {}).get("pid") == os.getpid():
             del leases[addr]
             _write(path, leases)
+        if changed is not None:
+            changed({a: v for a, v in leases.items() if a != CURSOR and _alive(v)})
 
 
 def sweep(name: str, sweeper) -> int:

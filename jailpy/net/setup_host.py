@@ -4,7 +4,6 @@ sends its namespaces, ``detach`` when the run ends)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from ..errors import HostError
@@ -13,15 +12,14 @@ from ..errors import HostError
 def check(plan) -> None:
     """Raise HostError (PolicyError for an unknown network) when this host cannot give ``plan.mode``."""
     if plan.mode == "bridge":
-        if os.geteuid() != 0:
-            raise HostError("--network bridge needs root; rootless, use --network user (its own network through "
-                            "pasta or slirp4netns), or --network none with --allow-host for egress by name")
-        if importlib.util.find_spec("pyroute2") is None:
-            raise HostError("--network bridge needs pyroute2: pip install 'jailpy[net]'")
         if plan.network is not None:
             from . import leases
 
-            leases.get(plan.network)
+            leases.get(plan.network)  # rootless: its pod is reached when the Sandbox's service starts
+        elif os.geteuid() != 0:
+            raise HostError("--network bridge (the default network) needs root; rootless, make a network of your "
+                            "own: jailpy network create NAME, then --network bridge:NAME (or --network user, or "
+                            "--network none with --allow-host for egress by name)")
     elif plan.mode == "user":
         from . import user
 
@@ -33,14 +31,28 @@ class Setup:
 
     def __init__(self, plan) -> None:
         self.plan = plan
+        self.pod = None
         if plan.mode == "bridge":
             from .bridge import Bridge
 
-            self.impl = Bridge(plan.network or "default", plan.hostname)
+            if os.geteuid() != 0:  # a rootless network: its pod (jailpy.net.pod)
+                from .pod import Pod
+
+                self.pod = Pod(plan.network)
+            try:
+                self.impl = Bridge(plan.network or "default", plan.hostname, self.pod)
+            except BaseException:
+                if self.pod is not None:
+                    self.pod.close()
+                raise
         else:
             from .user import UserNet
 
             self.impl = UserNet(plan)
+
+    def userns_parent(self):
+        """The user namespace the sandboxes' own must nest in (a rootless network's pod), else None."""
+        return self.pod
 
     def binds(self) -> list[tuple[str, str]]:
         """Host files the sandbox sees read-only, ``(source, destination)``."""

@@ -225,7 +225,6 @@ def test_without_rules_the_network_is_unchanged(loop_up):
     (["--allow-host", "127.0.0.1"], "is an address, not a host name"),
     (["--allow-host", "*.org"], "a wildcard needs at least two labels"),
     (["--allow-host", "example.org:99999"], "port must be 1-65535"),
-    (["--publish", "8080:80/udp"], "only TCP ports can be published"),
     (["--publish", "8080:80/sctp"], "protocol must be tcp or udp"),
     (["--resolver", "dns.example"], "expected IP[:PORT] of a DNS server"),
 ])

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import IS_ROOT, jail
 from limits_helpers import TIME_FACTOR
-from net_helpers import PROBE, netns, upstream_netns
+from net_helpers import DIAL, PROBE, SERVE, netns, upstream_netns
 
 ROOT_ONLY = pytest.mark.skipif(not IS_ROOT, reason="bridges need root")
 
@@ -28,17 +28,6 @@ SHOW = ("import json, socket, fcntl, struct, os\n"
         "routes = [l.split()[:3] for l in open('/proc/net/route').read().splitlines()[1:]]\n"
         "print(json.dumps({'links': sorted(os.listdir('/sys/class/net')), 'addr': addr, 'routes': routes,\n"
         "                  'hosts': open('/etc/hosts').read(), 'resolv': open('/etc/resolv.conf').read()}))\n")
-SERVE = ("import socket, sys\n"
-         "s = socket.socket(); s.bind(('0.0.0.0', 7000)); s.listen(); s.settimeout(float(sys.argv[1]))\n"
-         "print('listening', flush=True)\n"
-         "try:\n"
-         "    c, a = s.accept(); c.sendall(b'hello from ' + socket.gethostname().encode()); c.close(); print('served', a[0])\n"
-         "except OSError as e: print('nobody came', e)\n")
-DIAL = ("import socket, sys\n"
-        "try: print(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).recv(100).decode())\n"
-        "except OSError as e: print('error', e)\n")
-
-
 @pytest.fixture
 def ns():
     if not IS_ROOT:
@@ -167,7 +156,8 @@ def test_bridge_needs_root():
     if IS_ROOT:
         pytest.skip("checks the rootless message")
     p = jail("--network", "bridge", "--", "true")
-    assert p.returncode == 125 and b"--network bridge needs root" in p.stderr and p.stderr.count(b"\n") == 1
+    assert p.returncode == 125 and b"(the default network) needs root" in p.stderr and p.stderr.count(b"\n") == 1
+    assert b"jailpy network create NAME" in p.stderr
 
 
 @pytest.fixture

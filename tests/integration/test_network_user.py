@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -120,11 +121,93 @@ def test_publish_reaches_the_sandbox_rootless_or_root(mode, where):
     assert report["protections"]["network"]["publish"] == [f"127.0.0.1:{port}:7000/tcp"]
 
 
+UDP_ECHO = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 7000))\n"
+            "print('listening', flush=True)\n"
+            "for _ in range(int(sys.argv[1])):\n"
+            "    data, peer = s.recvfrom(65535); s.sendto(b'echo ' + str(len(data)).encode() + b' ' + data[:8], peer)\n")
+
+
+@pytest.mark.parametrize("mode", ["none", "user"])
+def test_publish_udp_relays_datagrams_per_client(mode, where):
+    """Each host client gets its own flow (its answers come back to it, not to the other), a
+    datagram arrives whole (60000 bytes in one), and the report counts the flows."""
+    env = _helper("slirp4netns" if HAVE["slirp4netns"] else "pasta") if mode == "user" else dict(os.environ)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    jp = subprocess.Popen([*where, sys.executable, "-m", "jailpy", "exec", "--network", mode, "--publish",
+                           f"127.0.0.1:{port}:7000/udp", "--report", "-", "--", sys.executable, "-c", UDP_ECHO, "3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    client = ("import socket, sys\n"
+              "port = int(sys.argv[1]); a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))\n"
+              "for s in (a, b): s.settimeout(10); s.connect(('127.0.0.1', port))\n"
+              "a.send(b'first'); print(a.recv(100).decode())\n"
+              "b.send(b'x' * 60000); print(b.recv(100).decode())\n"
+              "a.send(b'third'); print(a.recv(100).decode())\n")
+    try:
+        assert jp.stdout.readline().strip() == b"listening", jp.stderr.read()
+        got = subprocess.run([*where, sys.executable, "-c", client, str(port)], capture_output=True, timeout=30)
+        assert got.stdout.decode().splitlines() == ["echo 5 first", "echo 60000 xxxxxxxx", "echo 5 third"], got.stderr
+        out, err = jp.communicate(timeout=30)
+    finally:
+        jp.kill()
+        jp.wait(10)
+    report = json.loads(err.decode()[err.decode().index("{\n"):])
+    assert report["exit_code"] == 0
+    assert report["network"]["published_connections"] == 2
+    assert report["protections"]["network"]["publish"] == [f"127.0.0.1:{port}:7000/udp"]
+
+
+def test_publish_udp_forgets_an_idle_client(monkeypatch):
+    """A client silent for longer than FLOW_IDLE gets a new flow (the old socket inside is closed)."""
+    import threading
+
+    import jailpy
+    from jailpy.net import udp
+
+    monkeypatch.setattr(udp, "FLOW_IDLE", 0.4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = jailpy.Sandbox(jailpy.Policy().replace(publish=[f"{port}:7000/udp"]))
+    done = []
+    t = threading.Thread(target=lambda: done.append(box.run([sys.executable, "-c", UDP_ECHO, "2"],
+                                                            capture_output=True)))
+    t.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(2)
+            c.connect(("127.0.0.1", port))
+            got = None
+            for _ in range(50):  # until the program listens
+                c.send(b"one")
+                try:
+                    got = c.recv(100)
+                    break
+                except OSError:
+                    pass
+            assert got == b"echo 3 one"
+            time.sleep(1.5)  # > FLOW_IDLE, and the expiry timer runs every FLOW_IDLE / 4
+            c.send(b"two")
+            assert c.recv(100) == b"echo 3 two"
+        t.join(30)
+    finally:
+        box.close()
+    r = done[0]
+    assert r.exit_code == 0, r.stderr
+    assert r.network["published_connections"] == 2
+
+
 def test_publish_refuses_a_port_in_use():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         p = jail("--publish", f"{s.getsockname()[1]}:80", "--", "true")
+    assert p.returncode == 125 and b"the port is in use" in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        p = jail("--publish", f"{s.getsockname()[1]}:53/udp", "--", "true")
     assert p.returncode == 125 and b"the port is in use" in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
 
 
