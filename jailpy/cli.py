@@ -70,11 +70,17 @@ _EXEC_SETTINGS = dict(
 @_exec_app.command("exec", **_EXEC_SETTINGS)
 @app.command("exec", **_EXEC_SETTINGS)
 def exec_(
-    command: Annotated[list[str], typer.Argument(help="The program and its arguments.", show_default=False)],
+    command: Annotated[Optional[list[str]], typer.Argument(help="The program and its arguments (with --image: "
+        "default the image's Entrypoint and Cmd).", show_default=False)] = None,
     policy: Annotated[Optional[str], typer.Option("--policy", "-p", metavar="NAME|PATH",
         help="Start from this policy (a name from policies/, or a TOML file). Flags override it.")] = None,
     rootfs: Annotated[Optional[str], typer.Option(metavar="DIR", rich_help_panel=FS,
         help="Use DIR as the (read-only) root filesystem instead of this machine's /.")] = None,
+    image: Annotated[Optional[str], typer.Option(metavar="REF", rich_help_panel=FS,
+        help="Use a container image as the (read-only) root instead: oci:DIR[:TAG] (an OCI image layout, e.g. from "
+             "skopeo copy) or docker-archive:FILE (from docker save or podman save). Its layers are checked and "
+             "unpacked once into jailpy's store (jailpy image ls); its Env, WorkingDir and User apply unless you "
+             "override them, and with no COMMAND its Entrypoint and Cmd run. No registry is contacted.")] = None,
     no_cwd: Annotated[bool, typer.Option("--no-cwd", rich_help_panel=FS,
         help="Do not bind the current directory (read-only) into the sandbox.")] = False,
     bind: Annotated[Optional[list[str]], typer.Option(metavar="SRC[:DST[:ro|rw]]", rich_help_panel=FS,
@@ -195,7 +201,7 @@ def exec_(
     try:
         pol = policy_mod.load(policy or "default")
         changes = {k: v for k, v in {
-            "rootfs": rootfs, "workdir": workdir, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
+            "rootfs": rootfs, "image": image, "workdir": workdir, "bind": bind, "ro_bind": ro_bind, "tmpfs": tmpfs, "tmp_size": tmp_size,
             "hostname": hostname, "env": env, "env_pass": env_pass, "pass_fd": pass_fd, "uid": uid, "gid": gid,
             "id_map": id_map, "network": network, "wall_time": wall_time, "cpu_time": cpu_time, "memory": memory,
             "pids": pids, "cpus": cpus, "cpuset": cpuset, "cpu_weight": cpu_weight,
@@ -226,7 +232,7 @@ def exec_(
             try:
                 # the report is written as soon as the program is done, output still on its way
                 # to a reader that is slow (or stopped) is written after it (wait_output below)
-                result = sandbox.run(command, wait_output=False)
+                result = sandbox.run(command or [], wait_output=False)
                 forwarder.finish()
             finally:
                 sandbox.close()  # reap jailpy's helpers and remove the cgroup
@@ -490,6 +496,10 @@ app.add_typer(selinux_app, name="selinux")
 from .cli_net import network_app  # noqa: E402
 
 app.add_typer(network_app, name="network")
+
+from .cli_image import image_app  # noqa: E402
+
+app.add_typer(image_app, name="image")
 
 from .cli_audit import audit_command  # noqa: E402
 

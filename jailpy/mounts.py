@@ -18,6 +18,7 @@ from . import nesting, ucounts
 from .errors import PolicyError
 
 if TYPE_CHECKING:
+    from .image import Image
     from .policy import Policy
 
 # /proc entries that leak host kernel state or accept dangerous writes (the set of
@@ -133,15 +134,16 @@ def _under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def prepare(policy: Policy) -> MountPlan:
-    """Host side: check paths and build the plan.  Raises PolicyError for a missing bind
+def prepare(policy: Policy, image: Image | None = None) -> MountPlan:
+    """Host side: check paths and build the plan; ``image`` (:func:`jailpy.image.prepare`) is the
+    root instead of ``policy.rootfs`` and gives the default work dir.  Raises PolicyError for a missing bind
     source or rootfs, a destination that is not absolute, one mounted twice (two binds, or a
     bind and a ``--tmpfs``), or a directory bound onto a file (or a file onto a directory)
     where the destination exists in the sandbox's root (see :func:`_check_kinds`)."""
     from .policy import parse_bind, parse_size  # the sandbox's side of the fork needs none of the policy code
 
-    if policy.rootfs is not None:
-        lower = os.path.realpath(policy.rootfs)
+    if policy.rootfs is not None or image is not None:
+        lower = os.path.realpath(image.rootfs if image is not None else policy.rootfs)
         if not os.path.isdir(lower):
             raise PolicyError(f"rootfs: not a directory: {policy.rootfs}")
         hide: list[str] = []
@@ -211,11 +213,14 @@ def prepare(policy: Policy) -> MountPlan:
             cwd_note = f"{cwd} bound read-only"
     if policy.workdir is not None:
         workdir = os.path.normpath(policy.workdir)
+    elif image is not None:  # the image's WorkingDir, not the caller's directory
+        workdir = image.workdir or "/"
     tmpfs = [(dst, parse_size(size) if size else 64 << 20) for dst, size in tmpfs]
     per_run = ["/tmp", "/dev", "/sys"] + [dst for dst, _ in tmpfs]
     for b in binds:
         b.late = any(_under(b.dst, p) for p in per_run)
-    desc = ("read-only overlay of the host /" if policy.rootfs is None else f"read-only overlay of {lower}") + (
+    desc = ("read-only overlay of the host /" if policy.rootfs is None and image is None else f"read-only overlay of {lower}") + (
+        f" (image {image.ref}, {image.chain_id})" if image is not None else "") + (
         f", hidden: {' '.join(hide)}" if hide else "")
     for b in binds:
         b.weakened = not b.rw and b.dst in _TEST_WEAKEN

@@ -37,6 +37,9 @@ _NETWORK_RE = re.compile(r"^(none|user|bridge(:[a-z0-9][a-z0-9-]{0,10})?)$")
 NETWORK_TABLE = {"mode": "network", "allow_host": "allow_host", "allow_net": "allow_net", "publish": "publish",
                  "resolver": "resolver"}
 """Keys of a policy file's ``[network]`` table and the flat keys they stand for."""
+ROOTFS_TABLE = {"dir": "rootfs", "image": "image"}
+"""Keys of a policy file's ``[rootfs]`` table (``rootfs.image``) and the flat keys they stand for."""
+_TABLES = {"network": NETWORK_TABLE, "rootfs": ROOTFS_TABLE}
 _CPUSET_RE = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 DEFAULT_WALL_TIME = 3600.0
@@ -151,6 +154,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # filesystem
     rootfs: str | None = None
     """Directory used as the read-only lower layer of the root; None means the host's ``/``."""
+    image: str | None = None
+    """An OCI image (``oci:DIR[:TAG]`` or ``docker-archive:FILE[:TAG]``) whose layers are the read-only
+    root instead (jailpy.image; ``[rootfs] image = ...`` in a TOML file); its config gives Env,
+    WorkingDir, User and the command run when none is given."""
     cwd: bool = True
     """Bind the current directory read-only at the same path and start there."""
     workdir: str | None = None
@@ -446,6 +453,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     raise bad("resolver", str(e)) from None
         if self.rootfs is not None and not os.path.isabs(self.rootfs) and not self.rootfs.startswith("."):
             raise bad("rootfs", f"must be a directory path, got {self.rootfs!r}")
+        if self.image is not None and not self.image.startswith(("oci:", "docker-archive:")):
+            raise bad("image", f"expected oci:DIR[:TAG] or docker-archive:FILE[:TAG], got {self.image!r}")
+        if self.image is not None and self.rootfs is not None:
+            raise bad("image", "give either an image or a rootfs directory, not both")
         return self
 
     def digest(self) -> str:
@@ -489,8 +500,9 @@ def from_dict(raw: dict, source: str) -> Policy:
     """Build and validate a Policy from plain data; PolicyError names ``source`` and the key.
     A ``network`` table (``[network]`` in TOML: ``mode``, ``allow_host``...) is read as the flat
     keys it stands for (:data:`NETWORK_TABLE`)."""
-    if isinstance(raw, dict) and isinstance(raw.get("network"), dict):
-        raw = _flatten_network(raw, source)
+    for name in _TABLES:
+        if isinstance(raw, dict) and isinstance(raw.get(name), dict):
+            raw = _flatten_network(raw, source, name)
     try:
         policy = msgspec.convert(raw, Policy, strict=True)
     except msgspec.ValidationError as e:
@@ -509,16 +521,17 @@ def from_dict(raw: dict, source: str) -> Policy:
     return policy.validate(source)
 
 
-def _flatten_network(raw: dict, source: str) -> dict:
-    table = raw["network"]
-    out = {k: v for k, v in raw.items() if k != "network"}
+def _flatten_network(raw: dict, source: str, name: str = "network") -> dict:
+    """``raw`` with its table ``name`` (``[network]``, ``[rootfs]``: :data:`_TABLES`) as flat keys."""
+    table, keys = raw[name], _TABLES[name]
+    out = {k: v for k, v in raw.items() if k != name}
     for k, v in table.items():
-        flat = NETWORK_TABLE.get(k) if isinstance(k, str) else None
+        flat = keys.get(k) if isinstance(k, str) else None
         if flat is None:
             shown = k if isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_-]+", k) else repr(k)
-            raise PolicyError(f"{source}: network.{shown}: unknown key (known: {', '.join(NETWORK_TABLE)})")
+            raise PolicyError(f"{source}: {name}.{shown}: unknown key (known: {', '.join(keys)})")
         if flat in out:
-            raise PolicyError(f"{source}: network.{k}: also given as {flat}; give it once")
+            raise PolicyError(f"{source}: {name}.{k}: also given as {flat}; give it once")
         out[flat] = v
     return out
 
@@ -592,8 +605,9 @@ def _read(path: Path, seen: tuple[Path, ...], memo: dict | None = None) -> dict:
     if len(memo) >= MAX_INCLUDES:
         raise PolicyError(f"{path}: a policy may consist of at most {MAX_INCLUDES} files")
     data = read_toml(path)
-    if isinstance(data.get("network"), dict):
-        data = _flatten_network(data, str(path))
+    for name in _TABLES:
+        if isinstance(data.get(name), dict):
+            data = _flatten_network(data, str(path), name)
     includes = data.pop("include", [])  # names from policies/, or paths relative to this file
     if isinstance(includes, str):
         includes = [includes]

@@ -110,7 +110,12 @@ class Sandbox:
         self.name = registry.check_name(name) if name is not None else None
         if self.name is not None and pol.no_cgroup:
             raise PolicyError("--name needs a cgroup (jailpy ps, pause and kill act through it), but --no-cgroup is set")
-        self.mounts = mounts.prepare(pol)
+        self.image = None
+        if pol.image is not None:  # an OCI image's layers as the root (unpacked once, in the store)
+            from .image import prepare as prepare_image
+
+            self.image = prepare_image(pol.image)
+        self.mounts = mounts.prepare(pol, self.image)
         self.net = net.prepare(pol)
         # Landlock from the mount plan, TCP rules from the network plan (jailpy.lsm), an exec label
         self.lsm = lsm.prepare(pol, self.mounts, tcp=lsm.landlock.tcp_rules(self.net))
@@ -135,7 +140,9 @@ class Sandbox:
         self.filter = None if pol.seccomp == "none" else seccomp.prepare(
             pol.seccomp, log=pol.seccomp_log, nesting=pol.allow_nesting, notify=self._listener)
         f = self.filter
-        self._ids_asked = nesting.program_ids(pol.uid, pol.gid, pol.allow_nesting)
+        uid, gid = self.image.ids() if self.image is not None else (None, None)  # the image's User
+        self._ids_asked = nesting.program_ids(pol.uid if pol.uid is not None else uid,
+                                              pol.gid if pol.gid is not None else gid, pol.allow_nesting)
         self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
         self._check_state_binds()
@@ -216,6 +223,7 @@ class Sandbox:
 
     def _environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": os.environ.get("LANG", "C.UTF-8")}
+        env.update(kv.split("=", 1) for kv in (self.image.env if self.image is not None else ()))
         env.update(self.net.environment())
         if "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
@@ -294,8 +302,11 @@ class Sandbox:
         thread that outlives the run."""
         if isinstance(argv, (str, bytes)):
             raise PolicyError(f"argv must be a list of strings, like [{argv!r}], not a string")
+        if not argv and self.image is not None:  # the image's Entrypoint + Cmd
+            argv = self.image.argv
         if not argv:
-            raise PolicyError("no command given")
+            raise PolicyError("no command given" + (" (and the image's config has no Entrypoint or Cmd)"
+                                                    if self.image is not None else ""))
         for a in argv:
             if not isinstance(a, (str, bytes)) or "\0" in (a if isinstance(a, str) else a.decode("latin-1")):
                 raise PolicyError(f"argv: each argument must be a string without NUL bytes, got {a!r}")
@@ -452,6 +463,8 @@ class Sandbox:
         if self._net_service is not None:
             self._net_service.close()
         reap_exiting(timeout=0 if wait is False else REAP_WAIT)
+        if self.image is not None:
+            self.image.release()  # jailpy image rm may remove it now
         self._lease.release(busy=self._control.active)  # when the run that is going ends, if one is
 
     def __enter__(self) -> "Sandbox":
@@ -461,7 +474,7 @@ class Sandbox:
         self.close()
 
     def __del__(self) -> None:
-        for part in ("_pool", "_lease"):
+        for part in ("_pool", "_lease", "image"):
             try:
                 getattr(self, part).release()
             except Exception:  # noqa: BLE001 - interpreter shutdown, or a constructor that raised

@@ -107,6 +107,8 @@ paths = st.one_of(st.sampled_from(["/tmp", "/etc/hostname", "/nonexistent/jailpy
                                    "/tmp:/x\x00", "/etc/hostname:/h"]), weird_text)
 FIELD_VALUES = {
     "rootfs": st.one_of(st.none(), paths),
+    "image": st.one_of(st.none(), paths, st.sampled_from(["oci:/nonexistent/img", "oci:/tmp:latest", "docker-archive:x.tar",
+                                                           "docker://busybox", "oci:", "docker-archive:"])),
     "workdir": st.one_of(st.none(), paths),
     "cwd": st.booleans(),
     "bind": st.lists(paths, max_size=3),

@@ -1,0 +1,248 @@
+"""Running a sandbox on an OCI image's layers (host side).  See docs/images.md.
+
+:func:`prepare` turns a reference (``oci:DIR[:TAG]``, ``docker-archive:FILE[:TAG]``:
+:mod:`.ref`) into an :class:`Image`: a directory, the image's root, that the mount plan uses as
+``--rootfs`` would be used (a read-only overlay, a fresh tmpfs for /tmp each run), and the
+defaults its config gives (Env, WorkingDir, Entrypoint + Cmd, User).  Each layer is checked
+(:mod:`.ref`: digests and sizes), unpacked once (:mod:`.unpack`: a hostile tar), and the layers
+are stacked once per image (:mod:`.flatten`) in the content-addressed store (:mod:`.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from ..errors import PolicyError
+from . import store as store_mod
+
+
+@dataclass
+class Image:
+    """An image made ready to run: its root, its config's defaults, and a shared lock on it in
+    the store (held until :meth:`release`, so ``jailpy image rm`` leaves it while it is used)."""
+
+    ref: str
+    rootfs: str
+    chain_id: str
+    layers: list[str]
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    argv: list[str] = field(default_factory=list)
+    user: str | None = None
+    lock: store_mod.Lock | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def ids(self) -> tuple[int | None, int | None]:
+        """``(uid, gid)`` of the config's User (``NAME|UID[:GROUP|GID]``): names are looked up in
+        the image's own /etc/passwd and /etc/group (passwd(5), group(5)); ``(None, None)`` when
+        the config has no User.  Raises PolicyError for a name the image does not have."""
+        if not self.user:
+            return None, None
+        u, _, g = self.user.partition(":")
+        uid = _lookup(self.rootfs, "etc/passwd", u, 2, self.ref)
+        gid = _lookup(self.rootfs, "etc/group", g, 2, self.ref) if g else None
+        if gid is None and not u.isdigit():
+            gid = _lookup(self.rootfs, "etc/passwd", u, 3, self.ref)
+        for v in (uid, gid):
+            if v is not None and not 0 <= v < 65534:
+                raise PolicyError(f"{self.ref}: config User {self.user!r}: id {v} is not between 0 and 65533; "
+                                  f"give --uid/--gid")
+        return uid, gid
+
+
+def chain_id(diff_ids: list[str]) -> str:
+    """The OCI ChainID of layers ``diff_ids`` (config.md): the first's diff_id, then
+    sha256(previous chain id + " " + diff_id)."""
+    chain = diff_ids[0]
+    for d in diff_ids[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {d}".encode()).hexdigest()
+    return chain
+
+
+def _lookup(rootfs: str, rel: str, name: str, column: int, ref: str) -> int:
+    if name.isdigit():
+        return int(name)
+    from .. import _syscalls as sc
+
+    data = b""
+    try:
+        root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = sc.openat2(root, rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK,
+                            sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(root)
+        try:
+            data = os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    for line in data.decode("utf-8", "replace").splitlines():
+        f = line.split(":")
+        if len(f) > column and f[0] == name and f[column].isdigit():
+            return int(f[column])
+    raise PolicyError(f"{ref}: config User {name!r}: the image's /{rel} has no such name; give --uid/--gid")
+
+
+def _strings(v: object, what: str, ref: str) -> list[str]:
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(s, str) and "\0" not in s for s in v):
+        raise PolicyError(f"{ref}: config {what}: expected a list of strings")
+    return v
+
+
+def prepare(ref: str) -> Image:
+    """Host side, once per Sandbox: find, check, unpack and stack the image ``ref`` (the first
+    time; later only its index, manifest and config are read and checked).  Raises PolicyError
+    (one line) for a bad reference or image, HostError for a store that cannot be used."""
+    st = store_mod.Store()
+    src, memo_key = _open(st, ref)
+    diff_ids = [layer.diff_id for layer in src.layers]
+    if not diff_ids:
+        raise PolicyError(f"{ref}: the image has no layers")
+    chain = chain_id(diff_ids)
+    try:
+        locks = []
+        try:
+            for layer in src.layers:
+                locks.append(st.make("layers", layer.diff_id[7:], lambda tmp, layer=layer: _unpack(st, src, layer, tmp)))
+            lock = st.make("images", chain[7:], lambda tmp: _flatten(st, src, tmp, chain))
+        finally:
+            for held in locks:
+                held.release()
+    except OSError as e:
+        err = store_mod.no_space(e, st.base)
+        if err is not None:
+            raise err from None
+        raise PolicyError(f"{ref}: cannot unpack into the store {st.base}: {e.strerror or e}") from None
+    if memo_key is not None:  # every layer checked: the archive need not be read again while unchanged
+        st.remember(memo_key, {"config": src.config, "config_digest": src.config_digest,
+                               "layers": [vars(layer) for layer in src.layers]})
+    cfg = src.config.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise PolicyError(f"{ref}: config: 'config' is not an object")
+    env = [e for e in _strings(cfg.get("Env"), "Env", ref) if "=" in e]
+    workdir = cfg.get("WorkingDir") or None
+    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/") or "\0" in workdir):
+        raise PolicyError(f"{ref}: config WorkingDir: expected an absolute path, got {workdir!r}")
+    user = cfg.get("User") or None
+    if user is not None and (not isinstance(user, str) or "\0" in user):
+        raise PolicyError(f"{ref}: config User: expected NAME|UID[:GROUP|GID], got {user!r}")
+    argv = _strings(cfg.get("Entrypoint"), "Entrypoint", ref) + _strings(cfg.get("Cmd"), "Cmd", ref)
+    return Image(ref, os.path.join(st.path("images", chain[7:]), "rootfs"), chain, diff_ids, env, workdir, argv,
+                 user, lock)
+
+
+def _open(st: store_mod.Store, ref: str):
+    """The image's :class:`.ref.Source` and, for a docker archive read now, the key to remember
+    it by: one unchanged since it was last read (same file, size, mtime and ctime) is not read
+    again (``refs/`` in the store)."""
+    from . import ref as ref_mod
+
+    kind, path, tag = ref_mod.split_ref(ref)
+    if kind != "docker-archive":
+        return ref_mod.open_ref(ref), None
+    s = os.stat(path)
+    key = hashlib.sha256(repr((os.path.realpath(path), tag, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns,
+                               s.st_ctime_ns)).encode()).hexdigest()
+    memo = st.memo(key)
+    if memo is not None:
+        try:
+            return ref_mod.open_ref(ref, memo), None
+        except (KeyError, TypeError):
+            pass
+    return ref_mod.open_ref(ref), key
+
+
+def _unpack(st: store_mod.Store, src, layer, tmp: str) -> None:
+    """Fill ``tmp`` with ``layer``: its blob copied into the store while hashed (so what is
+    unpacked is what was checked), decompressed while hashed again (the diff_id), unpacked."""
+    import tempfile
+    import zlib
+
+    from . import unpack
+
+    with tempfile.TemporaryFile(dir=os.path.join(st.base, "tmp")) as blob:
+        src.copy_blob(layer, blob)
+        blob.seek(0)
+        reader = _Reader(_decompress(blob, layer, src.ref), unpack.MAX_BYTES * 2)
+        root = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            unpack.unpack(reader, root)
+            reader.drain()
+        except unpack.LayerError as e:
+            raise PolicyError(f"{src.ref}: layer {layer.digest}: {e}") from None
+        except _TooBig:
+            raise PolicyError(f"{src.ref}: layer {layer.digest}: decompresses to more than "
+                              f"{unpack.MAX_BYTES * 2} bytes: refused") from None
+        except (OSError, EOFError, ValueError, zlib.error) as e:
+            if isinstance(e, OSError) and store_mod.no_space(e, st.base):
+                raise
+            raise PolicyError(f"{src.ref}: layer {layer.digest}: bad {layer.compression} data "
+                              f"({e.strerror if isinstance(e, OSError) and e.strerror else e}): refused") from None
+        finally:
+            os.close(root)
+    if reader.digest() != layer.diff_id:
+        raise PolicyError(f"{src.ref}: layer {layer.digest}: the uncompressed tar's digest {reader.digest()} is not "
+                          f"the config's diff_id {layer.diff_id}: refused")
+
+
+def _decompress(blob, layer, ref: str):
+    if layer.compression == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=blob, mode="rb")
+    if layer.compression == "zstd":
+        try:
+            import zstandard  # type: ignore[import-not-found]
+        except ImportError:
+            raise PolicyError(f"{ref}: layer {layer.digest}: media type tar+zstd needs the Python module "
+                              f"zstandard (pip install zstandard), which is not installed") from None
+        return zstandard.ZstdDecompressor().stream_reader(blob)
+    return blob
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Reader:
+    """A binary stream that hashes what it reads and stops past ``limit`` bytes."""
+
+    def __init__(self, f, limit: int) -> None:
+        self.f, self.limit, self.n = f, limit, 0
+        self.h = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size if size is not None and size >= 0 else 1 << 20)
+        self.n += len(data)
+        if self.n > self.limit:
+            raise _TooBig()
+        self.h.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self.h.hexdigest()
+
+
+def _flatten(st: store_mod.Store, src, tmp: str, chain: str) -> None:
+    import json
+    import time
+
+    from . import flatten
+
+    flatten.flatten([st.path("layers", layer.diff_id[7:]) for layer in src.layers], os.path.join(tmp, "rootfs"))
+    with open(os.path.join(tmp, "image.json"), "w") as f:
+        json.dump({"id": chain, "layers": [layer.diff_id for layer in src.layers], "refs": [src.ref],
+                   "config_digest": src.config_digest, "created": int(time.time())}, f)
