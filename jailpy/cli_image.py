@@ -66,9 +66,13 @@ def rm(ids: Annotated[list[str], typer.Argument(metavar="ID|REF...", help="A cha
     images = st.images()
     failed = []
     for want in ids:
+        if want.startswith(("oci:", "docker-archive:")):  # the image this reference names now
+            from .image import chain_id
+            from .image.ref import open_ref
+
+            want = chain_id([layer.diff_id for layer in open_ref(want).layers])
         hexd = want[7:] if want.startswith("sha256:") else want
-        found = [i for i in images if want in i["refs"]] or \
-            ([i for i in images if i["id"][7:].startswith(hexd)] if len(hexd) >= 4 else [])
+        found = [i for i in images if i["id"][7:].startswith(hexd)] if len(hexd) >= 4 else []
         if len(found) != 1:
             failed.append(f"{want}: {'no such image' if not found else f'{len(found)} images match; give more of the id'}")
             continue

@@ -34,9 +34,10 @@ need=()
 # bubblewrap and crun: jailpy inside them (tests/integration/test_nesting.py, test_containers.py),
 # bubblewrap also the peer bench/pool.py compares with; redis-server: the workers' broker, started
 # by the tests themselves (tests/integration/test_workers.py); apparmor (apparmor_parser),
-# python3-apparmor: the generated AppArmor profiles are compiled and parsed
+# python3-apparmor: the generated AppArmor profiles are compiled and parsed; busybox-static: the
+# test images' userland (tests/image_helpers.py, tests/integration/test_images.py)
 for p in python3-venv python3-pip uidmap gcc g++ libc6-dev default-jdk-headless nodejs golang-go \
-         iproute2 nftables passt slirp4netns bubblewrap crun redis-server apparmor python3-apparmor; do
+         iproute2 nftables passt slirp4netns bubblewrap crun redis-server apparmor python3-apparmor busybox-static; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

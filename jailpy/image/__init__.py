@@ -57,7 +57,9 @@ class Image:
 
 def chain_id(diff_ids: list[str]) -> str:
     """The OCI ChainID of layers ``diff_ids`` (config.md): the first's diff_id, then
-    sha256(previous chain id + " " + diff_id)."""
+    sha256(previous chain id + " " + diff_id).  PolicyError for no layers."""
+    if not diff_ids:
+        raise PolicyError("the image has no layers")
     chain = diff_ids[0]
     for d in diff_ids[1:]:
         chain = "sha256:" + hashlib.sha256(f"{chain} {d}".encode()).hexdigest()
@@ -108,15 +110,8 @@ def prepare(ref: str) -> Image:
     if not diff_ids:
         raise PolicyError(f"{ref}: the image has no layers")
     chain = chain_id(diff_ids)
-    try:
-        locks = []
-        try:
-            for layer in src.layers:
-                locks.append(st.make("layers", layer.diff_id[7:], lambda tmp, layer=layer: _unpack(st, src, layer, tmp)))
-            lock = st.make("images", chain[7:], lambda tmp: _flatten(st, src, tmp, chain))
-        finally:
-            for held in locks:
-                held.release()
+    try:  # made already (the usual case): one lock and one stat
+        lock = st.make("images", chain[7:], lambda tmp: _flatten(st, src, tmp, chain))
     except OSError as e:
         err = store_mod.no_space(e, st.base)
         if err is not None:
@@ -237,12 +232,21 @@ class _Reader:
 
 
 def _flatten(st: store_mod.Store, src, tmp: str, chain: str) -> None:
+    """Fill ``tmp`` with the image: each layer made in the store (when missing) and held (a shared
+    lock: prune leaves it) while they are stacked into ``tmp``/rootfs."""
     import json
     import time
 
     from . import flatten
 
-    flatten.flatten([st.path("layers", layer.diff_id[7:]) for layer in src.layers], os.path.join(tmp, "rootfs"))
+    locks = []
+    try:
+        for layer in src.layers:
+            locks.append(st.make("layers", layer.diff_id[7:], lambda t, layer=layer: _unpack(st, src, layer, t)))
+        flatten.flatten([st.path("layers", layer.diff_id[7:]) for layer in src.layers], os.path.join(tmp, "rootfs"))
+    finally:
+        for held in locks:
+            held.release()
     with open(os.path.join(tmp, "image.json"), "w") as f:
         json.dump({"id": chain, "layers": [layer.diff_id for layer in src.layers], "refs": [src.ref],
                    "config_digest": src.config_digest, "created": int(time.time())}, f)

@@ -8,9 +8,9 @@ Layout, below :func:`location` (``$JAILPY_IMAGE_STORE``; as root ``/var/cache/ja
                                 HEX its chain id (OCI config.md: the digests of all its layers)
     images/sha256/HEX/image.json  the layers and the references that led to it
     refs/HEX.json               what an unchanged docker archive holds (skips reading it again)
-    locks/HEX.lock              flock(2): shared while a layer or an image is used (by a Sandbox,
+    locks/KIND-HEX.lock         flock(2) (KIND: layers or images): shared while a layer or an image is used (by a Sandbox,
                                 or while an image is stacked from its layers), exclusive to remove it
-    locks/HEX.make.lock         flock(2): exclusive while one is made
+    locks/KIND-HEX.make.lock    flock(2): exclusive while one is made
     tmp/                        work directories; a directory appears under layers/ or images/
                                 only complete: made in tmp/, synced (syncfs), then renamed
 
@@ -24,7 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import stat
 import time
 from dataclasses import dataclass
@@ -111,15 +110,15 @@ class Store:
     def make(self, kind: str, hexd: str, build) -> Lock:
         """Make ``kind``/sha256/``hexd`` once: when it is missing, ``build(tmpdir)`` fills a new
         directory in tmp/, which is synced and renamed into place.  Returns a shared lock on it
-        (``HEX.lock``, held while it is used: remove() takes it exclusive, without waiting).  The
-        making itself is under another lock (``HEX.make``): a concurrent maker of the same one
+        (``KIND-HEX.lock``, held while it is used: remove() takes it exclusive, without waiting).  The
+        making itself is under another lock (``KIND-HEX.make``): a concurrent maker of the same one
         waits for it, then finds it made; a user holding the shared lock never blocks a maker."""
         final = self.path(kind, hexd)
-        use = self.lock(hexd, exclusive=False)
+        use = self.lock(f"{kind}-{hexd}", exclusive=False)
         try:
             if os.path.isdir(final):
                 return use
-            making = self.lock(hexd + ".make", exclusive=True)
+            making = self.lock(f"{kind}-{hexd}.make", exclusive=True)
             try:
                 if not os.path.isdir(final):
                     self._build(final, kind, hexd, build)
@@ -131,6 +130,7 @@ class Store:
             raise
 
     def _build(self, final: str, kind: str, hexd: str, build) -> None:
+        import shutil
         import tempfile
 
         tmp = tempfile.mkdtemp(prefix=f"{kind}-{hexd[:12]}-", dir=os.path.join(self.base, "tmp"))
@@ -176,7 +176,7 @@ class Store:
         d = os.path.join(self.base, "images", "sha256")
         for hexd in sorted(os.listdir(d)):
             meta = _read_meta(os.path.join(d, hexd, "image.json"))
-            lock = self.lock(hexd, exclusive=True, wait=False)
+            lock = self.lock(f"images-{hexd}", exclusive=True, wait=False)
             if lock is not None:
                 lock.release()
             out.append({"id": "sha256:" + hexd, "layers": meta.get("layers", []), "refs": meta.get("refs", []),
@@ -189,12 +189,14 @@ class Store:
 
     def remove(self, kind: str, hexd: str) -> bool:
         """Remove an image or a layer unless a process uses it (False then)."""
-        lock = self.lock(hexd, exclusive=True, wait=False)
+        lock = self.lock(f"{kind}-{hexd}", exclusive=True, wait=False)
         if lock is None:
             return False
         try:
             final = self.path(kind, hexd)
             if os.path.isdir(final):
+                import shutil
+
                 doomed = os.path.join(self.base, "tmp", f"rm-{hexd[:12]}-{os.getpid()}-{time.monotonic_ns()}")
                 os.rename(final, doomed)  # gone from view at once; then deleted
                 shutil.rmtree(doomed, ignore_errors=True)
@@ -215,6 +217,8 @@ class Store:
         for layer in self.layers():
             if layer not in used and self.remove("layers", layer[7:]):
                 gone_layers.append(layer)
+        import shutil
+
         tmp = os.path.join(self.base, "tmp")
         for name in os.listdir(tmp):
             p = os.path.join(tmp, name)
