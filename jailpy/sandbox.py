@@ -145,6 +145,8 @@ class Sandbox:
                                               pol.gid if pol.gid is not None else gid, pol.allow_nesting)
         self._lease = idlease.take(*self._ids_asked, pol.id_map, [b.src for b in self.mounts.binds if b.rw])
         self.ids = self._lease.ids  # host ids of this Sandbox's own, until close() (jailpy.idlease)
+        if self.image is not None and (why := self.image.unreachable(mounts._host_id(self.ids.uid_map, 0))):
+            raise HostError(why)
         self._check_state_binds()
         self.warnings = mounts.unwritable_binds(self.mounts, self.ids)
         """What will not work as the policy seems to expect (one line each, with the fix): the CLI

@@ -37,6 +37,26 @@ class Image:
         if self.lock is not None:
             self.lock.release()
 
+    def unreachable(self, host_uid: int | None) -> str | None:
+        """Why the sandbox, whose root is host uid ``host_uid``, could not reach the image's root
+        (a directory on the way that others may not search, such as a 0700 home holding the
+        store), with the fix; None when it can (path_resolution(7))."""
+        if host_uid == os.geteuid():
+            return None
+        path = self.rootfs
+        while True:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            if not st.st_mode & 0o001:
+                return (f"image store: the sandbox's ids cannot reach {self.rootfs}: {path} is mode "
+                        f"{st.st_mode & 0o7777:04o} (others may not search it); chmod o+x {path}, set "
+                        f"JAILPY_IMAGE_STORE to a directory others can search, or use --id-map single")
+            if path == "/":
+                return None
+            path = os.path.dirname(path)
+
     def ids(self) -> tuple[int | None, int | None]:
         """``(uid, gid)`` of the config's User (``NAME|UID[:GROUP|GID]``): names are looked up in
         the image's own /etc/passwd and /etc/group (passwd(5), group(5)); ``(None, None)`` when

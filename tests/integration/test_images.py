@@ -166,3 +166,22 @@ def test_a_policy_file_names_the_image(store, images, tmp_path):
     pol.write_text(f'cwd = false\n[rootfs]\nimage = "{images["oci"]}"\n')
     r = subprocess.run([*JAILPY, "--policy", str(pol)], capture_output=True, text=True, timeout=TIMEOUT * 4)
     assert (r.returncode, r.stdout) == (0, "default-cmd\n/app\n"), r.stderr
+
+
+def test_a_store_the_sandbox_cannot_reach_is_one_line(images, monkeypatch, tmp_path_factory):
+    """A store below a 0700 directory (a private home): the sandbox's own ids (as root a leased
+    uid; rootless a subuid) cannot search it, which is said before the run, with the fix; with the
+    caller's own id (rootless --id-map single) it works."""
+    import tempfile
+
+    private = tempfile.mkdtemp(prefix="jailpy-private-")  # 0700
+    try:
+        monkeypatch.setenv("JAILPY_IMAGE_STORE", os.path.join(private, "store"))
+        if os.getuid() == 0:
+            r = jailpy("--image", images["oci"], cmd=("true",))
+            assert r.returncode == 125 and "others may not search it" in r.stderr and r.stderr.count("\n") == 1
+        else:
+            r = jailpy("--image", images["oci"], "--id-map", "single", cmd=("true",))
+            assert r.returncode == 0, r.stderr
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
