@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 
 from ..errors import PolicyError
 from . import store as store_mod
 
 
-@dataclass
 class Image:
-    """An image made ready to run: its root, its config's defaults, and a shared lock on it in
-    the store (held until :meth:`release`, so ``jailpy image rm`` leaves it while it is used)."""
+    """An image made ready to run: ``rootfs``, its root (a directory of the store); ``chain_id``
+    and ``layers`` (diff_ids); its config's defaults ``env`` (``K=V``), ``workdir``, ``argv``
+    (Entrypoint + Cmd) and ``user``; and ``lock``, a shared lock on it in the store (held until
+    :meth:`release`, so ``jailpy image rm`` leaves it while it is used)."""
 
-    ref: str
-    rootfs: str
-    chain_id: str
-    layers: list[str]
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    argv: list[str] = field(default_factory=list)
-    user: str | None = None
-    lock: store_mod.Lock | None = None
+    def __init__(self, ref: str, rootfs: str, chain_id: str, layers: list[str], env: list[str],
+                 workdir: str | None, argv: list[str], user: str | None, lock: store_mod.Lock | None) -> None:
+        self.ref, self.rootfs, self.chain_id, self.layers = ref, rootfs, chain_id, layers
+        self.env, self.workdir, self.argv, self.user, self.lock = env, workdir, argv, user, lock
 
     def release(self) -> None:
         if self.lock is not None:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
 
 from ..errors import PolicyError
 
@@ -31,8 +30,8 @@ MAX_LAYERS = 256
 MAX_BLOB = 64 << 30
 """Bytes one layer blob may have (compressed, as stored)."""
 
-_DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:/@-]{0,255}$")
+_HEX = frozenset("0123456789abcdef")
+_TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9._:/@-]{0,255}$"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
@@ -53,38 +52,30 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", 
 
 def hex_of(digest: object, what: str) -> str:
     """The hex part of a ``sha256:HEX`` digest; PolicyError for any other form or algorithm."""
-    m = _DIGEST_RE.match(digest) if isinstance(digest, str) else None
-    if not m:
+    if not (isinstance(digest, str) and len(digest) == 71 and digest.startswith("sha256:") and _HEX.issuperset(digest[7:])):
         raise PolicyError(f"{what}: digest {digest!r} is not sha256:<64 hex digits> (the only algorithm accepted)")
-    return m.group(1)
+    return digest[7:]
 
 
-@dataclass
 class Layer:
-    """One layer of a manifest."""
+    """One layer of a manifest: ``digest`` of the blob as stored (compressed or not),
+    ``sha256:HEX``; its ``size`` in bytes as the manifest states it (-1: a docker archive's,
+    whose member gives it); ``compression`` (``none``, ``gzip``, ``zstd``); ``diff_id``, the
+    digest of the uncompressed tar (the config's ``rootfs.diff_ids``), the store's key; ``path``,
+    where the blob is: a file (OCI layout) or a member of the archive (docker-archive).
+    (A plain class: a dataclass costs a millisecond at import, on every cached run.)"""
 
-    digest: str
-    """Digest of the blob as stored (compressed or not): ``sha256:HEX``."""
-    size: int
-    """Bytes of the blob, as the manifest states them."""
-    compression: str
-    """``none``, ``gzip`` or ``zstd``."""
-    diff_id: str
-    """Digest of the uncompressed tar (the config's ``rootfs.diff_ids``): the store's key."""
-    path: str = ""
-    """Where the blob is: a file (OCI layout) or a member of the archive (docker-archive)."""
+    def __init__(self, digest: str, size: int, compression: str, diff_id: str, path: str = "") -> None:
+        self.digest, self.size, self.compression, self.diff_id, self.path = digest, size, compression, diff_id, path
 
 
-@dataclass
 class Source:
     """An image found by a reference: its config and layers, checked against their digests."""
 
-    ref: str
-    kind: str
-    path: str
-    config: dict
-    config_digest: str
-    layers: list[Layer] = field(default_factory=list)
+    def __init__(self, ref: str, kind: str, path: str, config: dict, config_digest: str,
+                 layers: list[Layer]) -> None:
+        self.ref, self.kind, self.path, self.config, self.config_digest = ref, kind, path, config, config_digest
+        self.layers = layers
 
     def copy_blob(self, layer: Layer, out) -> None:
         """Copy ``layer``'s blob into the binary file ``out`` while hashing it; PolicyError when
@@ -184,7 +175,7 @@ def split_ref(ref: str) -> tuple[str, str, str | None]:
     for i in cuts:
         path, tag = rest[:i], rest[i + 1:] or None
         if want(path):
-            if tag is not None and not _TAG_RE.match(tag):
+            if tag is not None and not re.match(_TAG_RE, tag):
                 raise PolicyError(f"image: {ref!r}: bad tag {tag!r}")
             return kind, os.path.abspath(path), tag
     raise PolicyError(f"image: {ref!r}: no such {'directory' if kind == 'oci' else 'file'}: {rest}")

@@ -26,7 +26,6 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass
 
 from ..errors import HostError
 
@@ -54,11 +53,11 @@ def _libc_syncfs(fd: int) -> None:
         raise OSError(e, os.strerror(e))
 
 
-@dataclass
 class Lock:
-    """A held flock(2) on a lock file of the store; :meth:`release` (or exit) lets go."""
+    """A held flock(2) on a lock file of the store (fd ``fd``); :meth:`release` (or exit) lets go."""
 
-    fd: int
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
 
     def release(self) -> None:
         if self.fd >= 0:
