@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 from ..errors import PolicyError
 from . import store as store_mod
@@ -70,6 +71,26 @@ class Image:
         return uid, gid
 
 
+def split_ref(ref: str) -> tuple[str, str, str | None]:
+    """``(kind, path, tag)`` of a reference (see the module docstring).  The path is the longest
+    prefix that exists (a path may hold ``:``); PolicyError for an unknown transport, a path that
+    does not exist or a bad tag."""
+    kind, sep, rest = ref.partition(":")
+    if not sep or kind not in ("oci", "docker-archive") or not rest:
+        raise PolicyError(f"image: {ref!r}: expected oci:DIR[:TAG] or docker-archive:FILE[:TAG] (no registry is "
+                          f"contacted: save the image first, e.g. docker save -o img.tar NAME, or skopeo copy "
+                          f"docker://NAME oci:DIR:TAG)")
+    want = os.path.isdir if kind == "oci" else os.path.isfile
+    cuts = [len(rest)] + [i for i in range(len(rest) - 1, 0, -1) if rest[i] == ":"]
+    for i in cuts:
+        path, tag = rest[:i], rest[i + 1:] or None
+        if want(path):
+            if tag is not None and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._:/@-]{0,255}$", tag):
+                raise PolicyError(f"image: {ref!r}: bad tag {tag!r}")
+            return kind, os.path.abspath(path), tag
+    raise PolicyError(f"image: {ref!r}: no such {'directory' if kind == 'oci' else 'file'}: {rest}")
+
+
 def chain_id(diff_ids: list[str]) -> str:
     """The OCI ChainID of layers ``diff_ids`` (config.md): the first's diff_id, then
     sha256(previous chain id + " " + diff_id).  PolicyError for no layers."""
@@ -117,25 +138,33 @@ def _strings(v: object, what: str, ref: str) -> list[str]:
 
 def prepare(ref: str) -> Image:
     """Host side, once per Sandbox: find, check, unpack and stack the image ``ref`` (the first
-    time; later only its index, manifest and config are read and checked).  Raises PolicyError
-    (one line) for a bad reference or image, HostError for a store that cannot be used."""
+    time; later, while the reference's index.json or archive is unchanged, only a note of what
+    its checked documents said is read: :func:`_documents`).  Raises PolicyError (one line) for a
+    bad reference or image, HostError for a store that cannot be used."""
     st = store_mod.Store()
-    src, memo_key = _open(st, ref)
-    diff_ids = [layer.diff_id for layer in src.layers]
-    if not diff_ids:
-        raise PolicyError(f"{ref}: the image has no layers")
+    config, diff_ids, src, key = _documents(st, ref)
     chain = chain_id(diff_ids)
+
+    def build(tmp: str) -> None:  # the image is not in the store (yet, or any more)
+        source = src
+        if source is None:
+            from .ref import open_ref
+
+            source = open_ref(ref)
+            if [layer.diff_id for layer in source.layers] != diff_ids:
+                raise PolicyError(f"{ref}: changed while it was read; run again")
+        _flatten(st, source, tmp, chain)
+
     try:  # made already (the usual case): one lock and one stat
-        lock = st.make("images", chain[7:], lambda tmp: _flatten(st, src, tmp, chain))
+        lock = st.make("images", chain[7:], build)
     except OSError as e:
         err = store_mod.no_space(e, st.base)
         if err is not None:
             raise err from None
         raise PolicyError(f"{ref}: cannot unpack into the store {st.base}: {e.strerror or e}") from None
-    if memo_key is not None:  # every layer checked: the archive need not be read again while unchanged
-        st.remember(memo_key, {"config": src.config, "config_digest": src.config_digest,
-                               "layers": [vars(layer) for layer in src.layers]})
-    cfg = src.config.get("config") or {}
+    if key is not None:  # every document and layer checked: noted, for the runs to come
+        st.remember(key, {"config": config, "diff_ids": diff_ids})
+    cfg = config.get("config") or {}
     if not isinstance(cfg, dict):
         raise PolicyError(f"{ref}: config: 'config' is not an object")
     env = [e for e in _strings(cfg.get("Env"), "Env", ref) if "=" in e]
@@ -150,25 +179,31 @@ def prepare(ref: str) -> Image:
                  user, lock)
 
 
-def _open(st: store_mod.Store, ref: str):
-    """The image's :class:`.ref.Source` and, for a docker archive read now, the key to remember
-    it by: one unchanged since it was last read (same file, size, mtime and ctime) is not read
-    again (``refs/`` in the store)."""
-    from . import ref as ref_mod
+def _documents(st: store_mod.Store, ref: str) -> tuple[dict, list[str], object, str | None]:
+    """``(config, diff_ids, source, key)`` of ``ref``.  A reference whose index.json (OCI) or
+    archive (docker) is the same file with the same size, mtime and ctime as when jailpy last
+    read and checked it is not read again: its note in the store's ``refs/`` gives the config and
+    diff_ids (``source`` is then None; the index names its manifest by digest, so what the note
+    says is what that digest holds).  Otherwise the documents are read and checked now
+    (:func:`.ref.open_ref`) and ``key`` is where to note them once the image is made."""
+    kind, path, tag = split_ref(ref)
+    key = None
+    try:
+        s = os.stat(os.path.join(path, "index.json") if kind == "oci" else path)
+        key = hashlib.sha256(repr((kind, os.path.realpath(path), tag, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns,
+                                   s.st_ctime_ns)).encode()).hexdigest()
+        memo = st.memo(key)
+        if memo is not None:
+            config, diff_ids = memo["config"], memo["diff_ids"]
+            if isinstance(config, dict) and isinstance(diff_ids, list) and diff_ids and \
+                    all(isinstance(d, str) and len(d) == 71 for d in diff_ids):
+                return config, diff_ids, None, None
+    except (OSError, KeyError, TypeError):
+        pass
+    from .ref import open_ref
 
-    kind, path, tag = ref_mod.split_ref(ref)
-    if kind != "docker-archive":
-        return ref_mod.open_ref(ref), None
-    s = os.stat(path)
-    key = hashlib.sha256(repr((os.path.realpath(path), tag, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns,
-                               s.st_ctime_ns)).encode()).hexdigest()
-    memo = st.memo(key)
-    if memo is not None:
-        try:
-            return ref_mod.open_ref(ref, memo), None
-        except (KeyError, TypeError):
-            pass
-    return ref_mod.open_ref(ref), key
+    src = open_ref(ref)
+    return src.config, [layer.diff_id for layer in src.layers], src, key
 
 
 def _unpack(st: store_mod.Store, src, layer, tmp: str) -> None:

@@ -22,6 +22,7 @@ import os
 import re
 
 from ..errors import PolicyError
+from . import split_ref
 
 MAX_JSON = 4 << 20
 """Bytes an index, manifest, config or ``manifest.json`` may have."""
@@ -31,7 +32,6 @@ MAX_BLOB = 64 << 30
 """Bytes one layer blob may have (compressed, as stored)."""
 
 _HEX = frozenset("0123456789abcdef")
-_TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9._:/@-]{0,255}$"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
@@ -161,37 +161,12 @@ def _checked(data: bytes, desc: dict, what: str) -> bytes:
     return data
 
 
-def split_ref(ref: str) -> tuple[str, str, str | None]:
-    """``(kind, path, tag)`` of a reference (see the module docstring).  The path is the longest
-    prefix that exists (a path may hold ``:``); PolicyError for an unknown transport, a path that
-    does not exist or a bad tag."""
-    kind, sep, rest = ref.partition(":")
-    if not sep or kind not in ("oci", "docker-archive") or not rest:
-        raise PolicyError(f"image: {ref!r}: expected oci:DIR[:TAG] or docker-archive:FILE[:TAG] (no registry is "
-                          f"contacted: save the image first, e.g. docker save -o img.tar NAME, or skopeo copy "
-                          f"docker://NAME oci:DIR:TAG)")
-    want = os.path.isdir if kind == "oci" else os.path.isfile
-    cuts = [len(rest)] + [i for i in range(len(rest) - 1, 0, -1) if rest[i] == ":"]
-    for i in cuts:
-        path, tag = rest[:i], rest[i + 1:] or None
-        if want(path):
-            if tag is not None and not re.match(_TAG_RE, tag):
-                raise PolicyError(f"image: {ref!r}: bad tag {tag!r}")
-            return kind, os.path.abspath(path), tag
-    raise PolicyError(f"image: {ref!r}: no such {'directory' if kind == 'oci' else 'file'}: {rest}")
-
-
-def open_ref(ref: str, memo: dict | None = None) -> Source:
-    """Read the image ``ref`` points to (see :func:`split_ref`).  ``memo``: what an earlier read
-    of the same unchanged docker archive found (:attr:`Source` fields), used instead of reading
-    the archive again.  Raises PolicyError (one line) for anything missing, malformed, or not
-    matching its digest or size."""
+def open_ref(ref: str) -> Source:
+    """Read the image ``ref`` points to (see :func:`jailpy.image.split_ref`).  Raises PolicyError
+    (one line) for anything missing, malformed, or not matching its digest or size."""
     kind, path, tag = split_ref(ref)
     if kind == "oci":
         return _oci(ref, path, tag)
-    if memo is not None:
-        layers = [Layer(**layer) for layer in memo["layers"]]
-        return Source(ref, kind, path, memo["config"], memo["config_digest"], layers)
     return _docker_archive(ref, path, tag)
 
 

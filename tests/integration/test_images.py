@@ -185,3 +185,16 @@ def test_a_store_the_sandbox_cannot_reach_is_one_line(images, monkeypatch, tmp_p
             assert r.returncode == 0, r.stderr
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def test_a_changed_reference_is_read_again_and_a_removed_image_made_again(store, tmp_path):
+    """The note a run leaves (refs/ in the store: the checked config and layers of an unchanged
+    index.json or archive) never outlives a change of the reference, nor the image's removal."""
+    ref = h.write_oci(tmp_path / "img", [h.busybox_layer()])
+    assert jailpy("--image", ref, cmd=("sh", "-c", "echo $GREETING")).stdout == "hello-env\n"
+    h.write_oci(tmp_path / "img", [h.busybox_layer()], cfg=dict(h.DEFAULT_CONFIG, Env=["PATH=/bin", "GREETING=v2"]))
+    assert jailpy("--image", ref, cmd=("sh", "-c", "echo $GREETING")).stdout == "v2\n"
+    assert image_cli("rm", ref).returncode == 0 and image_cli("prune").returncode == 0
+    r = jailpy("--image", ref, cmd=("sh", "-c", "echo $GREETING"))
+    assert (r.returncode, r.stdout) == (0, "v2\n"), r.stderr
+    assert len(os.listdir(store / "images" / "sha256")) == 1
