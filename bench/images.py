@@ -18,7 +18,8 @@ directory):
 * ``resolve``: ``jailpy.image.prepare(ref)`` alone on the made image (read and check the index,
   manifest and config, one lock, one stat), many times: all that a cached ``--image`` run does
   that a ``--rootfs`` run does not (then both build the same mounts from a directory), and
-  ``import jailpy.image`` in a new interpreter (what the CLI pays once more).
+  ``import jailpy.image`` in a new interpreter that has imported the CLI (what ``jailpy exec``
+  pays once more; a cached run imports nothing else of the image code).
 
 Target: a cached run within +1 ms of ``--rootfs``: checked on ``resolve`` + the import, the
 extra work measured directly; the medians' differences of whole runs are printed too, but on a
@@ -138,7 +139,7 @@ def main() -> int:
         imports = []
         for _ in range(9):
             p = subprocess.run([sys.executable, "-c", "import time, jailpy.cli, jailpy.sandbox; t = time.perf_counter(); "
-                                "import jailpy.image, jailpy.image.ref; print(time.perf_counter() - t)"],
+                                "import jailpy.image; print(time.perf_counter() - t)"],
                                capture_output=True, text=True, check=True)
             imports.append(float(p.stdout))
         res = {"who": "root" if os.geteuid() == 0 else "rootless", "kernel": platform.release(),

@@ -12,14 +12,13 @@ from typing import Annotated
 
 import typer
 
+from .cli_text import SUBAPP_SETTINGS
+
 image_app = typer.Typer(
     name="image",
     help="The store of images jailpy exec --image unpacked (as root /var/cache/jailpy, else ~/.cache/jailpy; "
          "$JAILPY_IMAGE_STORE overrides).",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    **SUBAPP_SETTINGS,
 )
 
 

@@ -13,6 +13,10 @@ import sys
 
 from .text import clean, fs_text, one_line  # noqa: F401 - the CLI's names for them
 
+SUBAPP_SETTINGS = dict(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                       context_settings={"help_option_names": ["-h", "--help"]})
+"""The typer settings of a sub-command group (``jailpy image``)."""
+
 
 def escape_undecodable_output() -> None:
     """Make stdout and stderr write bytes that were not UTF-8 in a path or argument (str with

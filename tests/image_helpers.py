@@ -13,6 +13,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import pytest
+
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 APPLETS = ("sh", "cat", "ls", "env", "pwd", "id", "test", "echo", "true", "stat", "touch")
 
@@ -127,3 +129,12 @@ def store_dir() -> str:
     d = tempfile.mkdtemp(prefix="jailpy-store-")
     os.chmod(d, 0o755)
     return d
+
+
+@pytest.fixture()
+def store(monkeypatch):
+    """A fresh image store for the test (JAILPY_IMAGE_STORE), removed after it."""
+    d = store_dir()
+    monkeypatch.setenv("JAILPY_IMAGE_STORE", d)
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)

@@ -16,18 +16,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import image_helpers as h  # noqa: E402
+from image_helpers import store  # noqa: E402,F401 - a fixture
 
 from conftest import JAILPY, TIMEOUT  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.exists(h.BUSYBOX), reason="busybox-static is not installed")
-
-
-@pytest.fixture()
-def store(monkeypatch):
-    d = h.store_dir()
-    monkeypatch.setenv("JAILPY_IMAGE_STORE", d)
-    yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture()

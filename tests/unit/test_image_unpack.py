@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import image_helpers as h  # noqa: E402
+from image_helpers import store  # noqa: E402,F401 - a fixture
 
 from jailpy.errors import PolicyError  # noqa: E402
 from jailpy.image import unpack  # noqa: E402
@@ -187,15 +188,6 @@ def test_long_and_deep_names_are_refused(box):
 
 
 # --- whole images: digests, sizes and compression (jailpy.image.prepare) ---
-
-@pytest.fixture()
-def store(monkeypatch):
-    d = h.store_dir()
-    monkeypatch.setenv("JAILPY_IMAGE_STORE", d)
-    yield Path(d)
-    import shutil
-
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _left(store: Path) -> list[str]:
