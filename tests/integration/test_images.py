@@ -20,7 +20,9 @@ from image_helpers import store  # noqa: E402,F401 - a fixture
 
 from conftest import JAILPY, TIMEOUT  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.path.exists(h.BUSYBOX), reason="busybox-static is not installed")
+# vm: the VM lane runs these on a stock Debian kernel too (an overlay on the image's root, rootless)
+pytestmark = [pytest.mark.skipif(not os.path.exists(h.BUSYBOX), reason="busybox-static is not installed"),
+              pytest.mark.vm]
 
 
 @pytest.fixture()
