@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 _APP_SETTINGS = dict(
     name="jailpy",
     help="Run an untrusted program in a sandbox: it sees a read-only copy of this machine, no network, "
-    "no other processes and none of your private files, and has no privileges.  No root needed.",
+    "no other processes and none of your private files, and has no privileges.  No root needed.  "
+    "With --image it sees a container image's files instead (jailpy exec --image docker-archive:img.tar -- CMD).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
