@@ -1,0 +1,59 @@
+"""Regressions from a new user's trial of the README and --help (root and rootless): each test is
+one thing that failed, misled or differed from the docs, through the real CLI where it can be.
+
+Safety: servers only on 127.0.0.1 or a unix socket under tmp_path; `jailpy selinux install` is
+only ever pointed at a stand-in `semodule` in tmp_path (never the host's policy store);
+`--network user` as root runs in a network namespace of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import IS_ROOT, REPO, TIMEOUT
+
+
+def _jailpy(*args: str, env: dict | None = None, timeout: float = TIMEOUT, prefix: tuple = ()):
+    return subprocess.run([*prefix, sys.executable, "-m", "jailpy", *args], capture_output=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, cwd=REPO, env=env)
+
+
+def _one_error_line(p: subprocess.CompletedProcess) -> str:
+    err = p.stderr.decode()
+    assert p.returncode == 125, (p.returncode, err[-2000:])
+    assert err.count("\n") == 1 and err.startswith("jailpy: error: "), err[-2000:]
+    assert "Traceback" not in err
+    return err
+
+
+# ---------------------------------------------------------------- jailpy serve --listen ----
+
+def _need_service():
+    for mod in ("uvicorn", "starlette", "prometheus_client"):
+        pytest.importorskip(mod)
+
+
+def test_serve_port_in_use_is_one_error_line_125():
+    """It printed "serving on", then uvicorn's own ERROR line, and exited 3."""
+    _need_service()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = _jailpy("serve", "--listen", f"127.0.0.1:{port}")
+    err = _one_error_line(p)
+    assert f"--listen 127.0.0.1:{port}" in err and "in use" in err and "serving" not in err
+
+
+def test_serve_unix_socket_in_a_missing_directory_is_one_error_line_125(tmp_path):
+    """It printed a traceback of uvicorn's and asyncio's (twice) and exited 1."""
+    _need_service()
+    path = tmp_path / "no" / "such" / "dir" / "s"
+    err = _one_error_line(_jailpy("serve", "--listen", f"unix:{path}"))
+    assert f"unix:{path}" in err and "No such file or directory" in err
