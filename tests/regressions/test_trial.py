@@ -57,3 +57,30 @@ def test_serve_unix_socket_in_a_missing_directory_is_one_error_line_125(tmp_path
     path = tmp_path / "no" / "such" / "dir" / "s"
     err = _one_error_line(_jailpy("serve", "--listen", f"unix:{path}"))
     assert f"unix:{path}" in err and "No such file or directory" in err
+
+
+# ------------------------------------------------------- protections.network for user ----
+
+def test_network_user_report_says_egress_is_open():
+    """--network user connects out through slirp4netns or pasta, yet the report said
+    "egress": "none"."""
+    if not (shutil.which("slirp4netns") or shutil.which("pasta")):
+        pytest.skip("neither slirp4netns nor pasta is installed")
+    if not IS_ROOT and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        pytest.skip("/dev/net/tun is not usable by this user (tests/run.sh makes it 0666, its usual mode)")
+    if IS_ROOT:  # the user-mode stack in a network namespace of the test's own, not the machine's
+        from net_helpers import netns
+
+        with netns() as ns:
+            p = _jailpy("exec", "--network", "user", "--report", "-", "--", "true", prefix=tuple(ns.prefix),
+                        timeout=60)
+    else:
+        p = _jailpy("exec", "--network", "user", "--report", "-", "--", "true", timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err[-2000:]
+    net = json.loads(err[err.index("{\n"):])["protections"]["network"]
+    assert net["mode"] == "user"
+    assert net["egress"].startswith("open"), net
+    none = _jailpy("exec", "--report", "-", "--", "true")
+    assert json.loads(none.stderr.decode()[none.stderr.decode().index("{\n"):])["protections"]["network"] == \
+        "none (loopback only)"
