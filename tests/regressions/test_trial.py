@@ -84,3 +84,23 @@ def test_network_user_report_says_egress_is_open():
     none = _jailpy("exec", "--report", "-", "--", "true")
     assert json.loads(none.stderr.decode()[none.stderr.decode().index("{\n"):])["protections"]["network"] == \
         "none (loopback only)"
+
+
+# ----------------------------------------------------- the cgroup hint of jailpy judge ----
+
+def test_cgroup_hint_names_what_jailpy_judge_can_take():
+    """Rootless on cgroup v1 without a delegated cgroup, `jailpy judge` said "then pass
+    --cgroup-parent /judge", a flag judge does not have; JAILPY_CGROUP_PARENT is what it reads."""
+    if IS_ROOT:
+        pytest.skip("root needs no delegated cgroup: the hint is for normal users")
+    with open("/proc/self/cgroup") as f:
+        if not any(line.split(":")[1] for line in f.read().splitlines() if line.strip()):
+            pytest.skip("not cgroup v1: the v2 hints are tested in the VM lane")
+    env = {k: v for k, v in os.environ.items() if k != "JAILPY_CGROUP_PARENT"}
+    parent = "/jailpy-trial-missing-parent"
+    env["JAILPY_CGROUP_PARENT"] = parent
+    err = _one_error_line(_jailpy("judge", "tests/judge/problems/aplusb", "tests/judge/solutions/aplusb/AC.py",
+                                  env=env, timeout=120))
+    assert f"set JAILPY_CGROUP_PARENT={parent}" in err, err
+    assert f"then pass --cgroup-parent {parent}" not in err, err
+    assert "--cgroup-parent" not in _jailpy("judge", "--help").stdout.decode()
