@@ -392,10 +392,12 @@ def container() -> Check:
         return Check("container", INFO, "not in a container (as far as /.dockerenv, /run/.containerenv and PID 1's "
                                         "environment tell)")
     return Check("container", INFO, f"inside a {kind} container: jailpy works here when the container allows "
-                                    f"unshare(CLONE_NEWUSER) and mounting a fresh proc (podman/docker: "
-                                    f"--security-opt seccomp=unconfined --security-opt apparmor=unconfined, or "
-                                    f"--privileged); its cgroups are the container's, delegated only if the "
-                                    f"runtime does (cgroupns); AppArmor and SELinux labels are the host's to give")
+                                    f"unshare(CLONE_NEWUSER) and mounting a fresh proc (docker: --security-opt "
+                                    f"seccomp=unconfined --security-opt systempaths=unconfined, podman: "
+                                    f"unmask=ALL instead of systempaths, plus apparmor=unconfined where AppArmor is "
+                                    f"on; no capability is needed, see docs/nesting.md); its cgroups are the "
+                                    f"container's, delegated only if the runtime does (cgroupns); AppArmor and "
+                                    f"SELinux labels are the host's to give")
 
 
 def end_to_end() -> Check:

@@ -104,3 +104,19 @@ def test_cgroup_hint_names_what_jailpy_judge_can_take():
     assert f"set JAILPY_CGROUP_PARENT={parent}" in err, err
     assert f"then pass --cgroup-parent {parent}" not in err, err
     assert "--cgroup-parent" not in _jailpy("judge", "--help").stdout.decode()
+
+
+# ---------------------------------------------------------------- doctor in a container ----
+
+def test_doctor_container_hint_matches_the_readme():
+    """In a container, doctor said "..., or --privileged" and left out systempaths=unconfined,
+    which the README (Running inside a container) says is what is needed, with no capability."""
+    from jailpy import doctor
+
+    check = doctor.container()
+    if check.detail.startswith("not in a container"):
+        pytest.skip("not in a container here")
+    assert "--privileged" not in check.detail, check.detail
+    assert "systempaths=unconfined" in check.detail and "unmask=ALL" in check.detail, check.detail
+    readme = (REPO / "README.md").read_text()
+    assert "systempaths=unconfined" in readme and "unmask=ALL" in readme
