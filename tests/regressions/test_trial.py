@@ -120,3 +120,37 @@ def test_doctor_container_hint_matches_the_readme():
     assert "systempaths=unconfined" in check.detail and "unmask=ALL" in check.detail, check.detail
     readme = (REPO / "README.md").read_text()
     assert "systempaths=unconfined" in readme and "unmask=ALL" in readme
+
+
+# ----------------------------------------------------------- jailpy selinux install ----
+
+@pytest.fixture
+def fake_semodule(tmp_path):
+    """A stand-in semodule first on PATH that records its arguments and changes nothing."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "semodule.log"
+    fake = bindir / "semodule"
+    fake.write_text(f"#!/bin/sh\nprintf '%s ' \"$@\" >> {log}\n")
+    fake.chmod(0o755)
+    return dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"), log
+
+
+def test_selinux_install_refuses_where_selinux_is_off(fake_semodule):
+    """On a host with SELinux off it ran semodule -i, changed the policy store and said
+    "installed"; `jailpy apparmor install` refuses without AppArmor.  Now: refused, unless -n."""
+    from jailpy.lsm import selinux
+
+    if selinux.enabled():
+        pytest.skip("SELinux is enabled here")
+    env, log = fake_semodule
+    err = _one_error_line(_jailpy("selinux", "install", env=env))
+    if not IS_ROOT:
+        assert "as root" in err
+        return
+    assert "not enabled" in err and "--no-reload" in err, err
+    assert not log.exists(), "semodule was run"
+    p = _jailpy("selinux", "install", "--no-reload", env=env)
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"not loaded (-n)" in p.stdout
+    assert log.read_text().split()[:2] == ["-n", "-i"] and log.read_text().strip().endswith("jailpy.cil")
