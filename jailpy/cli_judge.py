@@ -202,7 +202,9 @@ def serve_command(
     if host is not None and not _loopback(host) and token is None:
         raise PolicyError(f"--listen {listen}: listening beyond this machine needs --token-file (bearer auth)")
     if not 0 <= slots <= 256:
-        raise PolicyError(f"--slots: between 1 and 256, got {slots}")
+        raise PolicyError(f"--slots: between 1 and 256 (0: the number of CPUs), got {slots}")
+    if max_body < 1:
+        raise PolicyError(f"--max-body: at least 1 byte, got {max_body}")
     if problems is not None and not os.path.isdir(problems):
         raise PolicyError(f"--problems: not a directory: {problems}")
     if broker is not None:

@@ -59,6 +59,17 @@ def test_serve_unix_socket_in_a_missing_directory_is_one_error_line_125(tmp_path
     assert f"unix:{path}" in err and "No such file or directory" in err
 
 
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_serve_max_body_below_one_byte_is_refused(value):
+    """--max-body -1 was taken: the server started (and then refused every body)."""
+    _need_service()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free again when jailpy runs: nothing may listen if it is refused
+    err = _one_error_line(_jailpy("serve", "--listen", f"127.0.0.1:{port}", "--max-body", value))
+    assert "--max-body" in err and value in err
+
+
 # ------------------------------------------------------- protections.network for user ----
 
 def test_network_user_report_says_egress_is_open():
