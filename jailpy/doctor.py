@@ -237,10 +237,11 @@ def cgroup() -> list[Check]:
                                cpu_accounting=True)
     except JailpyError as e:
         msg = str(e)
-        fix = next((msg[i:] for key in ("ask root for", "run inside", "mount ", "remove ") if (i := msg.find(key)) >= 0),
-                   msg)
-        return [Check("cgroup", WARN, f"{version}; limits (--memory, --pids, --cpus, --cpu-time) cannot be used: {msg}",
-                      fix)]
+        at = next((i for key in ("ask root for", "run inside", "mount ", "remove ") if (i := msg.find(key)) >= 0), -1)
+        fix = msg[at:] if at >= 0 else msg
+        cause = msg[:at].rstrip(" ;:,") if at > 0 else msg  # the fix is printed once, on its own line
+        return [Check("cgroup", WARN, f"{version}; limits (--memory, --pids, --cpus, --cpu-time) cannot be used: "
+                                      f"{cause}", fix)]
     out = [Check("cgroup", OK, f"{version}; --memory, --pids, --cpus and --cpu-time work under {plan.parent}")]
     swap = [line.split()[0] for line in (_read("/proc/swaps") or "").splitlines()[1:] if line.strip()]
     if swap and plan.swap is None:

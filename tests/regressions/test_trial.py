@@ -117,6 +117,20 @@ def test_cgroup_hint_names_what_jailpy_judge_can_take():
     assert "--cgroup-parent" not in _jailpy("judge", "--help").stdout.decode()
 
 
+def test_doctor_prints_the_cgroup_fix_once():
+    """Rootless without a delegated cgroup, doctor's cgroup line held the whole "ask root for: ..."
+    fix and then printed it again as "fix:"."""
+    if IS_ROOT:
+        pytest.skip("root needs no delegated cgroup: nothing to fix")
+    env = dict(os.environ, JAILPY_CGROUP_PARENT="/jailpy-trial-missing-parent")
+    p = _jailpy("doctor", "--json", env=env, timeout=120)
+    check = next(c for c in json.loads(p.stdout)["checks"] if c["name"] == "cgroup")
+    if check["status"] == "ok":
+        pytest.skip("limits work here: nothing to fix")
+    assert check["fix"] and check["fix"] not in check["detail"], check
+    assert "ask root for" not in check["detail"] and "cannot be used" in check["detail"], check
+
+
 # ---------------------------------------------------------------- doctor in a container ----
 
 def test_doctor_container_hint_matches_the_readme():
