@@ -214,7 +214,9 @@ def serve_command(
     import uvicorn
 
     from .service.app import create_app
+    from .service.worker import self_check
 
+    self_check()  # as jailpy worker does: a host that cannot run requests (no cgroup) refuses to start
     sock = _listen_socket(listen, host, port, uds)
     app = create_app(slots=slots, problems=problems, token=token, broker=broker, max_body=max_body)
     print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)

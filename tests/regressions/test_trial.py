@@ -59,6 +59,20 @@ def test_serve_unix_socket_in_a_missing_directory_is_one_error_line_125(tmp_path
     assert f"unix:{path}" in err and "No such file or directory" in err
 
 
+def test_serve_refuses_to_start_where_no_run_can_be_made():
+    """Rootless without a delegated cgroup, serve started and answered every request XX with the
+    cgroup error; jailpy worker refuses to start there (one line, 125), and so does serve now."""
+    _need_service()
+    if IS_ROOT:
+        pytest.skip("root makes its own cgroups: every run can be made")
+    env = dict(os.environ, JAILPY_CGROUP_PARENT="/jailpy-trial-missing-parent")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err = _one_error_line(_jailpy("serve", "--listen", f"127.0.0.1:{port}", env=env))
+    assert "cannot run" in err and "/jailpy-trial-missing-parent" in err, err
+
+
 @pytest.mark.parametrize("value", ["-1", "0"])
 def test_serve_max_body_below_one_byte_is_refused(value):
     """--max-body -1 was taken: the server started (and then refused every body)."""
