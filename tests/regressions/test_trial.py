@@ -193,3 +193,15 @@ def test_selinux_install_refuses_where_selinux_is_off(fake_semodule):
     assert p.returncode == 0, p.stderr.decode()
     assert b"not loaded (-n)" in p.stdout
     assert log.read_text().split()[:2] == ["-n", "-i"] and log.read_text().strip().endswith("jailpy.cil")
+
+
+# ------------------------------------------------------------------- exit status 126 ----
+
+@pytest.mark.parametrize("arg0,why", [("/etc", "it is a directory"), ("./tests", "it is a directory"),
+                                      ("./README.md", "Permission denied")])
+def test_a_directory_as_the_program_says_so(arg0, why):
+    """`jailpy exec -- /etc` said "cannot execute: Permission denied" (execve's EACCES), which
+    sends a user looking at modes; the README's table says 126 is also "a directory"."""
+    p = _jailpy("exec", "--", arg0)
+    assert p.returncode == 126, p.stderr.decode()
+    assert p.stderr.decode() == f"jailpy: {arg0}: cannot execute: {why}\n"
