@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from conftest import IS_ROOT, REPO, TIMEOUT
+from limits_helpers import NEEDS_CGROUP
 
 
 def _jailpy(*args: str, env: dict | None = None, timeout: float = TIMEOUT, prefix: tuple = ()):
@@ -205,3 +206,36 @@ def test_a_directory_as_the_program_says_so(arg0, why):
     p = _jailpy("exec", "--", arg0)
     assert p.returncode == 126, p.stderr.decode()
     assert p.stderr.decode() == f"jailpy: {arg0}: cannot execute: {why}\n"
+
+
+# --------------------------------------------------------------------------- jailpy ps ----
+
+@NEEDS_CGROUP
+def test_ps_keeps_one_line_per_sandbox_in_80_columns():
+    """A long command wrapped over four lines of the COMMAND column in a pipe (80 columns), cut
+    mid-word; now the other columns stay whole and the command is cut with an ellipsis."""
+    import secrets
+    import time
+
+    name = f"T-{secrets.token_hex(6)}"
+    code = "import time; time.sleep(30)  # " + "a long comment that makes the command wider than the table " * 2
+    p = subprocess.Popen([sys.executable, "-m", "jailpy", "exec", "--name", name, "--wall-time", "40", "--",
+                          "python3", "-c", code], cwd=REPO, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 15
+        while name not in _jailpy("ps", "--json").stdout.decode():
+            assert p.poll() is None and time.monotonic() < end, p.stderr.read() if p.poll() is not None else "slow"
+            time.sleep(0.1)
+        out = _jailpy("ps", env=dict(os.environ, COLUMNS="80")).stdout.decode()
+    finally:
+        _jailpy("kill", name)
+        p.wait(timeout=TIMEOUT)
+        p.stderr.close()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0].split() == ["NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS", "COMMAND"], out
+    (row,) = [line for line in lines if name in line]
+    assert all(len(line) <= 80 for line in lines), out
+    assert row.split()[:2] == [name, str(p.pid)] and row.rstrip().endswith("…"), out
+    # no continuation lines: every line after the header is a sandbox's row, with its PID second
+    assert all(len(line.split()) >= 8 and line.split()[1].isdigit() for line in lines[1:]), out
