@@ -513,6 +513,8 @@ def _exec_error(arg0: bytes, env: list[bytes], e: OSError, plan: mounts.MountPla
     one not found, where it was looked for and, when that is a directory the sandbox hides or
     does not have, how to make it visible."""
     name = arg0.decode(errors="backslashreplace")
+    if e.errno == errno.EACCES and b"/" in arg0 and os.path.isdir(arg0):  # execve(2) says only EACCES
+        return f"{name}: cannot execute: it is a directory"
     if e.errno not in (errno.ENOENT, errno.ENOTDIR):
         return f"{name}: cannot execute: {e.strerror}"
     if b"/" not in arg0:

@@ -441,17 +441,23 @@ def ps(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(box=None)
-    for col in ("NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS", "COMMAND"):
-        t.add_column(col)
     from rich.markup import escape
     from rich.text import Text
 
-    for r in rows:  # a program's arguments are text, never rich markup ("[/]" broke ps)
-        t.add_row(escape(r["name"]), str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
-                  f"{r['cpu_s']:.2f} s" if "cpu_s" in r else "-", _size(r.get("memory_bytes")),
-                  str(r.get("pids", "-")), Text(one_line(" ".join(r["command"]))[:60]))
-    Console(highlight=False).print(t)
+    heads = ("NAME", "PID", "STATE", "RUNNING", "CPU", "MEMORY", "PIDS")
+    cells = [[r["name"], str(r["pid"]), r.get("state", "?"), f"{r['running_s']:.1f} s",
+              f"{r['cpu_s']:.2f} s" if "cpu_s" in r else "-", _size(r.get("memory_bytes")),
+              str(r.get("pids", "-"))] for r in rows]
+    console = Console(highlight=False)
+    # one line per sandbox: the other columns whole, the command cut (…) to what is left of the width
+    used = sum(max([len(h)] + [len(c[i]) for c in cells]) + 2 for i, h in enumerate(heads))
+    t = Table(box=None)
+    for col in heads:
+        t.add_column(col, no_wrap=True)
+    t.add_column("COMMAND", no_wrap=True, overflow="ellipsis", max_width=max(12, console.width - used - 2))
+    for r, c in zip(rows, cells):  # a program's arguments are text, never rich markup ("[/]" broke ps)
+        t.add_row(escape(c[0]), *c[1:], Text(one_line(" ".join(r["command"]))[:200]))
+    console.print(t)
 
 
 def _control(name: str, action: str) -> None:

@@ -126,6 +126,49 @@ def _parse_listen(listen: str) -> tuple[str | None, int | None, str | None]:
     return host.strip("[]"), int(port), None
 
 
+def _listen_socket(listen: str, host: str | None, port: int | None, uds: str | None):
+    """The listening socket for ``jailpy serve --listen``, made before uvicorn starts, so that a
+    port in use or a unix socket path that cannot be made is one ``jailpy: error:`` line (exit
+    125) instead of uvicorn's log and traceback.  As uvicorn would: SO_REUSEADDR on TCP (socket(7));
+    a stale socket file at the unix path is replaced (as asyncio's create_unix_server does) and the
+    new one is 0666, whatever else is there is refused.  Raises HostError (bind(2), listen(2) errors)."""
+    import socket
+    import stat
+
+    from .errors import HostError
+
+    try:
+        if uds is not None:
+            try:
+                if stat.S_ISSOCK(os.lstat(uds).st_mode):
+                    os.unlink(uds)
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(uds)
+                os.chmod(uds, 0o666)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(addr)
+            except BaseException:
+                sock.close()
+                raise
+        sock.listen(2048)
+    except socket.gaierror as e:
+        raise HostError(f"--listen {listen}: cannot resolve {host!r}: {e.strerror}") from None
+    except OSError as e:
+        hint = " (the port is in use: pick another)" if e.errno == 98 else ""
+        raise HostError(f"--listen {listen}: cannot listen: {e.strerror}{hint}") from None
+    return sock
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -159,7 +202,9 @@ def serve_command(
     if host is not None and not _loopback(host) and token is None:
         raise PolicyError(f"--listen {listen}: listening beyond this machine needs --token-file (bearer auth)")
     if not 0 <= slots <= 256:
-        raise PolicyError(f"--slots: between 1 and 256, got {slots}")
+        raise PolicyError(f"--slots: between 1 and 256 (0: the number of CPUs), got {slots}")
+    if max_body < 1:
+        raise PolicyError(f"--max-body: at least 1 byte, got {max_body}")
     if problems is not None and not os.path.isdir(problems):
         raise PolicyError(f"--problems: not a directory: {problems}")
     if broker is not None:
@@ -169,11 +214,15 @@ def serve_command(
     import uvicorn
 
     from .service.app import create_app
+    from .service.worker import self_check
 
+    self_check()  # as jailpy worker does: a host that cannot run requests (no cgroup) refuses to start
+    sock = _listen_socket(listen, host, port, uds)
     app = create_app(slots=slots, problems=problems, token=token, broker=broker, max_body=max_body)
     print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, uds=uds, log_level="warning", access_log=False,
-                limit_concurrency=1024, timeout_keep_alive=30, backlog=2048)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=1024,
+                            timeout_keep_alive=30, backlog=2048)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def worker_command(

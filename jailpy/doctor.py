@@ -237,10 +237,11 @@ def cgroup() -> list[Check]:
                                cpu_accounting=True)
     except JailpyError as e:
         msg = str(e)
-        fix = next((msg[i:] for key in ("ask root for", "run inside", "mount ", "remove ") if (i := msg.find(key)) >= 0),
-                   msg)
-        return [Check("cgroup", WARN, f"{version}; limits (--memory, --pids, --cpus, --cpu-time) cannot be used: {msg}",
-                      fix)]
+        at = next((i for key in ("ask root for", "run inside", "mount ", "remove ") if (i := msg.find(key)) >= 0), -1)
+        fix = msg[at:] if at >= 0 else msg
+        cause = msg[:at].rstrip(" ;:,") if at > 0 else msg  # the fix is printed once, on its own line
+        return [Check("cgroup", WARN, f"{version}; limits (--memory, --pids, --cpus, --cpu-time) cannot be used: "
+                                      f"{cause}", fix)]
     out = [Check("cgroup", OK, f"{version}; --memory, --pids, --cpus and --cpu-time work under {plan.parent}")]
     swap = [line.split()[0] for line in (_read("/proc/swaps") or "").splitlines()[1:] if line.strip()]
     if swap and plan.swap is None:
@@ -392,10 +393,12 @@ def container() -> Check:
         return Check("container", INFO, "not in a container (as far as /.dockerenv, /run/.containerenv and PID 1's "
                                         "environment tell)")
     return Check("container", INFO, f"inside a {kind} container: jailpy works here when the container allows "
-                                    f"unshare(CLONE_NEWUSER) and mounting a fresh proc (podman/docker: "
-                                    f"--security-opt seccomp=unconfined --security-opt apparmor=unconfined, or "
-                                    f"--privileged); its cgroups are the container's, delegated only if the "
-                                    f"runtime does (cgroupns); AppArmor and SELinux labels are the host's to give")
+                                    f"unshare(CLONE_NEWUSER) and mounting a fresh proc (docker: --security-opt "
+                                    f"seccomp=unconfined --security-opt systempaths=unconfined, podman: "
+                                    f"unmask=ALL instead of systempaths, plus apparmor=unconfined where AppArmor is "
+                                    f"on; no capability is needed, see docs/nesting.md); its cgroups are the "
+                                    f"container's, delegated only if the runtime does (cgroupns); AppArmor and "
+                                    f"SELinux labels are the host's to give")
 
 
 def end_to_end() -> Check:

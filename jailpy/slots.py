@@ -501,7 +501,11 @@ class SlotPool:
             s.close()
         reap_exiting(timeout=1.0)
         if self._own_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            for _ in range(20):  # a slot given back meanwhile may still be removing its box in its thread
+                shutil.rmtree(self.root, ignore_errors=True)
+                if not os.path.lexists(self.root):
+                    break
+                time.sleep(0.05)
 
     def __enter__(self) -> "SlotPool":
         return self

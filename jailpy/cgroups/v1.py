@@ -44,7 +44,7 @@ def _fix_v1(parent: str, need: list[str], want: list[str], v1: dict[str, _Hierar
         m = v1["cpuset"].mount
         cpuset = f"; for f in cpus mems; do cat {m}/cpuset.$f > {m}{parent}/cpuset.$f; done"
     return (f"ask root for: for c in {names}; do mkdir -p {base}/$c{parent} && chown -R {_user()} {base}/$c{parent}; "
-            f"done{cpuset}; then pass --cgroup-parent {parent} (or set JAILPY_CGROUP_PARENT={parent})")
+            f"done{cpuset}; then set JAILPY_CGROUP_PARENT={parent} (jailpy exec also takes --cgroup-parent {parent})")
 
 
 def _writable_dir(path: str) -> bool:

@@ -88,7 +88,7 @@ def prepare(limits: Limits, parent: str | None, h: _Hierarchy, need: list[str], 
             raise HostError(f"cgroup: {d} (this process's cgroup, cgroup v2) is not delegated to uid {euid} "
                             f"(owned by uid {os.stat(d).st_uid}), so the {' and '.join(need2) or 'needed'} "
                             f"controller cannot be used there; {_SYSTEMD_FIX}, "
-                            "or pass --cgroup-parent with a subtree root delegated to you")
+                            "or set JAILPY_CGROUP_PARENT (jailpy exec: --cgroup-parent) to a subtree root delegated to you")
     try:
         avail = set(_read(os.path.join(d, "cgroup.controllers")).split())
     except OSError as e:
@@ -167,8 +167,8 @@ def _enable_here(d: str, need2: list[str], want2: list[str]) -> set[str]:
     if procs != {os.getpid()}:
         others = sorted(procs - {os.getpid()})
         raise HostError(f"cgroup: {d} (cgroup v2) holds other processes ({', '.join(map(str, others[:5]))}), so "
-                        f"controllers {' '.join(need2)} cannot be enabled for its children: {_SYSTEMD_FIX}, or pass "
-                        "--cgroup-parent with an empty delegated cgroup")
+                        f"controllers {' '.join(need2)} cannot be enabled for its children: {_SYSTEMD_FIX}, or set "
+                        "JAILPY_CGROUP_PARENT (jailpy exec: --cgroup-parent) to an empty delegated cgroup")
     leaf = os.path.join(d, SUPERVISOR_LEAF)
     try:
         os.makedirs(leaf, exist_ok=True)

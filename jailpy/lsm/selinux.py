@@ -138,13 +138,19 @@ def module_path() -> Path:
 
 def install(no_reload: bool = False) -> str:
     """As root: install jailpy's module (semodule -i profiles/selinux/jailpy.cil; with
-    ``no_reload``: -n, into the policy store only, as on a host where SELinux is off).  Returns
-    what was done.  Raises HostError (not root, no semodule, a refusal)."""
+    ``no_reload``: -n, into the policy store only, as on a host where SELinux is off; without it
+    SELinux must be enabled, as ``jailpy apparmor install`` wants AppArmor, so that a module that
+    could not take effect is never reported installed).  Returns what was done.  Raises HostError
+    (not root, SELinux off without ``no_reload``, no semodule, a refusal)."""
     import shutil
     import subprocess
 
     if os.geteuid() != 0:
         raise HostError("jailpy selinux install changes the SELinux policy: run it as root (sudo)")
+    if not no_reload and not enabled():
+        raise HostError("SELinux is not enabled on this host (boot with selinux=1 security=selinux and a "
+                        "policy), so the module cannot be loaded; to put it into the policy store only, for a "
+                        "later boot with SELinux, run: jailpy selinux install --no-reload")
     semodule = shutil.which("semodule") or next((p for p in ("/usr/sbin/semodule", "/sbin/semodule")
                                                 if os.access(p, os.X_OK)), None)
     if semodule is None:

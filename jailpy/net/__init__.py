@@ -145,6 +145,9 @@ def describe(plan: NetPlan) -> dict | str:
         d["egress"] = "jailpy's proxy (TCP only; names resolved and checked on the host)"
         d["allow_host"] = [f"{h.name}:{','.join(map(str, h.ports))}" for h in plan.hosts]
         d["allow_net"] = [n.net + (f":{n.port}" if n.port else "") for n in plan.nets]
+    elif plan.mode == "user":
+        d["egress"] = ("open: the user-mode stack (slirp4netns or pasta) connects out as the caller; "
+                       "not to this machine's loopback or its own addresses")
     else:
         d["egress"] = "none"
     if plan.publish:

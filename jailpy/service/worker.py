@@ -30,11 +30,19 @@ ACTOR_TIME_LIMIT_MS = 30 * 60 * 1000
 
 
 def self_check() -> None:
-    """Run ``/bin/true`` with the limits jobs use (memory, cpu_time, pids); raise HostError with
-    the reason when this host cannot."""
+    """Refuse a host that cannot run jobs: ``jailpy doctor``'s essentials (its checks the default
+    policy needs: user namespaces, id ranges, cgroups, seccomp, a real run), then ``/bin/true``
+    with the limits jobs use (memory, cpu_time, pids).  Raises HostError, one line naming the
+    failed checks and their fixes."""
+    from .. import doctor
     from ..policy import load
     from ..sandbox import Sandbox
 
+    _, checks = doctor.run_all()
+    failed = [c for c in checks if c.needed and c.status == doctor.FAIL]
+    if failed:
+        raise HostError("this host cannot run jobs: jailpy doctor: " + "; ".join(
+            f"{c.name}: {c.detail}" + (f" (fix: {c.fix})" if c.fix else "") for c in failed))
     try:
         pol = load("default").replace(cwd=False, memory="64M", cpu_time=1.0, pids=8, wall_time=10.0)
         with Sandbox(pol, reuse_userns=False) as sb:

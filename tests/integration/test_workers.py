@@ -244,6 +244,18 @@ def test_worker_refuses_a_host_that_cannot_run_jobs(redis_server):
     assert p.stderr.startswith(b"jailpy: error: this host cannot run jobs") and p.stderr.count(b"\n") == 1, p.stderr
 
 
+def test_worker_refuses_a_host_that_fails_doctors_essentials():
+    """Inside a sandbox (--seccomp none: the kernel's own quota answers) no user namespace can be
+    made: the worker names doctor's failed check and its fix before it touches the broker."""
+    p = subprocess.run([sys.executable, "-m", "jailpy", "exec", "--seccomp", "none", "--", sys.executable, "-m",
+                        "jailpy", "worker", "--broker", "redis://127.0.0.1:1/0"], capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL, cwd=REPO)
+    assert p.returncode == 125, p
+    err = p.stderr.decode()
+    assert err.startswith("jailpy: error: this host cannot run jobs: jailpy doctor: ") and err.count("\n") == 1, err
+    assert "user namespaces" in err and "sysctl -w user.max_user_namespaces=" in err, err
+
+
 def test_bad_broker_url():
     p = subprocess.run([sys.executable, "-m", "jailpy", "worker", "--broker", "http://x"], capture_output=True,
                        timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)

@@ -456,7 +456,7 @@ def _lease_dir_as_homeless(xdg: str | None, userns: bool = False, own_tmp: bool 
         try:
             os.close(r)
             from jailpy import _syscalls as sc
-            from jailpy import idlease
+            from jailpy import hostfiles, idlease  # noqa: F401  (before a tmpfs on /tmp may hide a repo under /tmp)
 
             if xdg is None:
                 os.environ.pop("XDG_RUNTIME_DIR", None)
@@ -480,6 +480,9 @@ def _lease_dir_as_homeless(xdg: str | None, userns: bool = False, own_tmp: bool 
                     sc.mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")
             try:
                 out = {"dir": idlease.lease_dir()}
+                marker = f"marker-{os.urandom(8).hex()}"  # to tell, outside, whose /tmp it was
+                open(os.path.join(out["dir"], marker), "x").close()
+                out["marker"] = marker
             except HostError as e:
                 out = {"error": str(e)}
             os.write(w, json.dumps(out).encode())
@@ -489,9 +492,11 @@ def _lease_dir_as_homeless(xdg: str | None, userns: bool = False, own_tmp: bool 
     with os.fdopen(r, "rb") as f:
         out = json.loads(f.read() or b"{}")
     os.waitpid(pid, 0)
+    _markers[out.get("dir")] = out.get("marker")
     return out.get("dir"), out.get("error", "")
 
 
+_markers: dict = {}  # lease directory -> the marker file the child made in it
 HOMELESS = 0x70200000 + os.getpid() % 1000  # as root: a uid no account has (no home)
 
 
@@ -534,4 +539,6 @@ def test_in_a_user_namespace_the_hosts_tmp_is_not_used_but_the_namespaces_own_is
     assert not {n for n in set(os.listdir("/tmp")) - before if n.startswith("jailpy-0-")}, "used the host's /tmp"
     d, err = _lease_dir_as_homeless(None, userns=True, own_tmp=True)
     assert d is not None and d.startswith("/tmp/jailpy-0-") and "/ids" in d, (d, err)
-    assert not os.path.exists(os.path.dirname(d)), "the namespace's own /tmp should not be the host's"
+    # a marker the child made there is not in the host's /tmp (a directory of that name may exist
+    # on the host from an earlier `unshare -r` of this user's: that is not this one)
+    assert _markers[d] and not os.path.exists(os.path.join(d, _markers[d])), "the namespace's own /tmp should not be the host's"
