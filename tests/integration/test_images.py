@@ -193,3 +193,13 @@ def test_a_changed_reference_is_read_again_and_a_removed_image_made_again(store,
     r = jailpy("--image", ref, cmd=("sh", "-c", "echo $GREETING"))
     assert (r.returncode, r.stdout) == (0, "v2\n"), r.stderr
     assert len(os.listdir(store / "images" / "sha256")) == 1
+
+
+def test_two_jailpy_processes_making_the_same_image_at_once_both_run(store, images):
+    procs = [subprocess.Popen([*JAILPY, "--no-cwd", "--image", images["oci"], "--", "cat", "/app/hello.txt"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=TIMEOUT * 4) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert all(o == "hello from app\n" for o, _ in outs)
+    assert len(os.listdir(store / "layers" / "sha256")) == 2 and len(os.listdir(store / "images" / "sha256")) == 1
+    assert os.listdir(store / "tmp") == []
