@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 
+from .. import _syscalls as sc
 from ..errors import JailpyError
 from ..policy import Policy, load as load_policy
 from ..judge.runner import judge_memory
@@ -62,14 +63,27 @@ def result_dict(r, *, stdout: bytes | None, stderr: bytes | None) -> dict:
     }
 
 
+_BENEATH = sc.RESOLVE_BENEATH | sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_MAGICLINKS
+
+
 def _copy_out(res: dict, c: Cmd, box: str, files) -> None:
+    """Read the files ``c`` names from the box into ``res``.  The program wrote the box, so every
+    part of a name may be its symlink to a host path: each is opened with openat2(2)
+    ``RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`` (no symlink in any component, ELOOP), never by path."""
+    box_fd = os.open(box, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _copy_out_from(res, c, box_fd, files)
+    finally:
+        os.close(box_fd)
+
+
+def _copy_out_from(res: dict, c: Cmd, box_fd: int, files) -> None:
     for key in ("copy_out", "copy_out_cached"):
         for name in getattr(c, key):
             optional = name.endswith("?")
             name = name.rstrip("?")
-            path = os.path.join(box, name)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                fd = sc.openat2(box_fd, name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, _BENEATH)
             except OSError as e:
                 if not optional:
                     res["file_errors"].append({"name": name, "type": "CopyOutOpen", "message": e.strerror})
