@@ -155,6 +155,8 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest("body", f"not valid JSON: {e}") from None
+        except RecursionError:
+            raise BadRequest("body", "JSON nested too deeply") from None
 
     @route("/v1/run", ["POST"])
     async def v1_run(request: Request) -> Response:

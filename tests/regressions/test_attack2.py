@@ -66,3 +66,36 @@ def test_copy_out_does_not_follow_a_directory_symlink(client, canary_dir, route)
         assert res["files"].get("stdout") == "done\n", res
         assert set(res["files"]) == {"stdout"} and res["fileIds"] == {}, res
         assert {e["name"] for e in res["fileError"]} == {"d/secret", "s"}, res
+
+
+HOSTILE_RUN_BODIES = [
+    ("[" * 100_000 + "]" * 100_000, "body"),  # json.loads: RecursionError
+    ('{"cmd": [{"args": ["/bin/true"], "copyOut": [1]}]}', "cmd[0].copyOut"),
+    ('{"cmd": [{"args": ["/bin/true"], "copyOut": "stdout"}]}', "cmd[0].copyOut"),
+    ('{"cmd": [{"args": ["/bin/true"], "copyOutCached": [{}]}]}', "cmd[0].copyOutCached"),
+    ('{"cmd": [{"args": ["/bin/true"]}], "pipeMapping": 5}', "pipeMapping"),
+    ('{"cmd": [{"args": ["/bin/true"], "cpuLimit": 1e400}]}', "cmd[0].cpuLimit"),
+    ('{"cmd": [{"args": ["/bin/true"], "memoryLimit": NaN}]}', "cmd[0].memoryLimit"),
+    ('{"cmd": [{"args": ["/bin/true"], "copyIn": {"x": {"content": "1"}, "x/y": {"content": "2"}}}]}', "cmd[0].files"),
+    ('{"cmd": [{"args": ["/bin/true"], "copyIn": {"a/.": {"content": "1"}}}]}', "cmd[0].files"),
+    # 10,000 commands were each translated (in the event loop) before the count was checked
+    ('{"cmd": [' + ", ".join(['{"args": ["/bin/true"]}'] * 10_000) + ', {"args": []}]}', "cmd"),
+]
+
+
+@pytest.mark.parametrize("body,field", HOSTILE_RUN_BODIES, ids=range(len(HOSTILE_RUN_BODIES)))
+def test_gojudge_hostile_bodies_get_400(client, body, field):
+    """2: each of these got 500 (RecursionError, AttributeError, TypeError, OverflowError,
+    ValueError, FileExistsError, IsADirectoryError) or translated 10,000 commands in the event loop."""
+    r = client.post("/run", content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json().get("field") == field, r.text
+
+
+@pytest.mark.parametrize("files", [{"x": "1", "x/y": "2"}, {"a/.": "1"}, {"a//b": "1"}, {"./a": "1"}])
+def test_v1_run_conflicting_file_names_get_400(client, files):
+    """2: ``files`` naming one path as a file and a directory, or a name not in normal form,
+    failed in the slot's fill with a 500."""
+    r = client.post("/v1/run", json={"cmd": [{"args": ["/bin/true"], "files": files}]})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "cmd[0].files", r.text
