@@ -149,6 +149,8 @@ def serve_command(
     slots: Annotated[int, typer.Option("--slots", metavar="N",
         help="Sandboxes at once (default: the number of CPUs); more requests get 429.")] = 0,
     max_body: Annotated[int, typer.Option("--max-body", metavar="BYTES", help="Largest request body.")] = 64 << 20,
+    read_timeout: Annotated[float, typer.Option("--read-timeout", metavar="SECONDS",
+        help="Close a connection whose request (headers and body) has not arrived whole in this time.")] = 30.0,
 ) -> None:
     """Serve the HTTP API (docs/api.md): /v1/run, go-judge's /run, /v1/judge, /v1/files, /v1/health, /metrics."""
     from .errors import PolicyError
@@ -158,6 +160,8 @@ def serve_command(
     token = _read_token(token_file)
     if host is not None and not _loopback(host) and token is None:
         raise PolicyError(f"--listen {listen}: listening beyond this machine needs --token-file (bearer auth)")
+    if not 0 < read_timeout <= 3600:
+        raise PolicyError(f"--read-timeout: between 0 and 3600 seconds, got {read_timeout}")
     if not 0 <= slots <= 256:
         raise PolicyError(f"--slots: between 1 and 256, got {slots}")
     if problems is not None and not os.path.isdir(problems):
@@ -172,7 +176,14 @@ def serve_command(
 
     app = create_app(slots=slots, problems=problems, token=token, broker=broker, max_body=max_body)
     print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)
+    from .service.http import DeadlineH11Protocol
+
+    class Protocol(DeadlineH11Protocol):
+        pass
+
+    Protocol.read_timeout = read_timeout
     uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, uds=uds, log_level="warning", access_log=False,
+                http=Protocol,
                 limit_concurrency=1024, timeout_keep_alive=30, backlog=2048)
 
 

@@ -4,12 +4,17 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
 
  1  copy_out cannot follow a symlink the program made in a directory part of the name
  2  hostile go-judge /run bodies get 400, never 500
+ 3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -99,3 +104,67 @@ def test_v1_run_conflicting_file_names_get_400(client, files):
     r = client.post("/v1/run", json={"cmd": [{"args": ["/bin/true"], "files": files}]})
     assert r.status_code == 400, r.text
     assert r.json()["field"] == "cmd[0].files", r.text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``jailpy serve`` on a free loopback port with a 1 s --read-timeout; stopped by its pid."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jailpy", "serve", "--listen", f"127.0.0.1:{port}",
+                             "--slots", "1", "--read-timeout", "1"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise AssertionError(f"jailpy serve did not start: {proc.stderr.read()[-400:]!r}") from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _closed_within(s: socket.socket, seconds: float) -> bool:
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("sent", [b"GET /v1/health HTTP/1.1\r\nHost: x\r\n",
+                                  b"POST /v1/run HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", b""])
+def test_serve_closes_a_request_that_does_not_arrive(server, sent):
+    """3: uvicorn has no timeout on headers or body (and none before a connection's first
+    request): half a request held its connection for good, and 1024 such (limit_concurrency)
+    made every other request 503.  Now each is closed after --read-timeout."""
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        s.sendall(sent)
+        assert _closed_within(s, 10), "the server kept a half-sent request's connection open"
+    # a request that does arrive is still answered
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.settimeout(10)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
