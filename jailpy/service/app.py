@@ -76,10 +76,14 @@ def cgroup_mode() -> str | None:
 
 
 def create_app(*, slots: int = 0, problems: str | None = None, token: str | None = None, broker: str | None = None,
-               max_body: int = MAX_BODY, files: FileStore | None = None, run_timeout: float = 30.0) -> Starlette:
+               max_body: int = MAX_BODY, files: FileStore | None = None, run_timeout: float = 30.0,
+               body_budget: int | None = None) -> Starlette:
     """The Starlette app.  ``slots``: sandboxes at once (default: the CPU count); ``problems``: a
     directory of problem directories for /v1/judge; ``token``: the bearer token every request
-    must carry (None: no authentication); ``broker``: a redis:// URL for /v1/jobs."""
+    must carry (None: no authentication); ``broker``: a redis:// URL for /v1/jobs;
+    ``body_budget``: bytes of request bodies held at once, all requests together (default four
+    ``max_body``; a request whose body would pass it gets 429), since ``max_body`` bounds one
+    request and up to 1024 connections are served at once."""
     from starlette.concurrency import run_in_threadpool
 
     slots = slots or os.cpu_count() or 1
@@ -96,12 +100,18 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
 
         jobs = JobStore(broker)
 
+    budget = Permits(body_budget if body_budget is not None else 4 * max_body)
+
     async def body_of(request: Request) -> bytes:
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > max_body):
             raise BadRequest("body", f"at most {max_body} bytes")
         data = bytearray()
         async for chunk in request.stream():
+            if not budget.take(len(chunk)):
+                m.rejected.inc()
+                raise Busy("the server holds as many request bodies as it may: try again")
+            request.state.body_bytes = getattr(request.state, "body_bytes", 0) + len(chunk)
             data += chunk
             if len(data) > max_body:
                 raise BadRequest("body", f"at most {max_body} bytes")
@@ -124,6 +134,8 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
         except Exception as e:  # noqa: BLE001 - one line, never a traceback
             log.exception("internal error")
             return _error(500, f"internal error: {type(e).__name__}")
+        finally:
+            budget.give(getattr(request.state, "body_bytes", 0))
 
     def route(path: str, methods: list[str]):
         def wrap(fn):

@@ -5,6 +5,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  1  copy_out cannot follow a symlink the program made in a directory part of the name
  2  hostile go-judge /run bodies get 400, never 500
  3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
+ 4  request bodies held at once are bounded (429 beyond)
 """
 
 from __future__ import annotations
@@ -168,3 +169,45 @@ def test_serve_closes_a_request_that_does_not_arrive(server, sent):
         while chunk := s.recv(4096):
             data += chunk
         assert data.startswith(b"HTTP/1.1 200"), data[:200]
+
+
+def test_request_bodies_held_at_once_are_bounded(tmp_path):
+    """4: ``--max-body`` bounded one request's body, but up to 1024 connections are read at
+    once, each up to 64 MiB (64 GiB in all).  Now the bodies held at once have a budget (four
+    max_body by default) and a body that would pass it gets 429 while the others are read."""
+    import threading
+
+    import uvicorn
+
+    from jailpy.service.app import create_app
+
+    mib = 1 << 20
+    app = create_app(slots=1, max_body=mib, body_budget=mib + mib // 2)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    try:
+        end = time.monotonic() + 20
+        while not srv.started:
+            assert time.monotonic() < end and t.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        head = b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % mib
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as hold:
+            hold.sendall(head + b"x" * (mib - 1))  # all but one byte: the server holds 1 MiB - 1
+            time.sleep(1)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as other:
+                other.sendall(head + b"y" * mib)
+                other.settimeout(10)
+                reply = other.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 429"), reply[:200]
+            hold.sendall(b"x")
+            hold.settimeout(10)
+            assert hold.recv(4096).startswith(b"HTTP/1.1 201")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as again:  # the budget came back
+            again.sendall(head + b"z" * mib)
+            again.settimeout(10)
+            assert again.recv(4096).startswith(b"HTTP/1.1 201")
+    finally:
+        srv.should_exit = True
+        t.join(timeout=10)
