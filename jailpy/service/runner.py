@@ -18,7 +18,7 @@ from ..errors import JailpyError
 from ..policy import Policy, load as load_policy
 from ..judge.runner import judge_memory
 from ..stdio import DEVNULL, PIPE
-from .schema import WORKDIR, BadRequest, Cmd, FileRef, RunRequest
+from .schema import MAX_OUTPUT, WORKDIR, BadRequest, Cmd, FileRef, RunRequest
 
 _BASE: Policy | None = None
 
@@ -63,6 +63,8 @@ def result_dict(r, *, stdout: bytes | None, stderr: bytes | None) -> dict:
     }
 
 
+MAX_COPY_OUT = MAX_OUTPUT
+"""Bytes one command's copy_out and copy_out_cached files may have together."""
 _BENEATH = sc.RESOLVE_BENEATH | sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_MAGICLINKS
 
 
@@ -78,6 +80,7 @@ def _copy_out(res: dict, c: Cmd, box: str, files) -> None:
 
 
 def _copy_out_from(res: dict, c: Cmd, box_fd: int, files) -> None:
+    left = MAX_COPY_OUT  # bytes for all of this command's files: the program can hard-link one file under many names
     for key in ("copy_out", "copy_out_cached"):
         for name in getattr(c, key):
             optional = name.endswith("?")
@@ -97,7 +100,12 @@ def _copy_out_from(res: dict, c: Cmd, box_fd: int, files) -> None:
                     res["file_errors"].append({"name": name, "type": "CopyOutSizeExceeded",
                                                "message": f"{st.st_size} bytes, at most {c.copy_out_max_bytes}"})
                     continue
-                data = os.read(fd, c.copy_out_max_bytes + 1)[:c.copy_out_max_bytes]
+                if st.st_size > left:
+                    res["file_errors"].append({"name": name, "type": "CopyOutSizeExceeded",
+                                               "message": f"{st.st_size} bytes: the command's files may have {MAX_COPY_OUT} in all"})
+                    continue
+                data = os.read(fd, min(c.copy_out_max_bytes, left) + 1)[:min(c.copy_out_max_bytes, left)]
+                left -= len(data)
             finally:
                 os.close(fd)
             if key == "copy_out":

@@ -149,6 +149,8 @@ def check_run(req: RunRequest) -> RunRequest:
                 raise BadRequest(f"{f}.files.{name}", "give content or file_id, one of them")
         if isinstance(c.stdin, FileRef) and (c.stdin.content is None) == (c.stdin.file_id is None):
             raise BadRequest(f"{f}.stdin", "give content or file_id, one of them")
+        if len(c.copy_out) + len(c.copy_out_cached) > MAX_FILES:
+            raise BadRequest(f"{f}.copy_out", f"at most {MAX_FILES} names in copy_out and copy_out_cached together")
         for key in ("copy_out", "copy_out_cached"):
             for j, name in enumerate(getattr(c, key)):
                 if not _name_ok(name.rstrip("?")):

@@ -6,6 +6,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  2  hostile go-judge /run bodies get 400, never 500
  3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
  4  request bodies held at once are bounded (429 beyond)
+ 5  copy_out: at most 64 names and 64 MiB per command
 """
 
 from __future__ import annotations
@@ -211,3 +212,25 @@ def test_request_bodies_held_at_once_are_bounded(tmp_path):
     finally:
         srv.should_exit = True
         t.join(timeout=10)
+
+
+@NEEDS_CGROUP
+def test_copy_out_total_is_bounded(client):
+    """5: copy_out_max_bytes bounded each file, not their number or sum: the program hard-links
+    one 64 MiB file under many names and a 300-byte request made the server read each (16
+    names of a 32 MiB file of zeros: 6.8 GB peak, JSON escaping included).  Now at most 64 names
+    and 64 MiB in all per command."""
+    mib = 1 << 20
+    many = {"cmd": [{"args": ["/bin/true"], "copy_out": [f"f{i}" for i in range(65)]}]}
+    r = client.post("/v1/run", json=many)
+    assert r.status_code == 400 and r.json()["field"] == "cmd[0].copy_out", r.text
+    script = "head -c 25165824 /dev/zero | tr '\\0' x > f0 && for i in 1 2 3 4 5; do ln f0 f$i; done"
+    body = {"cmd": [{"args": ["/bin/sh", "-c", script], "copy_out": [f"f{i}" for i in range(6)],
+                     "copy_out_max_bytes": 32 * mib, "memory_bytes": 128 * mib}]}
+    r = client.post("/v1/run", json=body)
+    assert r.status_code == 200, r.text[:300]
+    res = r.json()["results"][0]
+    assert res["verdict"] == "OK", {k: v for k, v in res.items() if k != "files"}
+    assert sum(len(v) for v in res["files"].values()) <= 64 * mib
+    assert set(res["files"]) == {"f0", "f1"}, sorted(res["files"])
+    assert [e["name"] for e in res["file_errors"]] == ["f2", "f3", "f4", "f5"], res["file_errors"]
