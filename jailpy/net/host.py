@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 
-from .proxy import Counters, Proxy
+from .proxy import MAX_CONNECTIONS, Counters, Proxy
 
 FINISH_WAIT = 5.0
 """Seconds :meth:`Channel.finish` waits for the loop (a set-up still going) at most."""
@@ -95,10 +95,11 @@ class Service:
             return
         port = next(p.port for p, s in zip(self.plan.publish, self.listeners) if s is listener)
         chan = self.newest()
-        if chan is None:
-            conn.close()  # no run is going: nothing to reach
+        if chan is None or chan.counters.inbound >= MAX_CONNECTIONS:
+            conn.close()  # no run is going: nothing to reach; or as many clients as a run may have
             return
-        chan._task(chan.relay_in(conn, port))
+        chan.counters.inbound += 1
+        chan._task(_counted(chan.relay_in(conn, port), chan.counters, "inbound"))
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -176,12 +177,21 @@ class Channel:
             self._stop_reading()
             return
         kind = msg[:1]
-        if kind == b"T" and len(fds) == 1:
-            target, _, port = msg[1:].decode("utf-8", "replace").rpartition(" ")
+        if kind in (b"T", b"H") and len(fds) == 1:
             conn = socket.socket(fileno=fds[0])
-            self._task(self.service.proxy.transparent(conn, target, int(port) if port.isdigit() else 0, self.counters))
-        elif kind == b"H" and len(fds) == 1:
-            self._task(self.service.proxy.http(socket.socket(fileno=fds[0]), self.counters))
+            target, _, port = msg[1:].decode("utf-8", "replace").rpartition(" ")
+            c = self.counters
+            if c.open >= MAX_CONNECTIONS:  # counted from here: a check, a dial and a head wait hold one too
+                conn.close()
+                c.refuse(target or "(HTTP proxy client)", int(port) if port.isdigit() else None,
+                         f"more than {MAX_CONNECTIONS} connections at once")
+                return
+            c.open += 1
+            if kind == b"T":
+                coro = self.service.proxy.transparent(conn, target, int(port) if port.isdigit() else 0, c)
+            else:
+                coro = self.service.proxy.http(conn, c)
+            self._task(_counted(coro, c, "open"))
         elif kind == b"D":
             names = self.counters.dns_refused
             name = msg[1:].decode("utf-8", "replace")
@@ -294,6 +304,14 @@ class Channel:
     def discard(self) -> None:
         """A sandbox that never ran a program: like :meth:`finish`, without the counts."""
         self.finish()
+
+
+async def _counted(coro, counters: Counters, name: str) -> None:
+    """Run ``coro``; then give back the connection ``counters.<name>`` counted for it."""
+    try:
+        await coro
+    finally:
+        setattr(counters, name, getattr(counters, name) - 1)
 
 
 def _listen(pub) -> socket.socket:

@@ -7,6 +7,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
  4  request bodies held at once are bounded (429 beyond)
  5  copy_out: at most 64 names and 64 MiB per command
+ 6  --publish TCP clients (and the program's own connections, counted on arrival) are bounded
 """
 
 from __future__ import annotations
@@ -234,3 +235,61 @@ def test_copy_out_total_is_bounded(client):
     assert sum(len(v) for v in res["files"].values()) <= 64 * mib
     assert set(res["files"]) == {"f0", "f1"}, sorted(res["files"])
     assert [e["name"] for e in res["file_errors"]] == ["f2", "f3", "f4", "f5"], res["file_errors"]
+
+
+HOLD_SERVER = """
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8000))
+s.listen(1024)
+s.settimeout(0.5)
+print("listening", flush=True)
+held, end = [], time.monotonic() + 40
+while time.monotonic() < end:
+    try:
+        held.append(s.accept()[0])
+    except socket.timeout:
+        pass
+"""
+
+
+def test_publish_clients_are_bounded():
+    """6: each --publish TCP client got its own relay (two supervisor threads, six fds) with a
+    fresh counter, so MAX_CONNECTIONS never applied: 1500 clients of a hostile network peer made
+    the jailpy supervisor hold 3002 threads and 9021 fds (its fd limit, then every open() of its
+    own fails).  Now a run takes at most 256 clients at once; the next are closed at once."""
+    from jailpy.net.proxy import MAX_CONNECTIONS
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jailpy", "exec", "--publish", f"127.0.0.1:{port}:8000",
+                             "--wall-time", "45", "--nofile", "2048", "--", "python3", "-c", HOLD_SERVER],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout.readline() == b"listening\n", proc.stderr.read()[-500:] if proc.poll() is not None else ""
+        n = MAX_CONNECTIONS + 150
+        for _ in range(n):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(2)
+        threads = len(os.listdir(f"/proc/{proc.pid}/task"))
+        assert threads <= 2 * MAX_CONNECTIONS + 40, f"{n} clients: the supervisor has {threads} threads"
+        closed = 0
+        for c in clients:
+            c.settimeout(0.01)
+            try:
+                closed += c.recv(1) == b""
+            except (socket.timeout, BlockingIOError):
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed >= n - MAX_CONNECTIONS, f"only {closed} of {n} clients were turned away"
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
