@@ -7,11 +7,13 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
  4  request bodies held at once are bounded (429 beyond)
  5  copy_out: at most 64 names and 64 MiB per command
+ 7  two named networks (root bridges) do not reach each other on a host that forwards
  6  --publish TCP clients (and the program's own connections, counted on arrival) are bounded
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -293,3 +295,35 @@ def test_publish_clients_are_bounded():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="named networks' bridges need root (a rootless pod has a netns of its own)")
+def test_named_networks_do_not_reach_each_other_when_the_host_forwards():
+    """7: the forward chain dropped what went between a bridge and an interface *outside* the set
+    of bridges, so between two of jailpy's bridges nothing was dropped: on a host with
+    ip_forward on (a docker host), a sandbox of network A connected to the sandboxes of network B.
+    Run in a network namespace of the test's own, where forwarding is turned on."""
+    from net_helpers import DIAL, SERVE, netns
+
+    with netns() as ns:
+        subprocess.run([*ns.prefix, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, timeout=30)
+        for name, subnet in (("atka", "10.214.31.0/24"), ("atkb", "10.214.32.0/24")):
+            p = ns.jailpy("network", "create", name, "--subnet", subnet)
+            assert p.returncode == 0, p.stderr.decode()
+        for client_net, reached in (("atkb", True), ("atka", False)):
+            srv = ns.popen("exec", "--network", "bridge:atkb", "--hostname", "srv", "--wall-time", "20", "--",
+                           sys.executable, "-c", SERVE, "5")
+            try:
+                assert srv.stdout.readline().strip() == b"listening", srv.stderr.read()
+                nets = json.loads(ns.jailpy("network", "ls", "--json").stdout)
+                target = next(h.partition("=")[2] for n in nets if n["name"] == "atkb" for h in n["hosts"]
+                              if h.startswith("srv="))
+                got = ns.jailpy("exec", "--network", f"bridge:{client_net}", "--", sys.executable, "-c", DIAL,
+                                target, "7000", "3").stdout.decode().strip()
+                if reached:  # the same network still talks (the rule keeps a bridge's own traffic)
+                    assert got == "hello from srv", got
+                else:
+                    assert got.startswith("error"), f"a sandbox of atka reached atkb's {target}: {got!r}"
+            finally:
+                srv.kill()
+                srv.wait(timeout=30)
