@@ -8,9 +8,11 @@ the sandbox's PID 1).  Messages from the sandbox:
     b"H", [fd]                      a connection to the sandbox's HTTP proxy port
     b"D" + name                     a name the stub refused to resolve
     b"R"                            the stub runs (the program is about to start)
-    b"c", [fd] / b"x" + errno       the answer to the supervisor's b"C" + port (TCP) or b"U" +
-                                    port (UDP, jailpy.net.udp): a socket connected to the
-                                    sandbox's 127.0.0.1:port (--publish)
+    b"c" + id, [fd] / b"x" + id errno
+                                    the answer to the supervisor's b"C" + b"id port" (TCP) or
+                                    b"U" + b"id port" (UDP, jailpy.net.udp): a socket connected to
+                                    the sandbox's 127.0.0.1:port (--publish); ``id`` pairs an
+                                    answer with its request
 
 :meth:`Channel.finish` ends a run's part: what the host set up is taken down, and the counts go
 to the Result (``network``)."""
@@ -28,6 +30,9 @@ from .proxy import MAX_CONNECTIONS, Counters, Proxy
 
 FINISH_WAIT = 5.0
 """Seconds :meth:`Channel.finish` waits for the loop (a set-up still going) at most."""
+MAX_PENDING = 64
+"""--publish requests (b"C"/b"U") of a run waiting for the stub at once; a new client beyond is
+turned away (TCP: closed; UDP: its datagrams dropped) rather than queued behind the others."""
 
 
 class Service:
@@ -164,7 +169,8 @@ class Channel:
         self.attached = None  # what Setup.attach made (a veth and lease, a pasta process)
         self.setup_error: str | None = None
         self.closed = False
-        self.pending: list[asyncio.Future] = []  # b"C" requests waiting for the stub's answer
+        self.pending: dict[int, asyncio.Future] = {}  # b"C"/b"U" requests waiting for the stub's answer, by id
+        self._next_id = 0
 
     def _on_message(self) -> None:
         try:
@@ -201,9 +207,10 @@ class Channel:
             self._task(self._host_setup(fds))
         elif kind == b"R":
             self.service.running.append(self)
-        elif kind in (b"c", b"x") and self.pending:
-            fut = self.pending.pop(0)
-            if not fut.done():
+        elif kind in (b"c", b"x"):
+            rid = msg[1:].split(b" ", 1)[0]
+            fut = self.pending.pop(int(rid), None) if rid.isdigit() else None
+            if fut is not None and not fut.done():
                 fut.set_result(socket.socket(fileno=fds.pop()) if kind == b"c" and fds else None)
             for fd in fds:
                 os.close(fd)
@@ -245,13 +252,20 @@ class Channel:
         """A socket the stub made in the sandbox, connected to its 127.0.0.1:``port``: TCP
         (``kind`` b"C") or UDP (b"U"); None when it could not (nothing listens on the TCP port)
         or did not answer in 10 s."""
+        if len(self.pending) >= MAX_PENDING:
+            return None  # a flood of new clients: the stub answers one at a time
         fut = asyncio.get_running_loop().create_future()
-        self.pending.append(fut)
+        rid, self._next_id = self._next_id, self._next_id + 1
+        self.pending[rid] = fut
         try:
-            self.sock.send(kind + b"%d" % port)
+            self.sock.send(kind + b"%d %d" % (rid, port))
             return await asyncio.wait_for(fut, 10)
         except (OSError, asyncio.TimeoutError):
             return None
+        finally:
+            # an answer that never comes (the request was not sent: a full channel; or late) must
+            # not take the next request's: answers carry the request's id
+            self.pending.pop(rid, None)
 
     async def relay_in(self, conn: socket.socket, port: int) -> None:
         """A --publish connection: ask the stub for a socket connected to the sandbox's

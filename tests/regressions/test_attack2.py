@@ -7,6 +7,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
  4  request bodies held at once are bounded (429 beyond)
  5  copy_out: at most 64 names and 64 MiB per command
+ 8  --publish keeps serving new clients after a flood of UDP clients (answers matched by id)
  7  two named networks (root bridges) do not reach each other on a host that forwards
  6  --publish TCP clients (and the program's own connections, counted on arrival) are bounded
 """
@@ -327,3 +328,64 @@ def test_named_networks_do_not_reach_each_other_when_the_host_forwards():
             finally:
                 srv.kill()
                 srv.wait(timeout=30)
+
+
+UDP_ECHO = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 5353))
+s.settimeout(0.5)
+print("listening", flush=True)
+end = time.monotonic() + 40
+while time.monotonic() < end:
+    try:
+        d, a = s.recvfrom(70000)
+        s.sendto(d[:16], a)
+    except socket.timeout:
+        pass
+"""
+
+
+def _udp_ask(port: int, tries: int = 1) -> bytes | None:
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(b"hello", ("127.0.0.1", port))
+            try:
+                return s.recvfrom(100)[0]
+            except socket.timeout:
+                pass
+    return None
+
+
+def test_publish_udp_survives_a_flood_of_new_clients():
+    """8: answers to the supervisor's --publish requests were matched with them in order; under a
+    flood of new UDP clients (3000 source ports in 0.15 s from a hostile peer) a request that
+    could not be sent on the full channel stayed queued, and every later answer went to the
+    request before it: no new client (UDP or TCP) was ever served again in that run.  Now
+    answers carry their request's id, and at most 64 requests wait."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jailpy", "exec", "--publish", f"127.0.0.1:{port}:5353/udp",
+                             "--wall-time", "45", "--", "python3", "-c", UDP_ECHO],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"listening\n", proc.stderr.read()[-500:] if proc.poll() is not None else ""
+        assert _udp_ask(port, tries=5) == b"hello"
+        socks: list[socket.socket] = []
+        for _ in range(3000):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"x" * 100, ("127.0.0.1", port))
+            socks.append(s)
+            if len(socks) > 400:
+                socks.pop(0).close()
+        for s in socks:
+            s.close()
+        time.sleep(1)
+        assert _udp_ask(port, tries=6) == b"hello", "after the flood no new client is served"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
