@@ -61,6 +61,7 @@ def _with_progress(j, source: str, lang: str | None, stop: bool, total: int):
 
 def _print_table(report) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = Console(highlight=False)
@@ -68,15 +69,15 @@ def _print_table(report) -> None:
         con.print("[yellow]compile error[/yellow]")
         con.print(report.compile.message.rstrip(), markup=False)
     if report.tests:
-        table = Table(title=f"{report.problem} ({report.language})")
+        table = Table(title=escape(f"{report.problem} ({report.language})"))
         for col in ("test", "verdict", "cpu ms", "wall ms", "memory", "detail"):
             table.add_column(col, justify="right" if col in ("cpu ms", "wall ms", "memory") else "left")
         for t in report.tests:
             mem = f"{t.memory_peak_bytes / (1 << 20):.1f} MiB" if t.memory_peak_bytes else "-"
-            detail = t.error or t.checker_message or ""
+            detail = t.error or t.checker_message or ""  # shows the program's output: text, never markup
             v = t.verdict
-            table.add_row(t.name, f"[{STYLE.get(v, 'red')}]{v}[/]", str(t.cpu_time_ms), str(t.wall_time_ms), mem,
-                          detail[:60])
+            table.add_row(escape(t.name), f"[{STYLE.get(v, 'red')}]{escape(v)}[/]", str(t.cpu_time_ms),
+                          str(t.wall_time_ms), mem, escape(detail[:60]))
         con.print(table)
     extra = f", {report.skipped} not run" if report.skipped and report.tests else ""
     con.print(f"verdict: [{STYLE.get(report.verdict, 'red')}]{report.verdict}[/] "

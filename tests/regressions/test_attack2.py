@@ -7,9 +7,10 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  3  jailpy serve closes a connection whose request does not arrive whole in --read-timeout
  4  request bodies held at once are bounded (429 beyond)
  5  copy_out: at most 64 names and 64 MiB per command
- 8  --publish keeps serving new clients after a flood of UDP clients (answers matched by id)
- 7  two named networks (root bridges) do not reach each other on a host that forwards
  6  --publish TCP clients (and the program's own connections, counted on arrival) are bounded
+ 7  two named networks (root bridges) do not reach each other on a host that forwards
+ 8  --publish keeps serving new clients after a flood of UDP clients (answers matched by id)
+ 9  text the program chose (DNS names, proxy targets, its output) is never rich markup on a terminal
 """
 
 from __future__ import annotations
@@ -389,3 +390,66 @@ def test_publish_udp_survives_a_flood_of_new_clients():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+MARKUP_NAMES = r"""
+import socket, struct
+q = struct.pack(">HHHHHH", 0x1234, 0x100, 1, 0, 0, 0) + bytes([4]) + b"[/x]" + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(q, ("127.0.0.1", 53))
+s.recv(512)
+c = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+c.sendall(b"CONNECT [/y]x:443 HTTP/1.1\r\n\r\n")
+c.recv(200)
+"""
+
+
+def test_stats_shows_names_the_program_chose_as_text():
+    """9: --stats printed the names the program asked the stub for, and the targets it gave the
+    HTTP proxy, as rich markup: ``[/x]`` raised MarkupError, a traceback instead of the stats,
+    and jailpy's exit status was no longer the program's."""
+    p = subprocess.run([sys.executable, "-m", "jailpy", "exec", "--allow-host", "example.invalid:443", "--stats",
+                        "--", "python3", "-c", MARKUP_NAMES], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err[-1500:]
+    assert "Traceback" not in err and "[/x]" in err and "[/y]x:443" in err, err[-1500:]
+
+
+def test_judge_table_shows_the_output_as_text(tmp_path):
+    """9: ``jailpy judge`` on a terminal put the checker's message, which quotes the submission's
+    output, in a rich table as markup: a submission printing ``[/x]`` crashed the judge with a
+    traceback (and ``[green]...`` styled its own line)."""
+    import pty
+
+    from conftest import REPO
+
+    src = tmp_path / "sol.py"
+    src.write_text('print("[/x]")\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(src, 0o644)
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "jailpy", "judge", str(REPO / "tests/judge/problems/aplusb"), str(src)],
+                             stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=tmp_path)
+        os.close(slave)
+        slave = -1
+        out = b""
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        rc = p.wait(timeout=30)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    text = out.decode(errors="replace")
+    assert "Traceback" not in text and "MarkupError" not in text, text[-1500:]
+    assert "[/x]" in text and "verdict:" in text, text[-1500:]
+    assert rc != 0 or "WA" in text
