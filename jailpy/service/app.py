@@ -187,7 +187,12 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
 
         if problem_dir is None:
             raise BadRequest("problem", "this server was started without --problems")
-        if "/" in name or name in ("", ".", "..") or not (problem_dir / name / "problem.toml").is_file():
+        try:
+            found = not ("/" in name or "\0" in name or name in ("", ".", "..") or len(name.encode()) > 255) \
+                and (problem_dir / name / "problem.toml").is_file()
+        except (OSError, ValueError, UnicodeEncodeError):  # (is_file raises for a name the kernel refuses)
+            found = False
+        if not found:
             raise BadRequest("problem", f"no problem {name[:60]!r}")
         with judges_lock:
             if name not in judges:

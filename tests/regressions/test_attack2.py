@@ -453,3 +453,17 @@ def test_judge_table_shows_the_output_as_text(tmp_path):
     assert "Traceback" not in text and "MarkupError" not in text, text[-1500:]
     assert "[/x]" in text and "verdict:" in text, text[-1500:]
     assert rc != 0 or "WA" in text
+
+
+@pytest.mark.parametrize("problem", ["a" * 256, "a" * 5000])
+def test_v1_judge_odd_problem_names_get_400(problem):
+    """2: a problem name longer than NAME_MAX made is_file() raise ENAMETOOLONG: 500."""
+    from starlette.testclient import TestClient
+
+    from conftest import REPO
+    from jailpy.service.app import create_app
+
+    with TestClient(create_app(slots=1, problems=str(REPO / "tests/judge/problems"))) as c:
+        body = ('{"problem": %s, "source": "print(1)"}' % json.dumps(problem)).encode()
+        r = c.post("/v1/judge", content=body)
+    assert r.status_code == 400, r.text[:300]
