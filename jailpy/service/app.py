@@ -170,16 +170,26 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
         except RecursionError:
             raise BadRequest("body", "JSON nested too deeply") from None
 
+    def at_once(req) -> int:
+        """Sandboxes ``req`` runs at once (runner.run_request: the piped commands together, the
+        others one after another beside them); 400 when this server can never run that many."""
+        piped = {p.from_cmd for p in req.pipes} | {p.to_cmd for p in req.pipes}
+        k = len(piped) + (1 if len(piped) < len(req.cmd) else 0)
+        if k > permits.n:
+            raise BadRequest("pipes" if piped else "cmd",
+                             f"runs {k} sandboxes at once; this server runs at most {permits.n} (--slots)")
+        return k
+
     @route("/v1/run", ["POST"])
     async def v1_run(request: Request) -> Response:
         req = parse_run(await body_of(request))
-        return JSONResponse(await run_with_permits(len(req.cmd), timed_run, req))
+        return JSONResponse(await run_with_permits(at_once(req), timed_run, req))
 
     @route("/run", ["POST"])
     async def gj_run(request: Request) -> Response:
         body = await parse_json(request)
         req, collect = gojudge.to_run_request(body)
-        resp = await run_with_permits(len(req.cmd), timed_run, req)
+        resp = await run_with_permits(at_once(req), timed_run, req)
         return JSONResponse(gojudge.to_results(resp, collect))
 
     def get_judge(name: str):
@@ -212,7 +222,7 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
                 if type(e).__name__ == "PolicyError":
                     raise BadRequest("lang" if "language" in str(e) else "source", str(e)) from None
                 raise
-        report = await run_with_permits(2, go)
+        report = await run_with_permits(min(2, permits.n), go)  # (--slots 1: it would never have two)
         m.judged.labels(verdict=report.verdict).inc()
         return JSONResponse(report.to_dict())
 

@@ -11,6 +11,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  7  two named networks (root bridges) do not reach each other on a host that forwards
  8  --publish keeps serving new clients after a flood of UDP clients (answers matched by id)
  9  text the program chose (DNS names, proxy targets, its output) is never rich markup on a terminal
+ 10 a request is never 429 for good: permits by what runs at once, 400 for what never fits
 """
 
 from __future__ import annotations
@@ -467,3 +468,29 @@ def test_v1_judge_odd_problem_names_get_400(problem):
         body = ('{"problem": %s, "source": "print(1)"}' % json.dumps(problem)).encode()
         r = c.post("/v1/judge", content=body)
     assert r.status_code == 400, r.text[:300]
+
+
+@NEEDS_CGROUP
+def test_requests_that_need_more_slots_than_exist_are_not_429_forever():
+    """10: a request took one permit per command, so on a 2-slot server (a 2-CPU machine's
+    default) three commands, which run one after another, got 429 'all 2 sandbox slots are busy'
+    with Retry-After on an idle server, forever; with --slots 1 /v1/judge (two permits) did too.
+    Now sequential commands take one permit, and what can never fit gets 400."""
+    from starlette.testclient import TestClient
+
+    from conftest import REPO
+    from jailpy.service.app import create_app
+
+    with TestClient(create_app(slots=2)) as c:
+        r = c.post("/v1/run", json={"cmd": [{"args": ["/bin/true"]}] * 3})
+        assert r.status_code == 200, r.text[:300]
+        assert [x["verdict"] for x in r.json()["results"]] == ["OK"] * 3
+        piped = {"cmd": [{"args": ["/bin/echo", "a"]}, {"args": ["/bin/cat"]}, {"args": ["/bin/cat"]}],
+                 "pipes": [{"from_cmd": 0, "to_cmd": 1}, {"from_cmd": 1, "to_cmd": 2}]}
+        r = c.post("/v1/run", json=piped)
+        assert r.status_code == 400 and r.json()["field"] == "pipes", r.text[:300]
+    with TestClient(create_app(slots=1, problems=str(REPO / "tests/judge/problems"))) as c:
+        r = c.post("/v1/judge", json={"problem": "aplusb", "source": "print(sum(map(int, input().split())))",
+                                      "lang": "python"})
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["verdict"] == "AC", r.text[:500]
