@@ -12,6 +12,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  8  --publish keeps serving new clients after a flood of UDP clients (answers matched by id)
  9  text the program chose (DNS names, proxy targets, its output) is never rich markup on a terminal
  10 a request is never 429 for good: permits by what runs at once, 400 for what never fits
+ 11 a submission cannot rewrite the problem's test input through /proc/self/fd/0
 """
 
 from __future__ import annotations
@@ -494,3 +495,38 @@ def test_requests_that_need_more_slots_than_exist_are_not_429_forever():
                                       "lang": "python"})
         assert r.status_code == 200, r.text[:300]
         assert r.json()["verdict"] == "AC", r.text[:500]
+
+
+REWRITE_STDIN = """
+import os
+try:
+    fd = os.open("/proc/self/fd/0", os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b"40 2\\n")
+except OSError:
+    pass
+print(42)
+"""
+
+
+def test_a_submission_cannot_rewrite_the_test_input(tmp_path):
+    """11: a test's input file was the solution's stdin as an open file of the problem's, and
+    /proc/self/fd/0 reopens the file itself: where the sandbox has the caller's uid (rootless
+    without a subuid range, or id_map single; as root, single is root) and Landlock is off or
+    missing (before Linux 5.13, or not in lsm=), a submission rewrote the problem's tests for
+    every later submission.  Now the input is a sealed memfd copy (F_SEAL_WRITE)."""
+    from conftest import REPO
+    from jailpy.judge import Judge
+    from jailpy.policy import load
+
+    prob = tmp_path / "aplusb"
+    shutil.copytree(REPO / "tests/judge/problems/aplusb", prob)
+    before = {p.name: p.read_bytes() for p in (prob / "tests").iterdir()}
+    os.chmod(tmp_path, 0o755)
+    if os.getuid() == 0:  # as root id_map single is a slot id, not the files' owner: let it write them
+        for p in (prob / "tests").iterdir():
+            os.chmod(p, 0o666)
+    base = load("default").replace(id_map="single", landlock="off")
+    with Judge(prob, base_policy=base) as j:
+        j.judge(REWRITE_STDIN.encode(), "python")
+    after = {p.name: p.read_bytes() for p in (prob / "tests").iterdir()}
+    assert after == before, "the submission rewrote the problem's tests"
