@@ -13,6 +13,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  9  text the program chose (DNS names, proxy targets, its output) is never rich markup on a terminal
  10 a request is never 429 for good: permits by what runs at once, 400 for what never fits
  11 a submission cannot rewrite the problem's test input through /proc/self/fd/0
+ 12 a program's deep directory tree in its box cannot stop the warm pool's janitor
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def test_request_bodies_held_at_once_are_bounded(tmp_path):
     finally:
         srv.should_exit = True
         t.join(timeout=10)
+        app.state.pool.close()  # (lifespan off: the app's own shutdown does not run)
 
 
 @NEEDS_CGROUP
@@ -530,3 +532,39 @@ def test_a_submission_cannot_rewrite_the_test_input(tmp_path):
         j.judge(REWRITE_STDIN.encode(), "python")
     after = {p.name: p.read_bytes() for p in (prob / "tests").iterdir()}
     assert after == before, "the submission rewrote the problem's tests"
+
+
+DEEP_TREE = """
+import os
+for _ in range(3000):
+    os.mkdir("d")
+    os.chdir("d")
+os.chmod(".", 0)
+print("deep")
+"""
+
+
+@NEEDS_CGROUP
+def test_a_deep_tree_in_the_box_does_not_stop_the_pool():
+    """12: the janitor emptied a writable box with shutil.rmtree, which recurses once per level:
+    3000 nested directories (made in 1 s) raised RecursionError in the janitor thread, which
+    died and left the slot 'cleaning' for good; two such requests took every slot of a 2-slot
+    server, and every later request got 429 (the trees stayed on the host's disk too).  Now the
+    box is emptied without recursion, and anything unexpected in a check destroys the slot."""
+    from starlette.testclient import TestClient
+
+    from jailpy.service.app import create_app
+
+    app = create_app(slots=1, run_timeout=10)
+    with TestClient(app) as c:
+        for _ in range(3):
+            r = c.post("/v1/run", json={"cmd": [{"args": ["python3", "-c", DEEP_TREE], "cpu_time_ms": 10_000}]})
+            assert r.status_code == 200 and r.json()["results"][0]["stdout"] == "deep\n", r.text[:300]
+        app.state.pool.drain(30)
+        st = app.state.pool.stats()
+        assert st["cleaning"] == 0, st
+        r = c.post("/v1/run", json={"cmd": [{"args": ["/bin/sh", "-c", "ls -A /w | wc -l"]}]})
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["results"][0]["stdout"].strip() == "0", r.text[:300]
+        root = app.state.pool.root
+    assert not os.path.exists(root), os.listdir(root)
