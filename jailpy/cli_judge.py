@@ -9,6 +9,7 @@ jailpy's own errors (a bad problem directory, an unknown language, a sandbox tha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Annotated, Optional
@@ -183,8 +184,24 @@ def serve_command(
         pass
 
     Protocol.read_timeout = read_timeout
-    uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, uds=uds, log_level="warning", access_log=False,
-                http=Protocol,
+    listener = None
+    if uds is not None:  # bound here, mode 0600: uvicorn's uds= chmods the socket 0666 (any local user)
+        import socket
+        import stat
+
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(uds).st_mode):
+                os.unlink(uds)  # a stale socket of an earlier server
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            listener.bind(uds)
+        except OSError as e:
+            raise PolicyError(f"--listen unix:{uds}: {e.strerror}") from None
+        finally:
+            os.umask(old)
+    uvicorn.run(app, host=host or "127.0.0.1", port=port or 0, fd=listener.fileno() if listener else None,
+                log_level="warning", access_log=False, http=Protocol,
                 limit_concurrency=1024, timeout_keep_alive=30, backlog=2048)
 
 

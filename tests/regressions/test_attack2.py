@@ -14,6 +14,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  10 a request is never 429 for good: permits by what runs at once, 400 for what never fits
  11 a submission cannot rewrite the problem's test input through /proc/self/fd/0
  12 a program's deep directory tree in its box cannot stop the warm pool's janitor
+ 13 jailpy serve --listen unix:PATH makes a socket only its user can connect to
 """
 
 from __future__ import annotations
@@ -568,3 +569,36 @@ def test_a_deep_tree_in_the_box_does_not_stop_the_pool():
         assert r.json()["results"][0]["stdout"].strip() == "0", r.text[:300]
         root = app.state.pool.root
     assert not os.path.exists(root), os.listdir(root)
+
+
+def test_serve_unix_socket_is_not_for_every_local_user(tmp_path):
+    """13: with --listen unix:PATH uvicorn chmods the socket 0666 after binding it, so every local
+    user could use the judge's API (run programs, read and delete cached files) through a socket
+    its owner had chosen to keep private.  Now jailpy binds it 0600."""
+    import stat
+
+    path = tmp_path / "judge.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "jailpy", "serve", "--listen", f"unix:{path}", "--slots", "1"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            if path.exists():
+                try:
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(str(path))
+                    break
+                except OSError:
+                    pass
+            assert proc.poll() is None and time.monotonic() < end, proc.stderr.read() if proc.poll() is not None else "slow"
+            time.sleep(0.1)
+        time.sleep(0.5)  # (uvicorn's chmod came right after it started listening)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode & 0o077 == 0, oct(mode)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
