@@ -194,14 +194,45 @@ def _clear_as_owner(path: str, userns_fd: int | None) -> None:
     os.waitpid(pid, 0)
 
 
+def _walk(path: str):
+    """Every entry below ``path`` as ``(relative name, lstat)``, a directory before what it
+    holds; without recursion (os.walk and shutil.copytree recurse once per level, and a tree a
+    sandbox made can be thousands deep) and never following a symlink."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(path, rel) if rel else path) as it:
+            entries = sorted(e.name for e in it)
+        for name in entries:
+            r = os.path.join(rel, name) if rel else name
+            st = os.lstat(os.path.join(path, r))
+            yield r, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(r)
+
+
 def _snapshot(path: str) -> tuple:
     """What a read-only box holds: (name, inode, size, mode) of every entry, recursively."""
-    out = []
-    for top, dirs, files in os.walk(path):
-        for n in sorted(dirs + files):
-            st = os.lstat(os.path.join(top, n))
-            out.append((os.path.relpath(os.path.join(top, n), path), st.st_ino, st.st_size, st.st_mode))
-    return tuple(sorted(out))
+    return tuple(sorted((r, st.st_ino, st.st_size, st.st_mode) for r, st in _walk(path)))
+
+
+def _copy_tree(tree: str, box: str) -> None:
+    """Hard links (copies across file systems) in ``box`` of everything in ``tree``, directories
+    made with their modes, symlinks copied as symlinks (never followed: a compiler's output
+    could hold one naming a host file, which the copy as root would then read)."""
+    for rel, st in _walk(tree):
+        src, dst = os.path.join(tree, rel), os.path.join(box, rel)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dst)
+            os.chmod(dst, stat.S_IMODE(st.st_mode) | 0o700)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(st.st_mode):
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(src, dst, follow_symlinks=False)
+        # (other kinds: a FIFO, a socket or a device node is not copied)
 
 
 class Slot:
@@ -249,13 +280,7 @@ class Slot:
             return
         _clear(self.box)
         if tree is not None:
-            def link(src: str, dst: str) -> None:
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst)
-            shutil.copytree(tree, self.box, copy_function=link, dirs_exist_ok=True)
-            os.chmod(self.box, 0o777)  # copytree gave it the mode of ``tree``
+            _copy_tree(tree, self.box)
         for name, data in (files or {}).items():
             path = os.path.join(self.box, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -163,7 +163,11 @@ class Judge:
         try:
             return self._judge(text, lname, language, tmp, stop_on_first_failure, progress)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            from ..slots import _clear
+
+            with contextlib.suppress(OSError):  # (not shutil.rmtree: it recurses once per level)
+                _clear(str(tmp))
+                os.rmdir(tmp)
 
     def _judge(self, text: bytes, lname: str, lang: Language, tmp: Path, stop: bool, progress) -> Report:
         spec = self.problem.spec

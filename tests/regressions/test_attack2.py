@@ -15,6 +15,7 @@ Starlette app over ASGI (httpx); canaries under tmp dirs; bounded in time.
  11 a submission cannot rewrite the problem's test input through /proc/self/fd/0
  12 a program's deep directory tree in its box cannot stop the warm pool's janitor
  13 jailpy serve --listen unix:PATH makes a socket only its user can connect to
+ 14 a compiled tree thousands deep (a Java package) is judged, not a traceback and a leaked tmp dir
 """
 
 from __future__ import annotations
@@ -602,3 +603,49 @@ def test_serve_unix_socket_is_not_for_every_local_user(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@NEEDS_CGROUP
+@pytest.mark.skipif(shutil.which("javac") is None, reason="javac not installed")
+def test_a_deep_compiled_tree_is_judged(tmp_path, monkeypatch):
+    """14: javac writes a class of package a.a.a... (1100 parts) 1100 directories deep; the judge
+    copied the compiled box into the solution's slot with shutil.copytree (and snapshot it with
+    os.walk, and removed its tmp dir with shutil.rmtree), all recursing once per level: a
+    RecursionError traceback from jailpy judge (500 from /v1/judge), and the tmp dir with the
+    tree was left on disk for each submission."""
+    from conftest import REPO
+    from jailpy.judge import Judge
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    src = "package " + ".".join(["a"] * 1100) + ";\npublic class Main { public static void main(String[] x) { } }\n"
+    with Judge(REPO / "tests/judge/problems/aplusb") as j:
+        rep = j.judge(src.encode(), "java")
+    assert rep.compile is not None and rep.compile.verdict == "OK", rep.compile
+    assert rep.verdict == "RE", rep.to_dict()  # java cannot find class Main: the program's own failure
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("jailpy-judge-")]
+
+
+@NEEDS_CGROUP
+def test_slot_fill_copies_symlinks_as_symlinks(tmp_path, canary_dir):
+    """14: SlotPool.fill(tree=...) used shutil.copytree with symlinks=False: a symlink in the tree
+    (a compiler's output) was followed by the copy, as root, so a host file it named was copied
+    into the box for the program to read."""
+    import jailpy
+    from jailpy.policy import load
+    from jailpy.slots import SlotPool
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "x").symlink_to(canary_dir / "secret")
+    (tree / "d").symlink_to(canary_dir)
+    os.chmod(canary_dir, 0o700)
+    pol = load("default").replace(cwd=False, memory=128 << 20, pids=16, wall_time=10)
+    with SlotPool(size=1) as pool:
+        with pool.slot(pol, box="ro") as s:
+            s.fill("t", tree=str(tree))
+            assert os.path.islink(os.path.join(s.box, "x")) and os.path.islink(os.path.join(s.box, "d"))
+            r = s.run(["/bin/sh", "-c", "cat /box/x /box/d/secret; echo end"], stdout=jailpy.PIPE, stderr=jailpy.PIPE)
+    assert b"SECRET-CANARY" not in r.stdout and r.stdout.endswith(b"end\n"), r.stdout
