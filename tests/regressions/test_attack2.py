@@ -553,11 +553,19 @@ def test_a_deep_tree_in_the_box_does_not_stop_the_pool():
     died and left the slot 'cleaning' for good; two such requests took every slot of a 2-slot
     server, and every later request got 429 (the trees stayed on the host's disk too).  Now the
     box is emptied without recursion, and anything unexpected in a check destroys the slot."""
-    from starlette.testclient import TestClient
-
     from jailpy.service.app import create_app
 
     app = create_app(slots=1, run_timeout=10)
+    try:
+        _deep_tree_requests(app)
+    finally:  # on failure the trees stay under the pool's root, which shutil.rmtree cannot remove
+        if os.path.exists(app.state.pool.root):
+            subprocess.run(["rm", "-rf", "--", app.state.pool.root], timeout=60)
+
+
+def _deep_tree_requests(app) -> None:
+    from starlette.testclient import TestClient
+
     with TestClient(app) as c:
         for _ in range(3):
             r = c.post("/v1/run", json={"cmd": [{"args": ["python3", "-c", DEEP_TREE], "cpu_time_ms": 10_000}]})
@@ -621,11 +629,15 @@ def test_a_deep_compiled_tree_is_judged(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", None)
     src = "package " + ".".join(["a"] * 1100) + ";\npublic class Main { public static void main(String[] x) { } }\n"
-    with Judge(REPO / "tests/judge/problems/aplusb") as j:
-        rep = j.judge(src.encode(), "java")
-    assert rep.compile is not None and rep.compile.verdict == "OK", rep.compile
-    assert rep.verdict == "RE", rep.to_dict()  # java cannot find class Main: the program's own failure
-    assert not [p for p in os.listdir(tmp_path) if p.startswith("jailpy-judge-")]
+    try:
+        with Judge(REPO / "tests/judge/problems/aplusb") as j:
+            rep = j.judge(src.encode(), "java")
+        assert rep.compile is not None and rep.compile.verdict == "OK", rep.compile
+        assert rep.verdict == "RE", rep.to_dict()  # java cannot find class Main: the program's own failure
+        assert not [p for p in os.listdir(tmp_path) if p.startswith("jailpy-judge-")]
+    finally:  # a tree left here would break pytest's own (recursive) clean-up of old tmp dirs
+        for p in os.listdir(tmp_path):
+            subprocess.run(["rm", "-rf", "--", str(tmp_path / p)], timeout=60)
 
 
 @NEEDS_CGROUP
