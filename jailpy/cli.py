@@ -394,6 +394,7 @@ def _network_rows(n: dict | None) -> list[tuple[str, str]]:
 
 def _print_stats(r) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title="jailpy", show_header=False, box=None, pad_edge=False)
@@ -414,7 +415,7 @@ def _print_stats(r) -> None:
         b = r.blocked_syscall
         rows.append(("blocked", f"{b['text']}" + (f" (x{b['count']})" if b.get("count", 1) > 1 else "")))
     for k, v in rows:
-        t.add_row(k, v)
+        t.add_row(k, escape(v))  # names and targets the program chose: text, never rich markup
     Console(stderr=True, highlight=False).print(t)
 
 

@@ -61,6 +61,7 @@ def _with_progress(j, source: str, lang: str | None, stop: bool, total: int):
 
 def _print_table(report) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = Console(highlight=False)
@@ -68,15 +69,15 @@ def _print_table(report) -> None:
         con.print("[yellow]compile error[/yellow]")
         con.print(report.compile.message.rstrip(), markup=False)
     if report.tests:
-        table = Table(title=f"{report.problem} ({report.language})")
+        table = Table(title=escape(f"{report.problem} ({report.language})"))
         for col in ("test", "verdict", "cpu ms", "wall ms", "memory", "detail"):
             table.add_column(col, justify="right" if col in ("cpu ms", "wall ms", "memory") else "left")
         for t in report.tests:
             mem = f"{t.memory_peak_bytes / (1 << 20):.1f} MiB" if t.memory_peak_bytes else "-"
-            detail = t.error or t.checker_message or ""
+            detail = t.error or t.checker_message or ""  # shows the program's output: text, never markup
             v = t.verdict
-            table.add_row(t.name, f"[{STYLE.get(v, 'red')}]{v}[/]", str(t.cpu_time_ms), str(t.wall_time_ms), mem,
-                          detail[:60])
+            table.add_row(escape(t.name), f"[{STYLE.get(v, 'red')}]{escape(v)}[/]", str(t.cpu_time_ms),
+                          str(t.wall_time_ms), mem, escape(detail[:60]))
         con.print(table)
     extra = f", {report.skipped} not run" if report.skipped and report.tests else ""
     con.print(f"verdict: [{STYLE.get(report.verdict, 'red')}]{report.verdict}[/] "
@@ -131,7 +132,7 @@ def _listen_socket(listen: str, host: str | None, port: int | None, uds: str | N
     port in use or a unix socket path that cannot be made is one ``jailpy: error:`` line (exit
     125) instead of uvicorn's log and traceback.  As uvicorn would: SO_REUSEADDR on TCP (socket(7));
     a stale socket file at the unix path is replaced (as asyncio's create_unix_server does) and the
-    new one is 0666, whatever else is there is refused.  Raises HostError (bind(2), listen(2) errors)."""
+    new one is 0600 (only this user may connect), whatever else is there is refused.  Raises HostError (bind(2), listen(2) errors)."""
     import socket
     import stat
 
@@ -145,12 +146,14 @@ def _listen_socket(listen: str, host: str | None, port: int | None, uds: str | N
             except FileNotFoundError:
                 pass
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)  # mode 0600: only this user may connect (uvicorn's uds= makes it 0666)
             try:
                 sock.bind(uds)
-                os.chmod(uds, 0o666)
             except BaseException:
                 sock.close()
                 raise
+            finally:
+                os.umask(old)
         else:
             family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
             sock = socket.socket(family, kind, proto)
@@ -192,6 +195,8 @@ def serve_command(
     slots: Annotated[int, typer.Option("--slots", metavar="N",
         help="Sandboxes at once (default: the number of CPUs); more requests get 429.")] = 0,
     max_body: Annotated[int, typer.Option("--max-body", metavar="BYTES", help="Largest request body.")] = 64 << 20,
+    read_timeout: Annotated[float, typer.Option("--read-timeout", metavar="SECONDS",
+        help="Close a connection whose request (headers and body) has not arrived whole in this time.")] = 30.0,
 ) -> None:
     """Serve the HTTP API (docs/api.md): /v1/run, go-judge's /run, /v1/judge, /v1/files, /v1/health, /metrics."""
     from .errors import PolicyError
@@ -201,6 +206,8 @@ def serve_command(
     token = _read_token(token_file)
     if host is not None and not _loopback(host) and token is None:
         raise PolicyError(f"--listen {listen}: listening beyond this machine needs --token-file (bearer auth)")
+    if not 0 < read_timeout <= 3600:
+        raise PolicyError(f"--read-timeout: between 0 and 3600 seconds, got {read_timeout}")
     if not 0 <= slots <= 256:
         raise PolicyError(f"--slots: between 1 and 256 (0: the number of CPUs), got {slots}")
     if max_body < 1:
@@ -220,7 +227,13 @@ def serve_command(
     sock = _listen_socket(listen, host, port, uds)
     app = create_app(slots=slots, problems=problems, token=token, broker=broker, max_body=max_body)
     print(f"jailpy: serving on {listen}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=1024,
+    from .service.http import DeadlineH11Protocol
+
+    class Protocol(DeadlineH11Protocol):
+        pass
+
+    Protocol.read_timeout = read_timeout
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http=Protocol, limit_concurrency=1024,
                             timeout_keep_alive=30, backlog=2048)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -106,36 +106,133 @@ def processes_in_userns(inode: int, uids: tuple[int, ...] | None = None) -> list
     return out
 
 
-def _clear(path: str) -> None:
-    """Remove everything in directory ``path`` (a box), making directories writable first."""
-    def retry(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700) if os.path.isdir(p) and not os.path.islink(p) else None
-            func(p)
-        except OSError:
-            pass
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    with os.scandir(path) as it:
-        entries = list(it)
-    for e in entries:
-        if e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path, onerror=retry)
-        else:
-            try:
-                os.unlink(e.path)
-            except OSError:
-                pass
+
+def _open_dir(name: str, parent: int) -> int:
+    """``name`` in ``parent`` as a directory fd, made readable and writable first if it was not
+    (a program may leave a mode 0 directory).  Raises OSError."""
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent)
+    except PermissionError:
+        os.chmod(name, 0o700, dir_fd=parent, follow_symlinks=False)
+        fd = os.open(name, _DIR, dir_fd=parent)
+    with contextlib.suppress(OSError):
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o700 != 0o700:
+            os.fchmod(fd, 0o700)
+    return fd
+
+
+def _clear(path: str) -> None:
+    """Remove everything in directory ``path`` (a box), making directories writable first.
+
+    Without recursion and with two directory fds at most: each directory below the top has its
+    subdirectories renamed up into ``path`` and its other entries removed, then is removed
+    itself, until ``path`` is empty.  (shutil.rmtree recurses once per level: a program's 3000
+    nested directories raised RecursionError in the janitor thread, which died and left every
+    slot "cleaning" for good.)  Never follows a symlink.  What cannot be removed stays (the
+    caller checks that the box is empty)."""
+    top = os.open(path, _DIR)
+    tag, n = os.urandom(4).hex(), 0
+    try:
+        while True:
+            with os.scandir(top) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            progress = False
+            for name, is_dir in entries:
+                if not is_dir:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=top)
+                        progress = True
+                    continue
+                try:
+                    d = _open_dir(name, top)
+                except OSError:
+                    continue
+                try:
+                    with os.scandir(d) as it:
+                        subs = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                    for sub, sub_is_dir in subs:
+                        with contextlib.suppress(OSError):
+                            if sub_is_dir:
+                                n += 1
+                                os.rename(sub, f".jailpy-clear-{tag}-{n}", src_dir_fd=d, dst_dir_fd=top)
+                            else:
+                                os.unlink(sub, dir_fd=d)
+                            progress = True
+                finally:
+                    os.close(d)
+                with contextlib.suppress(OSError):
+                    os.rmdir(name, dir_fd=top)
+                    progress = True
+            if not entries or not progress:
+                return
+    finally:
+        os.close(top)
+
+
+def _clear_as_owner(path: str, userns_fd: int | None) -> None:
+    """:func:`_clear` from a child that joined the slot's user namespace (setns(2); we own it, so
+    we hold every capability there): rootless, a run's files belong to the sandbox's subordinate
+    ids, which the caller cannot remove from outside (a directory the program made, mode 0755,
+    keeps its entries), and a box left so leaked them on the host's disk for good.  In the
+    namespace CAP_DAC_OVERRIDE and CAP_FOWNER cover every inode whose owner it maps
+    (capabilities(7)).  Does nothing as root or without a namespace."""
+    if os.getuid() == 0 or userns_fd is None:
+        return
+    from . import _syscalls as sc
+
+    pid = os.fork()
+    if pid == 0:  # the child: one thread, os calls only, then _exit
+        code = 1
+        try:
+            sc.setns(userns_fd, sc.CLONE_NEWUSER)
+            _clear(path)
+            code = 0
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+
+
+def _walk(path: str):
+    """Every entry below ``path`` as ``(relative name, lstat)``, a directory before what it
+    holds; without recursion (os.walk and shutil.copytree recurse once per level, and a tree a
+    sandbox made can be thousands deep) and never following a symlink."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(path, rel) if rel else path) as it:
+            entries = sorted(e.name for e in it)
+        for name in entries:
+            r = os.path.join(rel, name) if rel else name
+            st = os.lstat(os.path.join(path, r))
+            yield r, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(r)
 
 
 def _snapshot(path: str) -> tuple:
     """What a read-only box holds: (name, inode, size, mode) of every entry, recursively."""
-    out = []
-    for top, dirs, files in os.walk(path):
-        for n in sorted(dirs + files):
-            st = os.lstat(os.path.join(top, n))
-            out.append((os.path.relpath(os.path.join(top, n), path), st.st_ino, st.st_size, st.st_mode))
-    return tuple(sorted(out))
+    return tuple(sorted((r, st.st_ino, st.st_size, st.st_mode) for r, st in _walk(path)))
+
+
+def _copy_tree(tree: str, box: str) -> None:
+    """Hard links (copies across file systems) in ``box`` of everything in ``tree``, directories
+    made with their modes, symlinks copied as symlinks (never followed: a compiler's output
+    could hold one naming a host file, which the copy as root would then read)."""
+    for rel, st in _walk(tree):
+        src, dst = os.path.join(tree, rel), os.path.join(box, rel)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dst)
+            os.chmod(dst, stat.S_IMODE(st.st_mode) | 0o700)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(st.st_mode):
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(src, dst, follow_symlinks=False)
+        # (other kinds: a FIFO, a socket or a device node is not copied)
 
 
 class Slot:
@@ -183,13 +280,7 @@ class Slot:
             return
         _clear(self.box)
         if tree is not None:
-            def link(src: str, dst: str) -> None:
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst)
-            shutil.copytree(tree, self.box, copy_function=link, dirs_exist_ok=True)
-            os.chmod(self.box, 0o777)  # copytree gave it the mode of ``tree``
+            _copy_tree(tree, self.box)
         for name, data in (files or {}).items():
             path = os.path.join(self.box, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -211,12 +302,22 @@ class Slot:
             pool._ready.append(pool.prepare())
 
     def close(self) -> None:
+        userns_fd = None
         with contextlib.suppress(Exception):
-            self.sandbox.close(wait=False)
-        if self.box:
-            with contextlib.suppress(OSError):
-                _clear(self.box)
-                os.rmdir(self.box)
+            if self.box and os.getuid() != 0:  # keep the namespace until the box is empty
+                userns_fd = os.dup(self.sandbox._pool.userns_fd)
+        try:
+            with contextlib.suppress(Exception):
+                self.sandbox.close(wait=False)
+            if self.box:
+                with contextlib.suppress(Exception):
+                    _clear(self.box)
+                    if os.listdir(self.box):
+                        _clear_as_owner(self.box, userns_fd)
+                    os.rmdir(self.box)
+        finally:
+            if userns_fd is not None:
+                os.close(userns_fd)
 
 
 class SlotPool:
@@ -394,6 +495,8 @@ class SlotPool:
             return str(e)
         except (OSError, JailpyError) as e:
             return f"error: {e}"
+        except Exception as e:  # noqa: BLE001 - a doubt: the slot goes, the janitor thread must not
+            return f"error: {type(e).__name__}: {e}"
         return None
 
     def _server_pid(self, s: Slot) -> int | None:
@@ -436,6 +539,8 @@ class SlotPool:
             raise VerificationFailed("box: the box directory was replaced")
         if s.box_mode == "rw":
             _clear(s.box)
+            if os.listdir(s.box):
+                _clear_as_owner(s.box, s.sandbox._pool.userns_fd)
             left = os.listdir(s.box)
             if left:
                 raise VerificationFailed(f"box: {len(left)} entries could not be removed: {sorted(left)[:5]}")
@@ -501,11 +606,9 @@ class SlotPool:
             s.close()
         reap_exiting(timeout=1.0)
         if self._own_root:
-            for _ in range(20):  # a slot given back meanwhile may still be removing its box in its thread
-                shutil.rmtree(self.root, ignore_errors=True)
-                if not os.path.lexists(self.root):
-                    break
-                time.sleep(0.05)
+            with contextlib.suppress(OSError):
+                _clear(self.root)  # (not shutil.rmtree: it recurses once per level of a box's tree)
+                os.rmdir(self.root)
 
     def __enter__(self) -> "SlotPool":
         return self

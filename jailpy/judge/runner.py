@@ -19,6 +19,7 @@ warm and verified clean between runs); ``jobs`` tests run at once, each worker w
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -162,7 +163,11 @@ class Judge:
         try:
             return self._judge(text, lname, language, tmp, stop_on_first_failure, progress)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            from ..slots import _clear
+
+            with contextlib.suppress(OSError):  # (not shutil.rmtree: it recurses once per level)
+                _clear(str(tmp))
+                os.rmdir(tmp)
 
     def _judge(self, text: bytes, lname: str, lang: Language, tmp: Path, stop: bool, progress) -> Report:
         spec = self.problem.spec
@@ -231,7 +236,7 @@ class Judge:
             return run_interactive(self, test, lang, box, interactor)
         lim = self.problem.spec.limits
         argv = languages.run_argv(lang, parse_size(lim.memory))
-        fd = os.open(test.input, os.O_RDONLY | os.O_CLOEXEC)
+        fd = sealed_copy(test.input)
         try:
             with self.solution_slot(lim, lang, box) as sb:
                 r = sb.run(argv, stdin=fd, stdout=PIPE, stderr=PIPE)
@@ -281,6 +286,33 @@ class Judge:
     def in_problem(self, host_path: str) -> str:
         """Where a file of the problem directory is inside a checker's or interactor's sandbox."""
         return PROBLEM_MOUNT + "/" + os.path.relpath(host_path, self.problem.dir)
+
+
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def sealed_copy(path: str) -> int:
+    """A read-only fd of a sealed memfd (memfd_create(2), F_ADD_SEALS in fcntl(2)) holding a copy
+    of the file ``path``: what a solution gets as stdin.  Not the problem's own file: a program
+    reopens its stdin through /proc/self/fd/0 as the file itself, with the rights its uid has on
+    it, so where the sandbox has the caller's uid (rootless without a subuid range, id_map single)
+    and no Landlock, it could rewrite the test for every later submission.  A sealed memfd
+    refuses every write (EPERM) whoever opens it.  Raises OSError."""
+    mfd = os.memfd_create("jailpy-test-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            off = 0
+            while True:
+                n = os.sendfile(mfd, src.fileno(), off, max(size - off, 1 << 20))
+                if not n:
+                    break
+                off += n
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, _SEALS)
+        fd = os.open(f"/proc/self/fd/{mfd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(mfd)
+    return fd
 
 
 def judge_memory(r) -> int | None:

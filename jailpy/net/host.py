@@ -8,9 +8,11 @@ the sandbox's PID 1).  Messages from the sandbox:
     b"H", [fd]                      a connection to the sandbox's HTTP proxy port
     b"D" + name                     a name the stub refused to resolve
     b"R"                            the stub runs (the program is about to start)
-    b"c", [fd] / b"x" + errno       the answer to the supervisor's b"C" + port (TCP) or b"U" +
-                                    port (UDP, jailpy.net.udp): a socket connected to the
-                                    sandbox's 127.0.0.1:port (--publish)
+    b"c" + id, [fd] / b"x" + id errno
+                                    the answer to the supervisor's b"C" + b"id port" (TCP) or
+                                    b"U" + b"id port" (UDP, jailpy.net.udp): a socket connected to
+                                    the sandbox's 127.0.0.1:port (--publish); ``id`` pairs an
+                                    answer with its request
 
 :meth:`Channel.finish` ends a run's part: what the host set up is taken down, and the counts go
 to the Result (``network``)."""
@@ -24,10 +26,13 @@ import os
 import socket
 import threading
 
-from .proxy import Counters, Proxy
+from .proxy import MAX_CONNECTIONS, Counters, Proxy
 
 FINISH_WAIT = 5.0
 """Seconds :meth:`Channel.finish` waits for the loop (a set-up still going) at most."""
+MAX_PENDING = 64
+"""--publish requests (b"C"/b"U") of a run waiting for the stub at once; a new client beyond is
+turned away (TCP: closed; UDP: its datagrams dropped) rather than queued behind the others."""
 
 
 class Service:
@@ -95,10 +100,11 @@ class Service:
             return
         port = next(p.port for p, s in zip(self.plan.publish, self.listeners) if s is listener)
         chan = self.newest()
-        if chan is None:
-            conn.close()  # no run is going: nothing to reach
+        if chan is None or chan.counters.inbound >= MAX_CONNECTIONS:
+            conn.close()  # no run is going: nothing to reach; or as many clients as a run may have
             return
-        chan._task(chan.relay_in(conn, port))
+        chan.counters.inbound += 1
+        chan._task(_counted(chan.relay_in(conn, port), chan.counters, "inbound"))
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -163,7 +169,8 @@ class Channel:
         self.attached = None  # what Setup.attach made (a veth and lease, a pasta process)
         self.setup_error: str | None = None
         self.closed = False
-        self.pending: list[asyncio.Future] = []  # b"C" requests waiting for the stub's answer
+        self.pending: dict[int, asyncio.Future] = {}  # b"C"/b"U" requests waiting for the stub's answer, by id
+        self._next_id = 0
 
     def _on_message(self) -> None:
         try:
@@ -176,12 +183,21 @@ class Channel:
             self._stop_reading()
             return
         kind = msg[:1]
-        if kind == b"T" and len(fds) == 1:
-            target, _, port = msg[1:].decode("utf-8", "replace").rpartition(" ")
+        if kind in (b"T", b"H") and len(fds) == 1:
             conn = socket.socket(fileno=fds[0])
-            self._task(self.service.proxy.transparent(conn, target, int(port) if port.isdigit() else 0, self.counters))
-        elif kind == b"H" and len(fds) == 1:
-            self._task(self.service.proxy.http(socket.socket(fileno=fds[0]), self.counters))
+            target, _, port = msg[1:].decode("utf-8", "replace").rpartition(" ")
+            c = self.counters
+            if c.open >= MAX_CONNECTIONS:  # counted from here: a check, a dial and a head wait hold one too
+                conn.close()
+                c.refuse(target or "(HTTP proxy client)", int(port) if port.isdigit() else None,
+                         f"more than {MAX_CONNECTIONS} connections at once")
+                return
+            c.open += 1
+            if kind == b"T":
+                coro = self.service.proxy.transparent(conn, target, int(port) if port.isdigit() else 0, c)
+            else:
+                coro = self.service.proxy.http(conn, c)
+            self._task(_counted(coro, c, "open"))
         elif kind == b"D":
             names = self.counters.dns_refused
             name = msg[1:].decode("utf-8", "replace")
@@ -191,9 +207,10 @@ class Channel:
             self._task(self._host_setup(fds))
         elif kind == b"R":
             self.service.running.append(self)
-        elif kind in (b"c", b"x") and self.pending:
-            fut = self.pending.pop(0)
-            if not fut.done():
+        elif kind in (b"c", b"x"):
+            rid = msg[1:].split(b" ", 1)[0]
+            fut = self.pending.pop(int(rid), None) if rid.isdigit() else None
+            if fut is not None and not fut.done():
                 fut.set_result(socket.socket(fileno=fds.pop()) if kind == b"c" and fds else None)
             for fd in fds:
                 os.close(fd)
@@ -235,13 +252,20 @@ class Channel:
         """A socket the stub made in the sandbox, connected to its 127.0.0.1:``port``: TCP
         (``kind`` b"C") or UDP (b"U"); None when it could not (nothing listens on the TCP port)
         or did not answer in 10 s."""
+        if len(self.pending) >= MAX_PENDING:
+            return None  # a flood of new clients: the stub answers one at a time
         fut = asyncio.get_running_loop().create_future()
-        self.pending.append(fut)
+        rid, self._next_id = self._next_id, self._next_id + 1
+        self.pending[rid] = fut
         try:
-            self.sock.send(kind + b"%d" % port)
+            self.sock.send(kind + b"%d %d" % (rid, port))
             return await asyncio.wait_for(fut, 10)
         except (OSError, asyncio.TimeoutError):
             return None
+        finally:
+            # an answer that never comes (the request was not sent: a full channel; or late) must
+            # not take the next request's: answers carry the request's id
+            self.pending.pop(rid, None)
 
     async def relay_in(self, conn: socket.socket, port: int) -> None:
         """A --publish connection: ask the stub for a socket connected to the sandbox's
@@ -294,6 +318,14 @@ class Channel:
     def discard(self) -> None:
         """A sandbox that never ran a program: like :meth:`finish`, without the counts."""
         self.finish()
+
+
+async def _counted(coro, counters: Counters, name: str) -> None:
+    """Run ``coro``; then give back the connection ``counters.<name>`` counted for it."""
+    try:
+        await coro
+    finally:
+        setattr(counters, name, getattr(counters, name) - 1)
 
 
 def _listen(pub) -> socket.socket:

@@ -11,7 +11,7 @@ resolves to is checked (loopback, private, link-local/metadata, multicast and re
 are refused unless ``--allow-net`` names them), and the proxy dials the address it checked:
 a name that resolves elsewhere next time (DNS rebinding) is checked again then.  Time limits
 bound every step a peer could stall (HEAD_TIMEOUT, CONNECT_TIMEOUT, RESOLVE_TIMEOUT), and a
-sandbox may hold at most MAX_CONNECTIONS at once.  Each decision is counted for the Result."""
+sandbox may hold at most MAX_CONNECTIONS at once (and --publish clients as many again).  Each decision is counted for the Result."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ CONNECT_TIMEOUT = 10.0
 RESOLVE_TIMEOUT = 5.0
 MAX_HEAD = 16 << 10
 MAX_CONNECTIONS = 256
-"""Connections of one sandbox open at once; more are refused."""
+"""Connections of one run open at once, each way (the program's through the proxy; --publish
+clients'); more are closed at once.  Each costs the supervisor two relay threads and six fds."""
 MAX_LISTED = 50
 """Refused targets (and log entries) listed in the Result; the counts are complete."""
 BUF = 1 << 20
@@ -55,6 +56,10 @@ class Counters:
         self.bytes_out = 0
         self.bytes_in = 0
         self.open = 0
+        """Connections of the program's (to the proxy) being checked, dialled or relayed: at most
+        MAX_CONNECTIONS, counted from the moment the supervisor receives one (jailpy.net.host)."""
+        self.inbound = 0
+        """--publish TCP connections being set up or relayed to this run: at most MAX_CONNECTIONS."""
         self.published = 0
 
     def refuse(self, target: str, port: int | None, why: str) -> None:
@@ -169,9 +174,6 @@ class Proxy:
                 await self.relay(conn, up, c)
 
     async def _open(self, target: str, port: int, c: Counters) -> socket.socket | None:
-        if c.open >= MAX_CONNECTIONS:
-            c.refuse(target, port, f"more than {MAX_CONNECTIONS} connections at once")
-            return None
         try:
             addr, name = await self.check(target, port)
         except Refused as e:
@@ -257,7 +259,6 @@ class Proxy:
         direction is a thread moving data with splice(2) through a pipe, without copying it
         into Python (the loop only waits for the two threads)."""
         loop = asyncio.get_running_loop()
-        c.open += 1
         done = loop.create_future()
         left = [2]
 
@@ -271,7 +272,6 @@ class Proxy:
                                  name="jailpy-relay").start()
             await done
         finally:
-            c.open -= 1
             b.close()
 
 

@@ -109,9 +109,9 @@ class Stub:
                 s.close()
 
     def _on_ctl(self) -> bool:
-        """A request of the supervisor's: b"C" + port (TCP) or b"U" + port (UDP): connect to
-        127.0.0.1:port here (a --publish relay) and send the socket back (b"c") or why not
-        (b"x" + errno).  False when the channel has closed."""
+        """A request of the supervisor's: b"C" + b"id port" (TCP) or b"U" + b"id port" (UDP):
+        connect to 127.0.0.1:port here (a --publish relay) and send the socket back (b"c" + id)
+        or why not (b"x" + id + b" " + errno).  False when the channel has closed."""
         try:
             msg = self.ctl.recv(64)
         except BlockingIOError:
@@ -120,14 +120,15 @@ class Stub:
             return False
         if not msg:
             return False
-        if msg[:1] in (b"C", b"U") and msg[1:].isdigit():
+        rid, _, port = msg[1:].partition(b" ")
+        if msg[:1] in (b"C", b"U") and rid.isdigit() and port.isdigit():
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if msg[:1] == b"U" else socket.SOCK_STREAM)
             try:
                 s.settimeout(2)
-                s.connect(("127.0.0.1", int(msg[1:])))
-                self._tell(b"c", s.fileno())
+                s.connect(("127.0.0.1", int(port)))
+                self._tell(b"c" + rid, s.fileno())
             except OSError as e:
-                self._tell(b"x" + str(e.errno or 0).encode())
+                self._tell(b"x" + rid + b" " + str(e.errno or 0).encode())
             finally:
                 s.close()
         return True

@@ -1,7 +1,7 @@
 """``--publish [HOSTIP:]HOSTPORT:PORT/udp``: the same relay as for TCP, one *flow* per client.
 
 The supervisor's socket bound to HOSTIP:HOSTPORT (udp(7)) receives a client's datagram; for a
-client it has not seen, it asks the sandbox's stub (b"U" + port, the channel of
+client it has not seen, it asks the sandbox's stub (b"U" + b"id port", the channel of
 :mod:`jailpy.net.host`) for a UDP socket made inside the sandbox and connected to
 127.0.0.1:PORT there (connect(2) on a datagram socket only fixes the peer: it succeeds whether
 anything listens or not), and keeps it for that client.  Datagrams go to the program through

@@ -76,10 +76,14 @@ def cgroup_mode() -> str | None:
 
 
 def create_app(*, slots: int = 0, problems: str | None = None, token: str | None = None, broker: str | None = None,
-               max_body: int = MAX_BODY, files: FileStore | None = None, run_timeout: float = 30.0) -> Starlette:
+               max_body: int = MAX_BODY, files: FileStore | None = None, run_timeout: float = 30.0,
+               body_budget: int | None = None) -> Starlette:
     """The Starlette app.  ``slots``: sandboxes at once (default: the CPU count); ``problems``: a
     directory of problem directories for /v1/judge; ``token``: the bearer token every request
-    must carry (None: no authentication); ``broker``: a redis:// URL for /v1/jobs."""
+    must carry (None: no authentication); ``broker``: a redis:// URL for /v1/jobs;
+    ``body_budget``: bytes of request bodies held at once, all requests together (default four
+    ``max_body``; a request whose body would pass it gets 429), since ``max_body`` bounds one
+    request and up to 1024 connections are served at once."""
     from starlette.concurrency import run_in_threadpool
 
     slots = slots or os.cpu_count() or 1
@@ -96,12 +100,18 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
 
         jobs = JobStore(broker)
 
+    budget = Permits(body_budget if body_budget is not None else 4 * max_body)
+
     async def body_of(request: Request) -> bytes:
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > max_body):
             raise BadRequest("body", f"at most {max_body} bytes")
         data = bytearray()
         async for chunk in request.stream():
+            if not budget.take(len(chunk)):
+                m.rejected.inc()
+                raise Busy("the server holds as many request bodies as it may: try again")
+            request.state.body_bytes = getattr(request.state, "body_bytes", 0) + len(chunk)
             data += chunk
             if len(data) > max_body:
                 raise BadRequest("body", f"at most {max_body} bytes")
@@ -124,6 +134,8 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
         except Exception as e:  # noqa: BLE001 - one line, never a traceback
             log.exception("internal error")
             return _error(500, f"internal error: {type(e).__name__}")
+        finally:
+            budget.give(getattr(request.state, "body_bytes", 0))
 
     def route(path: str, methods: list[str]):
         def wrap(fn):
@@ -155,17 +167,29 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest("body", f"not valid JSON: {e}") from None
+        except RecursionError:
+            raise BadRequest("body", "JSON nested too deeply") from None
+
+    def at_once(req) -> int:
+        """Sandboxes ``req`` runs at once (runner.run_request: the piped commands together, the
+        others one after another beside them); 400 when this server can never run that many."""
+        piped = {p.from_cmd for p in req.pipes} | {p.to_cmd for p in req.pipes}
+        k = len(piped) + (1 if len(piped) < len(req.cmd) else 0)
+        if k > permits.n:
+            raise BadRequest("pipes" if piped else "cmd",
+                             f"runs {k} sandboxes at once; this server runs at most {permits.n} (--slots)")
+        return k
 
     @route("/v1/run", ["POST"])
     async def v1_run(request: Request) -> Response:
         req = parse_run(await body_of(request))
-        return JSONResponse(await run_with_permits(len(req.cmd), timed_run, req))
+        return JSONResponse(await run_with_permits(at_once(req), timed_run, req))
 
     @route("/run", ["POST"])
     async def gj_run(request: Request) -> Response:
         body = await parse_json(request)
         req, collect = gojudge.to_run_request(body)
-        resp = await run_with_permits(len(req.cmd), timed_run, req)
+        resp = await run_with_permits(at_once(req), timed_run, req)
         return JSONResponse(gojudge.to_results(resp, collect))
 
     def get_judge(name: str):
@@ -173,7 +197,12 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
 
         if problem_dir is None:
             raise BadRequest("problem", "this server was started without --problems")
-        if "/" in name or name in ("", ".", "..") or not (problem_dir / name / "problem.toml").is_file():
+        try:
+            found = not ("/" in name or "\0" in name or name in ("", ".", "..") or len(name.encode()) > 255) \
+                and (problem_dir / name / "problem.toml").is_file()
+        except (OSError, ValueError, UnicodeEncodeError):  # (is_file raises for a name the kernel refuses)
+            found = False
+        if not found:
             raise BadRequest("problem", f"no problem {name[:60]!r}")
         with judges_lock:
             if name not in judges:
@@ -193,7 +222,7 @@ def create_app(*, slots: int = 0, problems: str | None = None, token: str | None
                 if type(e).__name__ == "PolicyError":
                     raise BadRequest("lang" if "language" in str(e) else "source", str(e)) from None
                 raise
-        report = await run_with_permits(2, go)
+        report = await run_with_permits(min(2, permits.n), go)  # (--slots 1: it would never have two)
         m.judged.labels(verdict=report.verdict).inc()
         return JSONResponse(report.to_dict())
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .schema import MIN_MEMORY, BadRequest, Cmd, FileRef, Pipe, RunRequest, check_run
+from .schema import MAX_CMDS, MIN_MEMORY, BadRequest, Cmd, FileRef, Pipe, RunRequest, check_run
 
 STATUS = {"OK": "Accepted", "RE": "Nonzero Exit Status", "SIG": "Signalled", "TLE": "Time Limit Exceeded",
           "WLE": "Time Limit Exceeded", "MLE": "Memory Limit Exceeded", "OLE": "Output Limit Exceeded",
@@ -31,9 +31,16 @@ def _int(cmd: dict, key: str, field: str, default: int) -> int:
     v = cmd.get(key, default)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 2**63:  # (NaN and inf too)
         raise BadRequest(field, f"expected a number of {'ns' if 'Limit' in key and 'memory' not in key else 'bytes'}")
     return int(v)
+
+
+def _names(c: dict, key: str, field: str) -> list[str]:
+    v = c.get(key) or []
+    if not isinstance(v, list) or not all(isinstance(n, str) for n in v):
+        raise BadRequest(field, "expected a list of file names")
+    return v
 
 
 def _file(v, field: str) -> FileRef | str:
@@ -57,13 +64,18 @@ def to_run_request(body: object) -> tuple[RunRequest, list[dict]]:
     collect (``{"stdout": (name, max) | None, "stderr": ...}``).  Raises BadRequest."""
     if not isinstance(body, dict) or not isinstance(body.get("cmd"), list):
         raise BadRequest("cmd", "expected a list of commands")
+    if len(body["cmd"]) > MAX_CMDS:  # before translating each
+        raise BadRequest("cmd", f"at most {MAX_CMDS} commands, got {len(body['cmd'])}")
     unknown = set(body) - {"cmd", "pipeMapping", "requestId"}
     if unknown:
         raise BadRequest(sorted(unknown)[0], "unknown field")
     cmds, collect = [], []
     piped_in = set()
     pipes = []
-    for j, p in enumerate(body.get("pipeMapping") or []):
+    mapping = body.get("pipeMapping") or []
+    if not isinstance(mapping, list):
+        raise BadRequest("pipeMapping", "expected a list")
+    for j, p in enumerate(mapping):
         try:
             src, dst = p["in"], p["out"]
             if (src["fd"], dst["fd"]) != (1, 0):
@@ -122,13 +134,14 @@ def to_run_request(body: object) -> tuple[RunRequest, list[dict]]:
         clock_ns = _int(c, "clockLimit", f"{f}.clockLimit", 0)
         mem = _int(c, "memoryLimit", f"{f}.memoryLimit", 256 << 20)
         out_max = max([m for _, m in filter(None, col.values())] or [1 << 20])
-        copy_out = [n for n in (c.get("copyOut") or []) if n.rstrip("?") not in ("stdout", "stderr")]
+        copy_out = [n for n in _names(c, "copyOut", f"{f}.copyOut") if n.rstrip("?") not in ("stdout", "stderr")]
+        copy_out_cached = _names(c, "copyOutCached", f"{f}.copyOutCached")
         try:
             cmd = msgspec.convert({
                 "args": args, "env": env, "stdin": stdin, "files": files,
                 "cpu_time_ms": max(1, cpu_ns // 10**6), "wall_time_ms": max(1, clock_ns // 10**6) if clock_ns else None,
                 "memory_bytes": max(MIN_MEMORY, mem), "max_processes": _int(c, "procLimit", f"{f}.procLimit", 16) or 16,
-                "output_bytes": out_max, "copy_out": copy_out, "copy_out_cached": list(c.get("copyOutCached") or []),
+                "output_bytes": out_max, "copy_out": copy_out, "copy_out_cached": copy_out_cached,
                 "copy_out_max_bytes": _int(c, "copyOutMax", f"{f}.copyOutMax", 64 << 20) or (64 << 20),
             }, Cmd)
         except msgspec.ValidationError as e:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import threading
 
+from .. import _syscalls as sc
 from ..errors import JailpyError
 from ..policy import Policy, load as load_policy
 from ..judge.runner import judge_memory
 from ..stdio import DEVNULL, PIPE
-from .schema import WORKDIR, BadRequest, Cmd, FileRef, RunRequest
+from .schema import MAX_OUTPUT, WORKDIR, BadRequest, Cmd, FileRef, RunRequest
 
 _BASE: Policy | None = None
 
@@ -62,14 +63,30 @@ def result_dict(r, *, stdout: bytes | None, stderr: bytes | None) -> dict:
     }
 
 
+MAX_COPY_OUT = MAX_OUTPUT
+"""Bytes one command's copy_out and copy_out_cached files may have together."""
+_BENEATH = sc.RESOLVE_BENEATH | sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_MAGICLINKS
+
+
 def _copy_out(res: dict, c: Cmd, box: str, files) -> None:
+    """Read the files ``c`` names from the box into ``res``.  The program wrote the box, so every
+    part of a name may be its symlink to a host path: each is opened with openat2(2)
+    ``RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS`` (no symlink in any component, ELOOP), never by path."""
+    box_fd = os.open(box, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _copy_out_from(res, c, box_fd, files)
+    finally:
+        os.close(box_fd)
+
+
+def _copy_out_from(res: dict, c: Cmd, box_fd: int, files) -> None:
+    left = MAX_COPY_OUT  # bytes for all of this command's files: the program can hard-link one file under many names
     for key in ("copy_out", "copy_out_cached"):
         for name in getattr(c, key):
             optional = name.endswith("?")
             name = name.rstrip("?")
-            path = os.path.join(box, name)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                fd = sc.openat2(box_fd, name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, _BENEATH)
             except OSError as e:
                 if not optional:
                     res["file_errors"].append({"name": name, "type": "CopyOutOpen", "message": e.strerror})
@@ -83,7 +100,12 @@ def _copy_out(res: dict, c: Cmd, box: str, files) -> None:
                     res["file_errors"].append({"name": name, "type": "CopyOutSizeExceeded",
                                                "message": f"{st.st_size} bytes, at most {c.copy_out_max_bytes}"})
                     continue
-                data = os.read(fd, c.copy_out_max_bytes + 1)[:c.copy_out_max_bytes]
+                if st.st_size > left:
+                    res["file_errors"].append({"name": name, "type": "CopyOutSizeExceeded",
+                                               "message": f"{st.st_size} bytes: the command's files may have {MAX_COPY_OUT} in all"})
+                    continue
+                data = os.read(fd, min(c.copy_out_max_bytes, left) + 1)[:min(c.copy_out_max_bytes, left)]
+                left -= len(data)
             finally:
                 os.close(fd)
             if key == "copy_out":

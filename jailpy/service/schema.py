@@ -105,6 +105,13 @@ def _name_ok(name: str) -> bool:
     return not (norm == "." or norm.startswith("../") or norm == "..")
 
 
+def _box_name_ok(name: str) -> bool:
+    """A name ``files`` may write: relative, in normal form (no ``.``, ``..`` or empty part, no
+    trailing slash), so that two names cannot be one file or a file and a directory by another
+    spelling."""
+    return _name_ok(name) and posixpath.normpath(name) == name
+
+
 def check_run(req: RunRequest) -> RunRequest:
     """Check the values a type cannot express; raises BadRequest naming the field."""
     if not req.cmd:
@@ -132,13 +139,18 @@ def check_run(req: RunRequest) -> RunRequest:
             raise BadRequest(f"{f}.wall_time_ms", f"must be between 1 and {MAX_WALL_MS}, got {c.wall_time_ms}")
         if len(c.files) > MAX_FILES:
             raise BadRequest(f"{f}.files", f"at most {MAX_FILES} files")
+        dirs = {posixpath.dirname(n) for n in c.files}
         for name, ref in c.files.items():
-            if not _name_ok(name):
+            if not _box_name_ok(name):
                 raise BadRequest(f"{f}.files", f"bad file name {name[:60]!r}: a relative path inside the working directory")
+            if name in dirs or any(d.startswith(name + "/") for d in dirs):
+                raise BadRequest(f"{f}.files", f"{name[:60]!r} is both a file and a directory")
             if isinstance(ref, FileRef) and (ref.content is None) == (ref.file_id is None):
                 raise BadRequest(f"{f}.files.{name}", "give content or file_id, one of them")
         if isinstance(c.stdin, FileRef) and (c.stdin.content is None) == (c.stdin.file_id is None):
             raise BadRequest(f"{f}.stdin", "give content or file_id, one of them")
+        if len(c.copy_out) + len(c.copy_out_cached) > MAX_FILES:
+            raise BadRequest(f"{f}.copy_out", f"at most {MAX_FILES} names in copy_out and copy_out_cached together")
         for key in ("copy_out", "copy_out_cached"):
             for j, name in enumerate(getattr(c, key)):
                 if not _name_ok(name.rstrip("?")):

@@ -56,6 +56,8 @@ def _config(rootfs: str, argv: list[str], seccomp: bool, masked: bool) -> dict:
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
         {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]},
+        # the repo and its venv, also when the checkout is under /tmp (a CI clone, the rootless copy)
+        {"destination": str(REPO), "type": "bind", "source": str(REPO), "options": ["rbind", "ro"]},
     ]
     linux: dict = {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
                    "maskedPaths": DOCKER_MASKED if masked else [], "readonlyPaths": DOCKER_READONLY if masked else []}

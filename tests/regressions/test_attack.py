@@ -218,7 +218,8 @@ def test_program_chosen_text_in_jailpy_ps_is_text(tmp_path):
         end = time.monotonic() + 10 * TIME_FACTOR
         out = b""
         while time.monotonic() < end and name.encode() not in out:
-            ps = subprocess.run([sys.executable, "-m", "jailpy", "ps"], capture_output=True, timeout=TIMEOUT)
+            ps = subprocess.run([sys.executable, "-m", "jailpy", "ps"], capture_output=True, timeout=TIMEOUT,
+                                env=dict(os.environ, COLUMNS="200"))  # wide enough for the whole command
             assert ps.returncode == 0 and b"Traceback" not in ps.stderr, ps.stderr
             out = ps.stdout
             time.sleep(0.2)
