@@ -21,8 +21,9 @@ from image_helpers import store  # noqa: E402,F401 - a fixture
 from conftest import JAILPY, TIMEOUT  # noqa: E402
 
 # vm: the VM lane runs these on a stock Debian kernel too (an overlay on the image's root, rootless)
-pytestmark = [pytest.mark.skipif(not os.path.exists(h.BUSYBOX), reason="busybox-static is not installed"),
-              pytest.mark.vm]
+# the VM lane (Debian's 6.1 kernel) runs the tests marked vm below: the image's root as the
+# sandbox's lower dir, its user, the fork server's path; the rest is this kernel's and Python's
+pytestmark = [pytest.mark.skipif(not os.path.exists(h.BUSYBOX), reason="busybox-static is not installed")]
 
 
 @pytest.fixture()
@@ -44,6 +45,7 @@ def image_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=TIMEOUT)
 
 
+@pytest.mark.vm
 @pytest.mark.parametrize("fmt", ["oci", "docker"])
 def test_a_program_runs_on_the_image(store, images, fmt):
     script = ("echo $GREETING; pwd; cat /app/hello.txt; ls /data; ls /opq; "
@@ -62,6 +64,7 @@ def test_the_config_gives_the_command_and_flags_override_it(store, images):
     assert (r.returncode, r.stdout) == (0, "mine\n/data\n"), r.stderr
 
 
+@pytest.mark.vm
 def test_the_config_user_is_mapped_inside(store, tmp_path):
     cfg = dict(h.DEFAULT_CONFIG, User="app")
     ref = h.write_oci(tmp_path / "u", [h.busybox_layer()], cfg=cfg)
@@ -124,6 +127,7 @@ def test_an_image_in_use_is_not_removed(store, images):
     assert image_cli("rm", images["oci"]).returncode == 0
 
 
+@pytest.mark.vm
 @pytest.mark.parametrize("forkserver", [False, True])
 def test_the_api_paths_with_a_reused_user_namespace(store, images, forkserver):
     from jailpy import Policy, Sandbox
