@@ -492,50 +492,59 @@ def kill(name: Annotated[str, typer.Argument(help="The sandbox's --name.")]) -> 
     _control(name, "kill")
 
 
-from .cli_seccomp import seccomp_app  # noqa: E402 - the sub-app needs `app` defined first
-
-app.add_typer(seccomp_app, name="seccomp")
-
-from .cli_lsm import apparmor_app, selinux_app  # noqa: E402
-
-app.add_typer(apparmor_app, name="apparmor")
-app.add_typer(selinux_app, name="selinux")
-
-from .cli_net import network_app  # noqa: E402
-
-app.add_typer(network_app, name="network")
-
-from .cli_image import image_app  # noqa: E402
-
-app.add_typer(image_app, name="image")
-
-from .cli_audit import audit_command  # noqa: E402
-
-from .cli_judge import judge_command, serve_command, worker_command  # noqa: E402
-
-app.command("judge", help="Judge a submission: compile SOURCE and run it on every test of PROBLEM_DIR, each in a "
-            "sandbox (exit 0 accepted, 1 any other verdict, 125 jailpy's own error).")(judge_command)
-
-app.command("serve", help="Serve the judge machine's HTTP API (docs/api.md) on 127.0.0.1:5050: /v1/run, "
-            "go-judge's /run, /v1/judge, /v1/files, /v1/health, /metrics.")(serve_command)
-
-app.command("worker", help="Run jobs (a /v1/run or /v1/judge request each) from a Redis broker, with "
-            "Dramatiq: at least once, results stored once (docs/deploy.md).")(worker_command)
-
-app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
-            "2 if none did but some probes were skipped).")(audit_command)
+_registered = False
 
 
-@app.command("doctor", help="Check this host for what jailpy needs (user namespaces, id ranges, cgroups, Landlock, "
-             "AppArmor, SELinux, seccomp) and what spoils it (swap, CPU frequency scaling, SMT), with the exact fix "
-             "for each. Exit 0 when the default policy can run, 1 when it cannot.")
-def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a report.")] = False) -> None:
-    from . import doctor as doctor_mod
+def _register_subcommands() -> None:
+    """Add the sub-commands beyond ``exec`` and the small ones above to ``app`` (once): their
+    modules cost ``jailpy exec``, which never needs them, several milliseconds to import."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from .cli_seccomp import seccomp_app
 
-    ok, checks = doctor_mod.run_all()
-    print(doctor_mod.report_json(ok, checks) if json_out else doctor_mod.report_text(ok, checks))
-    if not ok:
-        raise typer.Exit(1)
+    app.add_typer(seccomp_app, name="seccomp")
+
+    from .cli_lsm import apparmor_app, selinux_app
+
+    app.add_typer(apparmor_app, name="apparmor")
+    app.add_typer(selinux_app, name="selinux")
+
+    from .cli_net import network_app
+
+    app.add_typer(network_app, name="network")
+
+    from .cli_image import image_app
+
+    app.add_typer(image_app, name="image")
+
+    from .cli_audit import audit_command
+
+    from .cli_judge import judge_command, serve_command, worker_command
+
+    app.command("judge", help="Judge a submission: compile SOURCE and run it on every test of PROBLEM_DIR, each in a "
+                "sandbox (exit 0 accepted, 1 any other verdict, 125 jailpy's own error).")(judge_command)
+
+    app.command("serve", help="Serve the judge machine's HTTP API (docs/api.md) on 127.0.0.1:5050: /v1/run, "
+                "go-judge's /run, /v1/judge, /v1/files, /v1/health, /metrics.")(serve_command)
+
+    app.command("worker", help="Run jobs (a /v1/run or /v1/judge request each) from a Redis broker, with "
+                "Dramatiq: at least once, results stored once (docs/deploy.md).")(worker_command)
+
+    app.command("audit", help="Try escapes on this host and print which layer stops each (exit 1 if any got through, "
+                "2 if none did but some probes were skipped).")(audit_command)
+
+    @app.command("doctor", help="Check this host for what jailpy needs (user namespaces, id ranges, cgroups, Landlock, "
+                 "AppArmor, SELinux, seccomp) and what spoils it (swap, CPU frequency scaling, SMT), with the exact fix "
+                 "for each. Exit 0 when the default policy can run, 1 when it cannot.")
+    def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a report.")] = False) -> None:
+        from . import doctor as doctor_mod
+
+        ok, checks = doctor_mod.run_all()
+        print(doctor_mod.report_json(ok, checks) if json_out else doctor_mod.report_text(ok, checks))
+        if not ok:
+            raise typer.Exit(1)
 
 
 class _Forwarder:
@@ -661,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     escape_undecodable_output()
     try:
         args = sys.argv[1:] if argv is None else argv
+        if args[:1] != ["exec"]:
+            _register_subcommands()
         which = _exec_app if args[:1] == ["exec"] else app
         rv = which(args=args, prog_name="jailpy", standalone_mode=False)
     except JailpyError as e:
@@ -703,3 +714,7 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
+
+
+if sys.argv[1:2] != ["exec"]:  # `app` whole for whoever imports this module (tests, tools, typer's completion)
+    _register_subcommands()
