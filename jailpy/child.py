@@ -387,6 +387,16 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
             os.close(fd)
+        # Python runs a signal handler in the main thread between bytecodes, never inside a
+        # system call that was not interrupted: a forwarded signal that comes just before the
+        # wait for the program below (or to the stub's thread) would wait with it until the wall
+        # time.  So each handled signal (SIGCHLD too, for the program's end) also writes a byte to
+        # this pipe, and that wait reads it instead of blocking in wait4(2); made before the
+        # rlimits (RLIMIT_NOFILE) and the seccomp filter; close-on-exec, the program has none of it.
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)  # signal.set_wakeup_fd wants it so: a handler never blocks
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         step = "apply the rlimits"
         for res, soft, hard in ctx.rlimits:
             resource.setrlimit(res, (soft, hard))
@@ -438,11 +448,13 @@ def init(ctx: SpawnContext, sources: list[int]) -> None:
         status = None
         while status is None:
             try:
-                p, st, _ = os.wait4(-1, 0)
+                p, st, _ = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if p == payload:
                 status = st
+            elif p == 0:
+                os.read(wake_r, 512)  # until a signal comes (see wake_r): its handler runs after it
         t1 = time.monotonic() - paused - (time.monotonic() - stopped if stopped is not None else 0.0)
         try:
             os.kill(-1, signal.SIGKILL)

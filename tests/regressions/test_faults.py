@@ -302,6 +302,39 @@ def test_send_signal_at_a_random_moment_reaches_the_program():
         sb.close()
 
 
+def test_a_signal_pid1_has_not_handled_when_it_waits_for_the_program_reaches_it(monkeypatch):
+    """Regression (the test above, once in ~600 runs): PID 1 waited for the program in wait4(2),
+    and Python runs a signal handler only in the main thread between bytecodes, never inside a
+    system call the signal did not interrupt.  A SIGTERM that came just before that wait (its C
+    handler ran, the Python one not yet) reached the program only at the wall time: exit 143,
+    verdict WLE, after wall_time seconds.  Forced here: once the main thread waits, another
+    thread of PID 1 takes the SIGTERM (pthread_kill; a process-directed signal can go to the
+    network stub's thread too), so only its C handler runs.  The set-up process is forked from
+    this process (no fork server), so PID 1 has the patched spawn_payload."""
+    spawn = jailpy.child.spawn_payload
+
+    def spawn_then_signal(argv, env):
+        pid = spawn(argv, env)
+
+        def later():
+            time.sleep(0.3)  # PID 1's main thread waits for the program by then
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+        threading.Thread(target=later, daemon=True).start()
+        return pid
+
+    monkeypatch.setattr(jailpy.child, "spawn_payload", spawn_then_signal)
+    sb = jailpy.Sandbox(jailpy.Policy(cwd=False, wall_time=20 * TIME_FACTOR), forkserver=False)
+    try:
+        t0 = time.monotonic()
+        r = sb.run(["sleep", "30"], stdin=jailpy.DEVNULL)
+        took = time.monotonic() - t0
+    finally:
+        sb.close()
+    assert r.exit_code == 143 and r.signal == 15 and r.verdict == jailpy.Verdict.SIG, r
+    assert took < 5 * TIME_FACTOR, took
+
+
 def test_a_signal_before_the_program_exists_ends_the_run_without_starting_it(tmp_path):
     marker = tmp_path / "ran"
     os.chmod(tmp_path, 0o777)
