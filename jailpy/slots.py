@@ -123,6 +123,53 @@ def _open_dir(name: str, parent: int) -> int:
     return fd
 
 
+ROOT_PREFIX = "jailpy-slots-"
+"""Name prefix of a pool's own directory for boxes, in the temporary directory (tempfile)."""
+
+
+def _lock_root(root: str) -> int:
+    """Hold ``root/.lock`` (flock(2), LOCK_EX) for this pool's life: the kernel drops it when the
+    process dies, however it dies, which tells :func:`_sweep_dead_roots` the directory is left."""
+    import fcntl
+
+    fd = os.open(os.path.join(root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _sweep_dead_roots() -> None:
+    """Remove the box directories of this user's pools whose process died without closing them
+    (a SIGKILLed ``jailpy worker`` or ``serve``): those whose ``.lock`` nobody holds.  Best
+    effort: what cannot be removed (rootless, files of a dead pool's sandbox ids) stays."""
+    import fcntl
+
+    tmp = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(ROOT_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(tmp, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not ours, or made by a jailpy before the lock existed
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live pool's
+        try:
+            with contextlib.suppress(OSError):
+                _clear(path)
+                os.rmdir(path)
+        finally:
+            os.close(fd)
+
+
 def _clear(path: str) -> None:
     """Remove everything in directory ``path`` (a box), making directories writable first.
 
@@ -332,7 +379,12 @@ class SlotPool:
         self.size = size
         self.canary_every = canary_every
         self._own_root = root is None
-        self.root = root or tempfile.mkdtemp(prefix="jailpy-slots-")
+        self._root_lock: int | None = None
+        if root is None:
+            _sweep_dead_roots()
+            root = tempfile.mkdtemp(prefix=ROOT_PREFIX)
+            self._root_lock = _lock_root(root)
+        self.root = root
         self._idle: OrderedDict[int, Slot] = OrderedDict()  # id(slot) -> slot, least recently used first
         self._busy = 0
         self._cleaning: list[Slot] = []  # given back, being verified by the janitor thread
@@ -609,6 +661,9 @@ class SlotPool:
             with contextlib.suppress(OSError):
                 _clear(self.root)  # (not shutil.rmtree: it recurses once per level of a box's tree)
                 os.rmdir(self.root)
+            if self._root_lock is not None:
+                os.close(self._root_lock)
+                self._root_lock = None
 
     def __enter__(self) -> "SlotPool":
         return self

@@ -157,3 +157,35 @@ def test_busy_when_every_slot_is_taken():
         pool.drain()
         with pool.slot(POLICY.replace(hostname="other")) as s:  # the idle slot of another policy gives way
             assert s.run(["/bin/true"]).verdict.value == "OK"
+
+
+def test_a_killed_pools_directory_is_swept_by_the_next_pool():
+    """A process holding a SlotPool (a jailpy worker or serve) that is SIGKILLed cannot remove its
+    boxes' directory; the next pool of the same user removes it (its lock is no longer held),
+    and leaves a live pool's alone."""
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import sys, time; from jailpy.slots import SlotPool; from jailpy.policy import load\n"
+            "p = SlotPool(1)\n"
+            "with p.slot(load('default').replace(cwd=False)) as s: s.run(['/bin/true'])\n"
+            "print(p.root, flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        dead_root = child.stdout.readline().strip()
+        assert dead_root.startswith(tempfile.gettempdir()) and os.path.isdir(dead_root), dead_root
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    live = SlotPool(1)
+    try:
+        assert os.path.isdir(live.root)
+        other = SlotPool(1)  # a second sweep: the live pool's directory stays
+        other.close()
+        assert not os.path.exists(dead_root), os.listdir(dead_root)
+        assert os.path.isdir(live.root)
+    finally:
+        live.close()
+    assert not os.path.exists(live.root)
