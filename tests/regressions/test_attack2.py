@@ -36,6 +36,16 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
 
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    """End a server the test started (by its pid): SIGTERM, then SIGKILL after ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def client():
     from starlette.testclient import TestClient
@@ -143,12 +153,7 @@ def server(tmp_path):
                 time.sleep(0.1)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 10)
 
 
 def _closed_within(s: socket.socket, seconds: float) -> bool:
@@ -297,12 +302,7 @@ def test_publish_clients_are_bounded():
     finally:
         for c in clients:
             c.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 20)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="named networks' bridges need root (a rootless pod has a netns of its own)")
@@ -390,12 +390,7 @@ def test_publish_udp_survives_a_flood_of_new_clients():
         time.sleep(1)
         assert _udp_ask(port, tries=6) == b"hello", "after the flood no new client is served"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 20)
 
 
 MARKUP_NAMES = r"""
@@ -605,12 +600,7 @@ def test_serve_unix_socket_is_not_for_every_local_user(tmp_path):
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode & 0o077 == 0, oct(mode)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 10)
 
 
 @NEEDS_CGROUP
